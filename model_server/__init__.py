@@ -1,0 +1,3 @@
+"""IVADAS anomaly engine: PatchCore and SoftPatch on pretrained CNN features."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,43 @@
+"""The streamed coreset must equal brute-force greedy farthest-point selection."""
+
+import numpy as np
+import pytest
+import torch
+
+from model_server.sampler import GreedyCoresetSampler, greedy_farthest_points
+
+
+def _brute_force(points: torch.Tensor, k: int, first: int) -> list[int]:
+    full = torch.cdist(points, points)
+    min_dist = full[first].clone()
+    chosen = [first]
+    for _ in range(k - 1):
+        nxt = int(torch.argmax(min_dist))
+        chosen.append(nxt)
+        min_dist = torch.minimum(min_dist, full[nxt])
+    return chosen
+
+
+@pytest.mark.parametrize("clustered", [False, True])
+def test_matches_brute_force_farthest_point(clustered: bool) -> None:
+    gen = torch.Generator().manual_seed(3)
+    points = torch.randn(1500, 8, generator=gen)
+    if clustered:  # pruning only kicks in on structured data like real patch features
+        points = points * 0.05 + torch.randn(15, 8, generator=gen).repeat_interleave(100, dim=0) * 3
+    chosen = greedy_farthest_points(points, 120, 1, torch.Generator().manual_seed(0))
+    assert chosen.tolist() == _brute_force(points, 120, int(chosen[0]))
+
+
+def test_sampler_respects_ratio_and_eligibility() -> None:
+    features = np.random.default_rng(0).normal(size=(1000, 32)).astype(np.float32)
+    eligible = np.ones(1000, dtype=bool)
+    eligible[:500] = False
+    idx = GreedyCoresetSampler(0.1, projection_dim=16).select(features, eligible)
+    assert len(idx) == 50
+    assert len(set(idx.tolist())) == 50
+    assert (idx >= 500).all()
+
+
+def test_sampler_rejects_bad_ratio() -> None:
+    with pytest.raises(ValueError):
+        GreedyCoresetSampler(0.0)
