@@ -40,18 +40,16 @@ class GreedyCoresetSampler:
     def target_size(self, n: int) -> int:
         return max(1, min(n, int(round(n * self.ratio))))
 
-    def select(
-        self, features: np.ndarray | torch.Tensor, weights_mask: np.ndarray | None = None
-    ) -> np.ndarray:
+    def select(self, features: np.ndarray | torch.Tensor, eligible: np.ndarray | None = None) -> np.ndarray:
         """Indices of the chosen points, in selection order.
 
-        `weights_mask` (bool, True = eligible) lets SoftPatch exclude noisy patches: they can be neither
+        `eligible` (bool, True = eligible) lets SoftPatch exclude noisy patches: they can be neither
         chosen nor count as covered.
         """
         x = torch.as_tensor(features, dtype=torch.float32)
         candidates = np.arange(x.shape[0])
-        if weights_mask is not None:
-            candidates = np.flatnonzero(weights_mask)
+        if eligible is not None:
+            candidates = np.flatnonzero(eligible)
             x = x[torch.from_numpy(candidates)]
         n = x.shape[0]
         if n == 0:
