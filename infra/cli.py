@@ -1,4 +1,8 @@
-"""The `ivadas` console command (subcommands land with the engine issue)."""
+"""The `ivadas` console command: one entry point for the engine, and later the server and local stack.
+
+Heavy imports (torch, timm, faiss) happen inside the subcommands, so `ivadas --help` stays instant. Input
+problems (`IvadasError`) are printed as one line on stderr with exit status 2; no traceback.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +11,103 @@ import sys
 
 from model_server import __version__
 
+#: Defaults chosen by measurement on MVTec bottle (see README, "Choosing the defaults").
+DEFAULT_BACKBONE = "efficientnet_lite0"
+DEFAULT_LAYERS = (2, 3)
+DEFAULT_INPUT_SIZE = 320
+DEFAULT_CORESET_RATIO = 0.1
+BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "mobilenetv2_100")
 
-def main(argv: list[str] | None = None) -> int:
+
+def _ratio(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
+def _layers(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"layers are comma-separated stage indices, got {text}") from None
+
+
+def _add_runtime(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ivadas", description="Industrial Visual Anomaly Detection as a Service"
     )
     parser.add_argument("--version", action="version", version=f"ivadas {__version__}")
-    parser.parse_args(argv)
-    parser.print_help()
-    return 0
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train PatchCore or SoftPatch on good images and write model.tar.gz")
+    p.add_argument("--data-root", required=True, help="MVTec-layout folder, or 'elpv' for the packaged demo")
+    p.add_argument("--classes", help="comma-separated class names (default: every class in the data root)")
+    p.add_argument("--model", choices=("patchcore", "softpatch"), default="patchcore")
+    p.add_argument("--backbone", choices=BACKBONES, default=DEFAULT_BACKBONE)
+    p.add_argument("--layers", type=_layers, default=DEFAULT_LAYERS, help="backbone stages, e.g. 2,3")
+    p.add_argument("--input-size", type=int, default=DEFAULT_INPUT_SIZE, help="square input side in pixels")
+    p.add_argument(
+        "--feature-dim", type=int, default=None, help="patch feature length (default: all channels)"
+    )
+    p.add_argument("--coreset-ratio", type=_ratio, default=DEFAULT_CORESET_RATIO)
+    p.add_argument(
+        "--noise-ratio",
+        type=_ratio,
+        default=0.0,
+        help="move this fraction of defective test images into train",
+    )
+    p.add_argument("--weight-method", choices=("lof", "nearest", "gaussian"), default="lof", help="SoftPatch")
+    p.add_argument("--lof-k", type=int, default=6, help="SoftPatch LOF neighbours")
+    p.add_argument(
+        "--filter-fraction", type=_ratio, default=0.15, help="SoftPatch: most outlying patches dropped"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-evaluate", action="store_true", help="skip the test-split metrics in the model card")
+    p.add_argument("--out", required=True, help="artifact path, e.g. model.tar.gz")
+    _add_runtime(p)
+
+    p = sub.add_parser("evaluate", help="score the test split: metrics.json, report.md, figures")
+    p.add_argument("--artifact", required=True)
+    p.add_argument("--data-root", required=True, help="MVTec-layout folder, or 'elpv'")
+    p.add_argument("--classes", help="comma-separated (default: every class in the artifact)")
+    p.add_argument("--report-dir", required=True)
+    _add_runtime(p)
+
+    p = sub.add_parser("predict", help="score images; one JSON line per image")
+    p.add_argument("--artifact", required=True)
+    p.add_argument("--class-name", required=True)
+    p.add_argument("--heatmap-dir", help="write <image>_heatmap.png and <image>_overlay.png here")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    _add_runtime(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    from model_server import commands
+    from model_server.errors import IvadasError
+
+    try:
+        return getattr(commands, args.command)(args)
+    except IvadasError as exc:
+        print(f"ivadas {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"ivadas {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -58,15 +58,20 @@ class GreedyCoresetSampler:
         if k >= n:
             return candidates
         generator = torch.Generator().manual_seed(self.seed)
-        x = self._project(x, generator)
+        x = random_projection(x, self.projection_dim, generator)
         chosen = greedy_farthest_points(x, k, self.num_starting_points, generator, progress=self.progress)
         return candidates[chosen]
 
-    def _project(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        if self.projection_dim is None or self.projection_dim >= x.shape[1]:
-            return x.contiguous()
-        matrix = torch.randn(x.shape[1], self.projection_dim, generator=generator) / self.projection_dim**0.5
-        return (x @ matrix).contiguous()
+
+def random_projection(x: torch.Tensor, dim: int | None, generator: torch.Generator) -> torch.Tensor:
+    """Gaussian random projection to `dim` columns (identity when `dim` is None or not smaller).
+
+    Shared by the coreset and SoftPatch's outlier scoring: both need distances only up to a small factor.
+    """
+    if dim is None or dim >= x.shape[1]:
+        return x.contiguous()
+    matrix = torch.randn(x.shape[1], dim, generator=generator) / dim**0.5
+    return (x @ matrix).contiguous()
 
 
 def greedy_farthest_points(

@@ -1,0 +1,59 @@
+"""Decision threshold from good images only, and the normalised score users see.
+
+Production sites rarely have labelled defects, so the threshold is a high quantile of the scores of good
+training images that were held out of the memory bank (their scores are honest: they are not in the bank).
+The normalised score maps the median good score to 0, the threshold to 0.5 and twice that distance to 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+DEFAULT_QUANTILE = 0.99
+
+
+@dataclass(frozen=True)
+class Calibration:
+    threshold: float
+    #: median held-out good score: where the normalised score is 0
+    reference: float
+    quantile: float
+    n_images: int
+
+    def normalize(self, score: float | np.ndarray) -> float | np.ndarray:
+        """0 at the typical good score, 0.5 at the threshold, clipped to [0, 1]."""
+        span = max(self.threshold - self.reference, 1e-12)
+        value = np.clip(0.5 + 0.5 * (np.asarray(score, dtype=np.float64) - self.threshold) / span, 0.0, 1.0)
+        return float(value) if np.ndim(value) == 0 else value
+
+    def is_anomaly(self, score: float) -> bool:
+        return bool(score > self.threshold)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Calibration:
+        return cls(
+            threshold=float(data["threshold"]),
+            reference=float(data["reference"]),
+            quantile=float(data["quantile"]),
+            n_images=int(data["n_images"]),
+        )
+
+
+def calibrate(good_scores: np.ndarray, quantile: float = DEFAULT_QUANTILE) -> Calibration:
+    """Threshold at the `quantile` of held-out good image scores (linear interpolation between ranks)."""
+    scores = np.asarray(good_scores, dtype=np.float64).ravel()
+    if scores.size == 0:
+        raise ValueError("threshold calibration needs at least one held-out good image")
+    if not 0.5 <= quantile <= 1.0:
+        raise ValueError(f"threshold quantile must be in [0.5, 1], got {quantile}")
+    return Calibration(
+        threshold=float(np.quantile(scores, quantile)),
+        reference=float(np.median(scores)),
+        quantile=quantile,
+        n_images=int(scores.size),
+    )

@@ -1,0 +1,180 @@
+"""`ivadas train`, `ivadas evaluate` and `ivadas predict`: the engine's command-line jobs.
+
+Each function takes the parsed arguments and returns an exit code; input problems raise `IvadasError`,
+which the CLI prints as one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from model_server.artifact import check_class_name, git_commit, load_artifact, save_artifact
+from model_server.common import FeatureConfig, FeatureExtractor, set_threads
+from model_server.datasets import ELPV_CLASSES, ClassSplit, Sample, apply_noise, list_classes, load_split
+from model_server.errors import DataError, ImageError, IvadasError
+from model_server.evaluation import evaluate_class
+from model_server.heatmap import colorize, overlay, png_bytes
+from model_server.inference import Predictor
+from model_server.patchcore import ModelConfig, train_class
+
+
+def data_fingerprint(samples: Sequence[Sample]) -> str:
+    """SHA-256 of the training images' names and bytes: equal only for models that saw the same data."""
+    digest = hashlib.sha256()
+    for s in sorted(samples, key=lambda s: s.name):
+        digest.update(s.name.encode() + b"\0")
+        if s.path is not None:
+            digest.update(hashlib.sha256(s.path.read_bytes()).digest())
+        else:
+            digest.update(hashlib.sha256(s.load_rgb().tobytes()).digest())
+    return digest.hexdigest()
+
+
+def parse_classes(text: str | None, data_root: str) -> list[str]:
+    if text:
+        names = [c.strip() for c in text.split(",") if c.strip()]
+    elif str(data_root) == "elpv":
+        names = list(ELPV_CLASSES)
+    else:
+        names = list_classes(data_root)
+    if not names:
+        raise DataError(f"no classes to use in {data_root}")
+    for name in names:
+        try:
+            check_class_name(name)
+        except ValueError as exc:
+            raise DataError(str(exc)) from None
+    return names
+
+
+def model_config(args: argparse.Namespace) -> ModelConfig:
+    try:
+        features = FeatureConfig(
+            backbone=args.backbone,
+            layers=tuple(args.layers),
+            input_size=args.input_size,
+            feature_dim=args.feature_dim,
+        )
+        return ModelConfig(
+            model=args.model,
+            features=features,
+            coreset_ratio=args.coreset_ratio,
+            seed=args.seed,
+            weight_method=args.weight_method,
+            lof_k=args.lof_k,
+            filter_fraction=args.filter_fraction,
+        )
+    except ValueError as exc:
+        raise IvadasError(str(exc)) from None
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def train(args: argparse.Namespace) -> int:
+    config = model_config(args)
+    classes = parse_classes(args.classes, args.data_root)
+    set_threads(args.threads)
+    splits: dict[str, ClassSplit] = {}
+    for name in classes:  # read every listing first: a typo in the last class fails before any training
+        split = load_split(args.data_root, name)
+        splits[name] = apply_noise(split, args.noise_ratio, seed=args.seed) if args.noise_ratio else split
+    extractor = FeatureExtractor(config.features)
+    commit = git_commit()
+    models = {}
+    for name, split in splits.items():
+        _log(f"training {config.model} on {name}: {len(split.train)} images ({split.source})")
+        model = train_class(split, config, extractor, progress=not args.quiet, fingerprint=data_fingerprint)
+        model.card.update(
+            {
+                "hyperparameters": config.to_dict(),
+                "noise_ratio": args.noise_ratio,
+                "git_commit": commit,
+                "trained_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            }
+        )
+        if not args.no_evaluate:
+            ev = evaluate_class(model, extractor, split, progress=not args.quiet)
+            model.card["metrics"] = ev.metrics
+        t = model.card["training"]
+        _log(
+            f"  {name}: bank {t['bank_patches']} patches ({t['bank_bytes'] / 1e6:.1f} MB), threshold "
+            f"{model.calibration.threshold:.4g}, trained in {t['total_seconds']:.1f} s"
+            + (
+                f", test image AUROC {model.card['metrics']['image_auroc']:.4f}"
+                if "metrics" in model.card
+                else ""
+            )
+        )
+        models[name] = model
+    artifact = save_artifact(args.out, models)
+    _log(f"wrote {args.out} ({artifact.model_version}, classes: {', '.join(sorted(models))})")
+    return 0
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    artifact = load_artifact(args.artifact)
+    classes = (
+        [c.strip() for c in args.classes.split(",") if c.strip()]
+        if args.classes
+        else sorted(artifact.classes)
+    )
+    set_threads(args.threads)
+    predictor = Predictor(artifact)
+    evaluations, samples, cards = [], {}, {}
+    for name in classes:
+        model = artifact.get(name)
+        split = load_split(args.data_root, name)
+        t0 = time.perf_counter()
+        ev = evaluate_class(model, predictor.extractor(model.config.features), split, progress=not args.quiet)
+        evaluations.append(ev)
+        samples[name], cards[name] = split.test, model.card
+        m = ev.metrics
+        _log(
+            f"{name}: image AUROC {m['image_auroc']}, pixel AUROC {m['pixel_auroc']}, AUPRO {m['aupro']} "
+            f"({m['n_test']} test images, {time.perf_counter() - t0:.1f} s)"
+        )
+    from model_server.report import write_report  # matplotlib only when a report is written
+
+    doc = write_report(args.report_dir, artifact.model, artifact.model_version, evaluations, samples, cards)
+    print(json.dumps(doc["mean"]))
+    _log(f"wrote {Path(args.report_dir) / 'metrics.json'} and report.md")
+    return 0
+
+
+def predict(args: argparse.Namespace) -> int:
+    set_threads(args.threads)
+    predictor = Predictor(args.artifact)
+    predictor.artifact.get(args.class_name)  # unknown class: fail before reading any image
+    heatmap_dir = Path(args.heatmap_dir) if args.heatmap_dir else None
+    if heatmap_dir:
+        heatmap_dir.mkdir(parents=True, exist_ok=True)
+    failed = 0
+    for path in args.images:
+        try:
+            (pred,) = predictor.predict(args.class_name, [Path(path)], names=[path])
+        except ImageError as exc:
+            _log(f"error: {exc}")
+            failed += 1
+            continue
+        record = {"image": path, **pred.to_dict()}
+        if heatmap_dir:
+            from model_server.common import resize_map
+
+            stem = Path(path).stem
+            rgb = predictor.decode(Path(path), name=path)
+            amap = resize_map(pred.anomaly_map, pred.image_shape)
+            cal = predictor.artifact.get(args.class_name).calibration
+            (heatmap_dir / f"{stem}_heatmap.png").write_bytes(png_bytes(colorize(amap, cal)))
+            (heatmap_dir / f"{stem}_overlay.png").write_bytes(png_bytes(overlay(rgb, amap, cal)))
+            record["heatmap"] = str(heatmap_dir / f"{stem}_heatmap.png")
+        print(json.dumps(record), flush=True)
+    return 1 if failed else 0

@@ -1,0 +1,61 @@
+"""Shared fixtures: a small synthetic MVTec-layout data set (textured 'parts' with drawn defects)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+def _part(rng: np.random.Generator, size: int = 96) -> np.ndarray:
+    """A grey textured disc on a dark background: every good image is the same part with a little noise."""
+    yy, xx = np.mgrid[:size, :size]
+    disc = ((yy - size / 2) ** 2 + (xx - size / 2) ** 2) < (size * 0.38) ** 2
+    base = np.where(disc, 150 + 30 * np.sin(xx / 3.0), 30).astype(np.float32)
+    img = base + rng.normal(scale=4.0, size=base.shape)
+    return np.clip(np.stack([img, img * 0.9, img * 0.8], axis=-1), 0, 255).astype(np.uint8)
+
+
+def _scratch(img: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    img = img.copy()
+    mask = np.zeros(img.shape[:2], dtype=np.uint8)
+    y = int(rng.integers(30, 60))
+    img[y : y + 6, 25:70] = (255, 20, 20)
+    mask[y : y + 6, 25:70] = 255
+    return img, mask
+
+
+def make_mvtec(root: Path, class_name: str = "widget", n_train: int = 12, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    base = root / class_name
+    for sub in ("train/good", "test/good", "test/scratch", "ground_truth/scratch"):
+        (base / sub).mkdir(parents=True, exist_ok=True)
+    for i in range(n_train):
+        Image.fromarray(_part(rng)).save(base / f"train/good/{i:03d}.png")
+    for i in range(4):
+        Image.fromarray(_part(rng)).save(base / f"test/good/{i:03d}.png")
+        bad, mask = _scratch(_part(rng), rng)
+        Image.fromarray(bad).save(base / f"test/scratch/{i:03d}.png")
+        Image.fromarray(mask).save(base / f"ground_truth/scratch/{i:03d}_mask.png")
+    return root
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_mvtec(tmp_path_factory.mktemp("mvtec"))
+
+
+@pytest.fixture(scope="session")
+def trained_artifact(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A PatchCore artifact trained by the real CLI on the synthetic class (64 px input: seconds)."""
+    from infra.cli import main
+
+    out = tmp_path_factory.mktemp("artifact") / "model.tar.gz"
+    code = main(
+        ["train", "--data-root", str(synthetic_root), "--classes", "widget", "--model", "patchcore",
+         "--input-size", "64", "--quiet", "--out", str(out)]
+    )  # fmt: skip
+    assert code == 0
+    return out

@@ -1,0 +1,137 @@
+"""`ivadas train / evaluate / predict` end to end on a synthetic class, and their bad-input behaviour."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from infra.cli import main
+from model_server.artifact import load_artifact
+from model_server.inference import Predictor
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_train_writes_a_complete_model_card(trained_artifact: Path) -> None:
+    artifact = load_artifact(trained_artifact)
+    card = artifact.get("widget").card
+    assert card["data"]["n_fit"] + card["data"]["n_holdout"] == 12
+    assert len(card["data"]["fingerprint"]) == 64
+    assert card["hyperparameters"]["features"]["input_size"] == 64
+    assert card["git_commit"] is None or len(card["git_commit"]) >= 40
+    assert card["metrics"]["image_auroc"] == pytest.approx(1.0)  # drawn scratches are easy
+    assert card["training"]["bank_bytes"] == artifact.get("widget").bank.nbytes
+
+
+def test_evaluate_writes_the_contracted_metrics(
+    trained_artifact: Path, synthetic_root: Path, tmp_path: Path
+) -> None:
+    report = tmp_path / "report"
+    code = main(["evaluate", "--artifact", str(trained_artifact), "--data-root", str(synthetic_root),
+                 "--report-dir", str(report), "--quiet"])  # fmt: skip
+    assert code == 0
+    doc = json.loads((report / "metrics.json").read_text())
+    assert doc["model"] == "patchcore"
+    widget = doc["classes"]["widget"]
+    for key in ("image_auroc", "pixel_auroc", "aupro", "f1_max", "threshold", "n_test"):
+        assert key in widget
+    assert widget["n_test"] == 8
+    assert 0.9 <= widget["image_auroc"] <= 1.0 and 0.5 < widget["pixel_auroc"] <= 1.0
+    assert doc["mean"]["image_auroc"] == widget["image_auroc"]
+    for name in ("report.md", "roc.png", "heatmaps_widget.png"):
+        assert (report / name).stat().st_size > 0
+
+
+def test_predict_prints_one_json_line_per_image_and_matches_the_library(
+    trained_artifact: Path, synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    images = [
+        str(synthetic_root / "widget/test/good/000.png"),
+        str(synthetic_root / "widget/test/scratch/000.png"),
+    ]
+    code = main(["predict", "--artifact", str(trained_artifact), "--class-name", "widget",
+                 "--heatmap-dir", str(tmp_path / "maps"), *images])  # fmt: skip
+    assert code == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["image"] for r in lines] == images
+    good, bad = lines
+    assert not good["is_anomaly"] and bad["is_anomaly"]
+    assert good["normalized_score"] < 0.5 < bad["normalized_score"]
+    assert bad["regions"], "a drawn scratch should give a region"
+    assert set(bad["timings_ms"]) >= {"decode", "preprocess", "backbone", "knn", "heatmap", "total"}
+    heatmap = Image.open(bad["heatmap"])
+    assert heatmap.size == (96, 96) and heatmap.mode == "RGB"
+    assert (tmp_path / "maps/000_overlay.png").exists()
+    (direct,) = Predictor(trained_artifact).predict("widget", [Path(images[1])])
+    assert direct.anomaly_score == pytest.approx(bad["anomaly_score"], abs=1e-5)
+
+
+def test_unreadable_image_names_the_file_and_exits_nonzero(
+    trained_artifact: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    fake = tmp_path / "notes.png"
+    fake.write_text("not an image")
+    code = main(["predict", "--artifact", str(trained_artifact), "--class-name", "widget", str(fake)])
+    assert code != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(fake) in err[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["predict", "--class-name", "capsule", "x.png"], "class 'capsule' is not in this patchcore model"),
+        (["evaluate", "--classes", "capsule", "--data-root", "{root}", "--report-dir", "{tmp}/r"], "capsule"),
+    ],
+)
+def test_unknown_class_is_one_line(trained_artifact, synthetic_root, tmp_path, capsys, args, message) -> None:
+    args = [a.format(root=synthetic_root, tmp=tmp_path) for a in args]
+    code = main([args[0], "--artifact", str(trained_artifact), *args[1:]])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+
+
+def test_empty_and_missing_train_folders(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "empty/train/good").mkdir(parents=True)
+    (tmp_path / "empty/test/good").mkdir(parents=True)
+    for cls in ("empty", "absent"):
+        code = main(
+            ["train", "--data-root", str(tmp_path), "--classes", cls, "--out", str(tmp_path / "m.tar.gz")]
+        )
+        assert code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and cls in err[0], err
+    assert not (tmp_path / "m.tar.gz").exists()
+
+
+def test_errors_reach_the_shell_without_traceback(tmp_path: Path) -> None:
+    bad = tmp_path / "model.tar.gz"
+    bad.write_bytes(b"\x1f\x8b garbage")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "infra.cli", "predict", "--artifact", str(bad), "--class-name", "x", "a.png"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().startswith("ivadas predict: error:") and str(bad) in proc.stderr
+
+
+def test_softpatch_noise_study_keeps_moved_images_out_of_test(synthetic_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "soft.tar.gz"
+    code = main(["train", "--data-root", str(synthetic_root), "--classes", "widget", "--model", "softpatch",
+                 "--noise-ratio", "0.25", "--input-size", "64", "--quiet", "--out", str(out)])  # fmt: skip
+    assert code == 0
+    model = load_artifact(out).get("widget")
+    assert model.weights is not None and np.all(model.weights > 0)
+    (moved,) = model.card["data"]["noise_in_train"]
+    assert moved.startswith("test/scratch/")
+    assert model.card["metrics"]["n_test"] == 7  # 8 test images, one moved into train

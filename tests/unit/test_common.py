@@ -1,0 +1,82 @@
+"""Patch features, nearest-neighbour scores and anomaly maps."""
+
+import numpy as np
+import pytest
+import torch
+
+from model_server.common import (
+    FeatureConfig,
+    FeatureExtractor,
+    NearestNeighbourScorer,
+    aggregate_patches,
+    anomaly_maps,
+    resize_map,
+)
+
+
+def test_knn_scores_match_numpy() -> None:
+    rng = np.random.default_rng(0)
+    bank = rng.normal(size=(500, 24)).astype(np.float32)
+    queries = rng.normal(size=(300, 24)).astype(np.float32)
+    dist, idx = NearestNeighbourScorer(bank).search(queries)
+    full = np.sqrt(((queries[:, None, :] - bank[None, :, :]) ** 2).sum(-1))
+    np.testing.assert_array_equal(idx, full.argmin(1))
+    np.testing.assert_allclose(dist, full.min(1), rtol=1e-4, atol=1e-4)
+
+
+def test_soft_weights_scale_the_nearest_distance() -> None:
+    bank = np.array([[0.0, 0.0], [10.0, 0.0]], dtype=np.float32)
+    weights = np.array([1.0, 3.0], dtype=np.float32)
+    dist, idx = NearestNeighbourScorer(bank, weights).search(np.array([[1.0, 0.0], [9.0, 0.0]]))
+    assert idx.tolist() == [0, 1]
+    np.testing.assert_allclose(dist, [1.0, 3.0], rtol=1e-6)
+
+
+def test_scorer_rejects_mismatched_weights() -> None:
+    with pytest.raises(ValueError, match="weights"):
+        NearestNeighbourScorer(np.zeros((3, 2), np.float32), np.ones(2, np.float32))
+
+
+def test_aggregation_averages_neighbourhood_and_upsamples_deeper_map() -> None:
+    shallow = torch.zeros(1, 2, 8, 8)
+    shallow[0, 0, 4, 4] = 9.0
+    deep = torch.ones(1, 3, 4, 4)
+    out = aggregate_patches([shallow, deep], patch_size=3, feature_dim=None)
+    assert out.shape == (1, 8, 8, 5)
+    assert out[0, 4, 4, 0] == pytest.approx(1.0)  # 9 spread over its 3x3 neighbourhood
+    assert out[0, 3, 3, 0] == pytest.approx(1.0)
+    assert out[0, 0, 0, 0] == 0.0
+    torch.testing.assert_close(out[..., 2:], torch.ones(1, 8, 8, 3))
+
+
+def test_aggregation_reduces_to_feature_dim() -> None:
+    maps = [torch.randn(2, 40, 8, 8), torch.randn(2, 112, 4, 4)]
+    assert aggregate_patches(maps, 3, feature_dim=64).shape == (2, 8, 8, 64)
+
+
+def test_feature_extractor_on_odd_sized_grey_like_images() -> None:
+    cfg = FeatureConfig(input_size=64)
+    extractor = FeatureExtractor(cfg)
+    images = [np.zeros((50, 90, 3), np.uint8), np.full((123, 77, 3), 200, np.uint8)]
+    feats = extractor(images)
+    assert feats.shape == (2, *cfg.grid, cfg.dim) == (2, 8, 8, 152)
+    assert torch.isfinite(feats).all()
+
+
+def test_feature_config_validates() -> None:
+    with pytest.raises(ValueError, match="multiple of 16"):
+        FeatureConfig(input_size=100)
+    with pytest.raises(ValueError, match="unknown backbone|Unknown|backbone"):
+        FeatureConfig(backbone="resnet9000")
+    assert FeatureConfig.from_dict(FeatureConfig().to_dict()) == FeatureConfig()
+
+
+def test_anomaly_map_is_upsampled_and_smoothed() -> None:
+    grid = np.zeros((1, 8, 8), np.float32)
+    grid[0, 4, 4] = 1.0
+    amap = anomaly_maps(grid, 64)
+    assert amap.shape == (1, 64, 64)
+    peak = np.unravel_index(amap[0].argmax(), amap[0].shape)
+    assert abs(peak[0] - 36) <= 2 and abs(peak[1] - 36) <= 2
+    assert amap[0].max() < 1.0  # blurred
+    assert resize_map(amap[0], (30, 50)).shape == (30, 50)
