@@ -9,14 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from model_server import __version__
-
-#: Defaults chosen by measurement on MVTec bottle (see README, "Choosing the defaults").
-DEFAULT_BACKBONE = "efficientnet_lite0"
-DEFAULT_LAYERS = (2, 3)
-DEFAULT_INPUT_SIZE = 320
-DEFAULT_CORESET_RATIO = 0.1
-BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "mobilenetv2_100")
+from model_server import __version__, defaults
 
 
 def _ratio(text: str) -> float:
@@ -52,23 +45,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", required=True, help="MVTec-layout folder, or 'elpv' for the packaged demo")
     p.add_argument("--classes", help="comma-separated class names (default: every class in the data root)")
     p.add_argument("--model", choices=("patchcore", "softpatch"), default="patchcore")
-    p.add_argument("--backbone", choices=BACKBONES, default=DEFAULT_BACKBONE)
-    p.add_argument("--layers", type=_layers, default=DEFAULT_LAYERS, help="backbone stages, e.g. 2,3")
-    p.add_argument("--input-size", type=int, default=DEFAULT_INPUT_SIZE, help="square input side in pixels")
+    p.add_argument("--backbone", choices=defaults.BACKBONE_NAMES, default=defaults.BACKBONE)
+    p.add_argument("--layers", type=_layers, default=defaults.LAYERS, help="backbone stages, e.g. 2,3")
+    p.add_argument("--input-size", type=int, default=defaults.INPUT_SIZE, help="square input side in pixels")
     p.add_argument(
         "--feature-dim", type=int, default=None, help="patch feature length (default: all channels)"
     )
-    p.add_argument("--coreset-ratio", type=_ratio, default=DEFAULT_CORESET_RATIO)
+    p.add_argument("--coreset-ratio", type=_ratio, default=defaults.CORESET_RATIO)
     p.add_argument(
         "--noise-ratio",
         type=_ratio,
         default=0.0,
         help="move this fraction of defective test images into train",
     )
-    p.add_argument("--weight-method", choices=("lof", "nearest", "gaussian"), default="lof", help="SoftPatch")
-    p.add_argument("--lof-k", type=int, default=6, help="SoftPatch LOF neighbours")
     p.add_argument(
-        "--filter-fraction", type=_ratio, default=0.15, help="SoftPatch: most outlying patches dropped"
+        "--weight-method",
+        choices=("lof", "nearest", "gaussian"),
+        default=defaults.WEIGHT_METHOD,
+        help="SoftPatch",
+    )
+    p.add_argument("--lof-k", type=int, default=defaults.LOF_K, help="SoftPatch LOF neighbours")
+    p.add_argument(
+        "--filter-fraction",
+        type=_ratio,
+        default=defaults.FILTER_FRACTION,
+        help="SoftPatch: most outlying patches dropped",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-evaluate", action="store_true", help="skip the test-split metrics in the model card")

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from PIL import Image
 from scipy.ndimage import gaussian_filter
 
+from model_server import defaults
 from model_server.backbones import create_feature_extractor, feature_channels, feature_strides, get_spec
 
 #: Gaussian smoothing of the upsampled anomaly map, in input-size pixels (official PatchCore value).
@@ -38,9 +39,9 @@ def set_threads(n: int | None = None) -> int:
 class FeatureConfig:
     """Everything that decides what a patch feature is; a memory bank is only valid with the same config."""
 
-    backbone: str = "efficientnet_lite0"
-    layers: tuple[int, ...] = (2, 3)
-    input_size: int = 256
+    backbone: str = defaults.BACKBONE
+    layers: tuple[int, ...] = defaults.LAYERS
+    input_size: int = defaults.INPUT_SIZE
     patch_size: int = 3
     #: None keeps every channel (the backbones here are narrow); a number averages each layer's channels
     #: down to feature_dim // len(layers) as the official code's adaptive pooling does.

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from model_server import defaults
 from model_server.calibration import DEFAULT_QUANTILE, Calibration, calibrate
 from model_server.common import FeatureConfig, FeatureExtractor, NearestNeighbourScorer, resize_rgb
 from model_server.datasets import ClassSplit, Sample, split_holdout
@@ -35,13 +36,13 @@ class ModelConfig:
 
     model: str = "patchcore"
     features: FeatureConfig = field(default_factory=FeatureConfig)
-    coreset_ratio: float = 0.1
+    coreset_ratio: float = defaults.CORESET_RATIO
     projection_dim: int = 128
     seed: int = 0
     # SoftPatch (official defaults; lof_k really is used here)
-    weight_method: str = "lof"
-    lof_k: int = 6
-    filter_fraction: float = 0.15
+    weight_method: str = defaults.WEIGHT_METHOD
+    lof_k: int = defaults.LOF_K
+    filter_fraction: float = defaults.FILTER_FRACTION
     soft_weights: bool = True
     # threshold calibration on held-out good training images
     holdout_fraction: float = 0.1

@@ -80,3 +80,11 @@ def test_anomaly_map_is_upsampled_and_smoothed() -> None:
     assert abs(peak[0] - 36) <= 2 and abs(peak[1] - 36) <= 2
     assert amap[0].max() < 1.0  # blurred
     assert resize_map(amap[0], (30, 50)).shape == (30, 50)
+
+
+def test_cli_backbone_choices_are_the_loadable_backbones() -> None:
+    from model_server import defaults
+    from model_server.backbones import BACKBONES
+
+    assert set(defaults.BACKBONE_NAMES) == set(BACKBONES)
+    assert defaults.BACKBONE in BACKBONES

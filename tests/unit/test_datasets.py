@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 import struct
 import warnings
 import zlib
@@ -27,9 +26,7 @@ from model_server.datasets import (
     split_holdout,
 )
 from model_server.errors import DataError, ImageError, IvadasError, UnknownClassError
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-MVTEC_ROOT = Path(os.environ.get("IVADAS_MVTEC_ROOT", REPO_ROOT.parent / "shared" / "data" / "mvtec"))
+from tests.paths import require_bottle
 
 H, W = 37, 53  # odd sizes on purpose
 
@@ -360,10 +357,9 @@ def test_elpv_unknown_class() -> None:
 
 @pytest.mark.mvtec
 def test_real_bottle_counts() -> None:
-    if not (MVTEC_ROOT / "bottle" / "train" / "good").is_dir():
-        pytest.skip(f"MVTec AD bottle not found under {MVTEC_ROOT} (set IVADAS_MVTEC_ROOT)")
-    split = load_split(MVTEC_ROOT, "bottle")
-    assert "bottle" in list_classes(MVTEC_ROOT)
+    root = require_bottle()
+    split = load_split(root, "bottle")
+    assert "bottle" in list_classes(root)
     assert len(split.train) == 209 and len(split.test) == 83
     anomalous = [s for s in split.test if s.label == 1]
     assert len(anomalous) == 63 and all(s.mask_path is not None and s.mask_path.is_file() for s in anomalous)

@@ -1,0 +1,15 @@
+"""Default hyperparameters, in one torch-free place so the CLI can show them without loading torch.
+
+Chosen by measurement on MVTec bottle with 2 CPU cores (README, "Choosing the defaults"): EfficientNet-Lite0
+stages 2+3 at 384 px meet the pixel-level targets that 256 and 320 px miss, and a 1 % coreset scores within
+0.0002 of a 10 % one while training 5x faster. SoftPatch values are the official ones.
+"""
+
+BACKBONE_NAMES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "mobilenetv2_100")
+BACKBONE = "efficientnet_lite0"
+LAYERS = (2, 3)
+INPUT_SIZE = 384
+CORESET_RATIO = 0.01
+WEIGHT_METHOD = "lof"
+LOF_K = 6
+FILTER_FRACTION = 0.15

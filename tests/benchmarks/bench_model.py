@@ -1,0 +1,164 @@
+"""`make bench-model`: the engine's quality, speed and size figures, measured through the real CLI.
+
+Prints (and writes to reports/bench_model.json):
+- MVTec bottle, default PatchCore: image AUROC, pixel AUROC, AUPRO (targets 1.000 / >= 0.985 / >= 0.95);
+- bottle with --noise-ratio 0.1: PatchCore vs SoftPatch image AUROC (SoftPatch >= 0.995 and >= PatchCore);
+- ELPV mono and poly (at 256 px, as `make demo` trains them): image AUROC of both models;
+- training time and memory-bank bytes per class (target: bottle under 60 s);
+- p50 of the predict path at batch 1, by stage, on bottle test images.
+
+Bottle figures need the MVTec data (IVADAS_MVTEC_ROOT, default ../shared/data/mvtec); without it they are
+skipped and said so. Run: .venv/bin/python tests/benchmarks/bench_model.py [--skip-elpv] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from infra.cli import main as ivadas  # noqa: E402
+from model_server.artifact import load_artifact  # noqa: E402
+from model_server.common import set_threads  # noqa: E402
+from model_server.datasets import load_split  # noqa: E402
+from model_server.inference import STAGES, Predictor  # noqa: E402
+
+#: ELPV cells are 300 px: upscaling them to the default 384 costs 4x the coreset time for a lower AUROC.
+ELPV_INPUT_SIZE = "256"
+MVTEC = Path(os.environ.get("IVADAS_MVTEC_ROOT", ROOT.parent / "shared/data/mvtec"))
+
+
+def run(argv: list[str]) -> None:
+    code = ivadas([*argv, "--quiet"])
+    if code != 0:
+        raise SystemExit(f"ivadas {' '.join(argv)} failed with exit code {code}")
+
+
+def train_and_evaluate(out: Path, data_root: str, classes: str, model: str, *extra: str) -> dict:
+    """Train, evaluate, and return {class: {metrics..., train_seconds, bank_bytes}}."""
+    artifact = out / f"{model}.tar.gz"
+    run(["train", "--data-root", data_root, "--classes", classes, "--model", model, "--no-evaluate",
+         *extra, "--out", str(artifact)])  # fmt: skip
+    report = out / f"report_{model}"
+    run(["evaluate", "--artifact", str(artifact), "--data-root", data_root, "--report-dir", str(report)])
+    doc = json.loads((report / "metrics.json").read_text())
+    loaded = load_artifact(artifact)
+    result = {}
+    for name, m in doc["classes"].items():
+        card = loaded.get(name).card
+        result[name] = {
+            "image_auroc": m["image_auroc"],
+            "pixel_auroc": m["pixel_auroc"],
+            "aupro": m["aupro"],
+            "f1_max": m["f1_max"],
+            "n_test": m["n_test"],
+            "train_seconds": card["training"]["total_seconds"],
+            "feature_seconds": card["training"]["feature_seconds"],
+            "coreset_seconds": card["training"]["coreset_seconds"],
+            "bank_patches": card["training"]["bank_patches"],
+            "bank_bytes": card["training"]["bank_bytes"],
+            "artifact": str(artifact),
+        }
+    return result
+
+
+def predict_latency(artifact: str, class_name: str, images: list[Path], repeats: int = 1) -> dict:
+    """p50 per stage of the full predict path (bytes in, map and PNG heatmap out), batch 1."""
+    predictor = Predictor(artifact)
+    blobs = [p.read_bytes() for p in images]
+    predictor.predict(class_name, blobs[:2], return_heatmap=True)  # warm-up
+    samples: dict[str, list[float]] = {k: [] for k in (*STAGES, "total")}
+    for _ in range(repeats):
+        for blob in blobs:
+            (pred,) = predictor.predict(class_name, [blob], return_heatmap=True)
+            for k in samples:
+                samples[k].append(pred.timings_ms[k])
+    return {k: round(statistics.median(v), 2) for k, v in samples.items()} | {"n": len(blobs) * repeats}
+
+
+def fmt(v: object) -> str:
+    return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(ROOT / "reports/bench_model"))
+    parser.add_argument("--skip-elpv", action="store_true")
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+    threads = set_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    threads_arg = ["--threads", str(threads)]
+    results: dict = {"machine": {"cpu_threads": threads, "platform": platform.platform()}}
+    t_start = time.perf_counter()
+
+    if (MVTEC / "bottle/train/good").is_dir():
+        root = str(MVTEC)
+        results["bottle"] = train_and_evaluate(out / "bottle", root, "bottle", "patchcore", *threads_arg)[
+            "bottle"
+        ]
+        b = results["bottle"]
+        print(f"bottle PatchCore: image AUROC {fmt(b['image_auroc'])} (target 1.000), pixel AUROC "
+              f"{fmt(b['pixel_auroc'])} (>= 0.985), AUPRO {fmt(b['aupro'])} (>= 0.95); trained in "
+              f"{b['train_seconds']:.1f} s (< 60 s), bank {b['bank_patches']} patches = "
+              f"{b['bank_bytes']:,} bytes", flush=True)  # fmt: skip
+        noise = {}
+        for model in ("patchcore", "softpatch"):
+            r = train_and_evaluate(
+                out / "bottle_noise", root, "bottle", model, "--noise-ratio", "0.1", *threads_arg
+            )
+            noise[model] = r["bottle"]
+        results["bottle_noise_0.1"] = noise
+        print(f"bottle noise 0.1: PatchCore image AUROC {fmt(noise['patchcore']['image_auroc'])}, SoftPatch "
+              f"{fmt(noise['softpatch']['image_auroc'])} (>= 0.995 and >= PatchCore); SoftPatch trained in "
+              f"{noise['softpatch']['train_seconds']:.1f} s", flush=True)  # fmt: skip
+        test = sorted((MVTEC / "bottle/test").rglob("*.png"))
+        results["predict_latency_ms"] = predict_latency(b["artifact"], "bottle", test)
+        lat = results["predict_latency_ms"]
+        print(
+            "predict p50 (ms, batch 1, 900x900 PNG in, heatmap PNG out): "
+            + ", ".join(f"{k} {lat[k]}" for k in (*STAGES, "total"))
+            + f" over {lat['n']} images",
+            flush=True,
+        )
+    else:
+        print(f"MVTec bottle not found under {MVTEC}: bottle figures skipped", flush=True)
+
+    if not args.skip_elpv:
+        elpv = {}
+        for model in ("patchcore", "softpatch"):
+            elpv[model] = train_and_evaluate(
+                out / "elpv",
+                "elpv",
+                "elpv_mono,elpv_poly",
+                model,
+                "--input-size",
+                ELPV_INPUT_SIZE,
+                *threads_arg,
+            )
+        results["elpv"] = elpv
+        for cls in ("elpv_mono", "elpv_poly"):
+            pc, sp = elpv["patchcore"][cls], elpv["softpatch"][cls]
+            print(f"{cls}: image AUROC PatchCore {fmt(pc['image_auroc'])}, SoftPatch "
+                  f"{fmt(sp['image_auroc'])}; train {pc['train_seconds']:.1f} s / "
+                  f"{sp['train_seconds']:.1f} s, bank {pc['bank_bytes']:,} bytes", flush=True)  # fmt: skip
+    if "bottle" in results:
+        split = load_split(MVTEC, "bottle")
+        results["bottle"]["n_train_images"] = len(split.train)
+    results["bench_seconds"] = round(time.perf_counter() - t_start, 1)
+    (out / "bench_model.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {out / 'bench_model.json'} ({results['bench_seconds']} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
