@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint demo bench-model clean
+.PHONY: install test lint demo bench-model bench-server clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -43,6 +43,10 @@ demo: install
 # Quality, speed and size figures of the engine (bottle needs ../shared/data/mvtec or IVADAS_MVTEC_ROOT).
 bench-model: install
 	$(PY) tests/benchmarks/bench_model.py
+
+# Model server latency, throughput at concurrency 1/4/16 and overhead (MVTec bottle; trains the model if needed).
+bench-server: install
+	$(PY) tests/benchmarks/bench_server.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

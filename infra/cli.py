@@ -10,6 +10,7 @@ import argparse
 import sys
 
 from model_server import __version__, defaults
+from model_server.serve import add_serve_arguments
 
 
 def _ratio(text: str) -> float:
@@ -89,6 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--heatmap-dir", help="write <image>_heatmap.png and <image>_overlay.png here")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     _add_runtime(p)
+
+    p = sub.add_parser(
+        "serve", help="run the model server (SageMaker container contract) on one or more artifacts"
+    )
+    add_serve_arguments(p)
     return parser
 
 
@@ -98,6 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    if args.command == "serve":
+        from model_server.serve import run
+
+        return run(args)
     from model_server import commands
     from model_server.errors import IvadasError
 

@@ -20,7 +20,7 @@ from model_server.common import FeatureConfig, FeatureExtractor, set_threads
 from model_server.datasets import ELPV_CLASSES, ClassSplit, Sample, apply_noise, list_classes, load_split
 from model_server.errors import DataError, ImageError, IvadasError
 from model_server.evaluation import evaluate_class
-from model_server.heatmap import colorize, overlay, png_bytes
+from model_server.heatmap import heatmap_png, overlay, png_bytes
 from model_server.inference import Predictor
 from model_server.patchcore import ModelConfig, train_class
 
@@ -173,7 +173,7 @@ def predict(args: argparse.Namespace) -> int:
             rgb = predictor.decode(Path(path), name=path)
             amap = resize_map(pred.anomaly_map, pred.image_shape)
             cal = predictor.artifact.get(args.class_name).calibration
-            (heatmap_dir / f"{stem}_heatmap.png").write_bytes(png_bytes(colorize(amap, cal)))
+            (heatmap_dir / f"{stem}_heatmap.png").write_bytes(heatmap_png(amap, cal))
             (heatmap_dir / f"{stem}_overlay.png").write_bytes(png_bytes(overlay(rgb, amap, cal)))
             record["heatmap"] = str(heatmap_dir / f"{stem}_heatmap.png")
         print(json.dumps(record), flush=True)

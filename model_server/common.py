@@ -88,7 +88,10 @@ class FeatureExtractor:
     def __init__(self, config: FeatureConfig) -> None:
         self.config = config
         spec = get_spec(config.backbone)
-        self.network = create_feature_extractor(config.backbone, config.layers)
+        # channels_last: measured 1.3-2x faster on this CPU's oneDNN convolutions at batch 1 (README).
+        self.network = create_feature_extractor(config.backbone, config.layers).to(
+            memory_format=torch.channels_last
+        )
         self._mean = torch.tensor(spec.mean, dtype=torch.float32).view(1, 3, 1, 1) * 255.0
         self._std = torch.tensor(spec.std, dtype=torch.float32).view(1, 3, 1, 1) * 255.0
 
@@ -102,7 +105,7 @@ class FeatureExtractor:
     @torch.inference_mode()
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised images -> patch features [B, rows, cols, dim], float32."""
-        maps = self.network(x)
+        maps = self.network(x.contiguous(memory_format=torch.channels_last))
         return aggregate_patches(list(maps), self.config.patch_size, self.config.feature_dim)
 
     def __call__(self, images: Sequence[np.ndarray]) -> torch.Tensor:

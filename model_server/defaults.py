@@ -13,3 +13,14 @@ CORESET_RATIO = 0.01
 WEIGHT_METHOD = "lof"
 LOF_K = 6
 FILTER_FRACTION = 0.15
+
+# Model server
+#: API Gateway and Lambda cap payloads at 6 MB; the endpoint refuses more by default.
+MAX_BODY_BYTES = 6 * 1024 * 1024
+#: Most images in one forward pass; larger explicit batches ({"instances": [...]}) are split.
+MAX_BATCH = 16
+#: Most images that concurrent single-image requests are coalesced into. On 2 CPU cores a forward pass of
+#: 2 images costs about the same per image as 1, of 4 or 8 up to twice as much (cache), so keep it small.
+MAX_COALESCE = 2
+#: Extra wait for more requests before a forward pass; 0 batches only what queued while the model was busy.
+BATCH_WINDOW_MS = 0.0

@@ -20,10 +20,25 @@ _LUT = (colormaps["jet"](np.linspace(0.0, 1.0, 256))[:, :3] * 255).astype(np.uin
 MIN_REGION_FRACTION = 0.0005
 
 
+def colour_indices(amap: np.ndarray, calibration: Calibration) -> np.ndarray:
+    """Anomaly map (raw scores) -> uint8 index into the 256-colour map (normalised scale)."""
+    norm = np.asarray(calibration.normalize(amap), dtype=np.float32)
+    return np.round(norm * 255).astype(np.uint8)
+
+
 def colorize(amap: np.ndarray, calibration: Calibration) -> np.ndarray:
     """Anomaly map (raw scores) -> HxWx3 uint8 colours on the normalised scale."""
-    norm = np.asarray(calibration.normalize(amap), dtype=np.float32)
-    return _LUT[np.round(norm * 255).astype(np.uint8)]
+    return _LUT[colour_indices(amap, calibration)]
+
+
+def heatmap_png(amap: np.ndarray, calibration: Calibration) -> bytes:
+    """The map as a colour PNG. A palette image (the colour map is its palette): a third of the bytes to
+    compress, so it encodes several times faster than RGB and renders identically."""
+    img = Image.fromarray(colour_indices(amap, calibration), mode="L").convert("P")
+    img.putpalette(_LUT.ravel().tolist())
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
 
 
 def overlay(image: np.ndarray, amap: np.ndarray, calibration: Calibration, alpha: float = 0.45) -> np.ndarray:

@@ -18,7 +18,7 @@ import numpy as np
 from model_server.artifact import Artifact, load_artifact
 from model_server.common import FeatureConfig, FeatureExtractor, anomaly_maps, resize_map
 from model_server.datasets import MAX_PIXELS, read_image
-from model_server.heatmap import colorize, png_bytes, regions
+from model_server.heatmap import heatmap_png, regions
 from model_server.patchcore import ClassModel, image_scores
 
 STAGES = ("decode", "preprocess", "backbone", "knn", "heatmap")
@@ -92,6 +92,11 @@ class Predictor:
                 self._locks[config] = threading.Lock()
             return self._extractors[config]
 
+    def render_heatmap(self, prediction: Prediction) -> bytes:
+        """The anomaly map as a colour PNG at the input image's size; safe to run off the model thread."""
+        cal = self.artifact.get(prediction.class_name).calibration
+        return heatmap_png(resize_map(prediction.anomaly_map, prediction.image_shape), cal)
+
     def decode(self, data: bytes | np.ndarray | str | Path, name: str | None = None) -> np.ndarray:
         if isinstance(data, np.ndarray):
             return data
@@ -139,7 +144,6 @@ class Predictor:
         out = []
         for rgb, score, amap in zip(rgbs, scores, maps, strict=True):
             shape = (int(rgb.shape[0]), int(rgb.shape[1]))
-            png = png_bytes(colorize(resize_map(amap, shape), cal)) if return_heatmap else None
             out.append(
                 Prediction(
                     class_name=model.class_name,
@@ -152,12 +156,15 @@ class Predictor:
                     image_shape=shape,
                     anomaly_map=amap,
                     regions=regions(amap, cal.threshold, shape),
-                    heatmap_png=png,
                 )
             )
+        if return_heatmap:
+            for p in out:
+                p.heatmap_png = self.render_heatmap(p)
         timings["heatmap"] = time.perf_counter() - t
         ms = {k: round(v * 1000.0, 3) for k, v in timings.items()}
         ms["total"] = round(sum(timings.values()) * 1000.0, 3)
+        ms["batch_size"] = len(rgbs)  # images in this forward pass
         for p in out:
             p.timings_ms = dict(ms)
         return out

@@ -47,15 +47,23 @@ def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_mvtec(tmp_path_factory.mktemp("mvtec"))
 
 
-@pytest.fixture(scope="session")
-def trained_artifact(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A PatchCore artifact trained by the real CLI on the synthetic class (64 px input: seconds)."""
+def _train(root: Path, out: Path, model: str) -> Path:
     from infra.cli import main
 
-    out = tmp_path_factory.mktemp("artifact") / "model.tar.gz"
     code = main(
-        ["train", "--data-root", str(synthetic_root), "--classes", "widget", "--model", "patchcore",
-         "--input-size", "64", "--quiet", "--out", str(out)]
+        ["train", "--data-root", str(root), "--classes", "widget", "--model", model,
+         "--input-size", "64", "--coreset-ratio", "0.25", "--quiet", "--out", str(out)]
     )  # fmt: skip
     assert code == 0
     return out
+
+
+@pytest.fixture(scope="session")
+def trained_artifact(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A PatchCore artifact trained by the real CLI on the synthetic class (64 px input: seconds)."""
+    return _train(synthetic_root, tmp_path_factory.mktemp("artifact") / "model.tar.gz", "patchcore")
+
+
+@pytest.fixture(scope="session")
+def trained_softpatch(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _train(synthetic_root, tmp_path_factory.mktemp("artifact") / "softpatch.tar.gz", "softpatch")

@@ -1,0 +1,201 @@
+"""`make bench-server`: the model server's latency, throughput and overhead on the MVTec bottle test images.
+
+Starts the real server (one worker, default settings) on the default PatchCore bottle model and sends raw PNG
+requests with a heatmap asked for, from keep-alive HTTP clients at concurrency 1, 4 and 16. Prints p50/p95
+latency, throughput (images/s), the mean forward-pass batch size, and the server's overhead over the
+in-process predict path (same images, same heatmap) at concurrency 1.
+Targets: overhead < 10 % of the in-process p50; throughput at 16 >= 1.5x throughput at 1.
+Run: .venv/bin/python tests/benchmarks/bench_server.py [--artifact PATH] [--rounds N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from infra.cli import main as ivadas  # noqa: E402
+from model_server.common import set_threads  # noqa: E402
+from model_server.inference import Predictor  # noqa: E402
+
+MVTEC = Path(os.environ.get("IVADAS_MVTEC_ROOT", ROOT.parent / "shared/data/mvtec"))
+HEADERS = {
+    "Content-Type": "image/png",
+    "X-Amzn-SageMaker-Custom-Attributes": "class_name=bottle,return_heatmap=true",
+}
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def in_process(predictor: Predictor, blobs: list[bytes]) -> list[float]:
+    out = []
+    for blob in blobs:
+        t = time.perf_counter()
+        predictor.predict("bottle", [blob], return_heatmap=True)
+        out.append((time.perf_counter() - t) * 1000.0)
+    return out
+
+
+def overhead_pairs(
+    port: int, predictor: Predictor, blobs: list[bytes], rounds: int
+) -> tuple[list[float], list[float]]:
+    """In-process and server latencies at concurrency 1, measured in alternating blocks of 10 images so that
+    both see the same machine (this VM's speed drifts by up to 2x over minutes); the server idles meanwhile.
+    """
+    local: list[float] = []
+    served: list[float] = []
+    for _ in range(rounds):
+        for start in range(0, len(blobs), 10):
+            block = blobs[start : start + 10]
+            local.extend(in_process(predictor, block))
+            served.extend(load(port, block, 1, len(block))["latencies"])
+    return local, served
+
+
+def load(port: int, blobs: list[bytes], concurrency: int, total: int) -> dict:
+    """`total` requests from `concurrency` keep-alive clients; latency per request and overall throughput."""
+    latencies: list[float] = []
+    batch_sizes: list[int] = []
+    errors: list[str] = []
+    counter = iter(range(total))
+    lock = threading.Lock()
+
+    def client() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        while True:
+            with lock:
+                i = next(counter, None)
+            if i is None:
+                break
+            t = time.perf_counter()
+            conn.request("POST", "/invocations", body=blobs[i % len(blobs)], headers=HEADERS)
+            resp = conn.getresponse()
+            body = resp.read()
+            elapsed = (time.perf_counter() - t) * 1000.0
+            if resp.status != 200:
+                errors.append(f"{resp.status} {body[:200]!r}")
+                continue
+            marker = body.find(b'"batch_size":')  # avoid parsing 300 KB of JSON on the client's core
+            with lock:
+                latencies.append(elapsed)
+                batch_sizes.append(int(body[marker + 13 : body.find(b",", marker)]))
+        conn.close()
+
+    threads = [threading.Thread(target=client) for _ in range(concurrency)]
+    t0 = time.perf_counter()
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    wall = time.perf_counter() - t0
+    if errors:
+        raise SystemExit(f"{len(errors)} requests failed, first: {errors[0]}")
+    return {
+        "latencies": latencies,
+        "concurrency": concurrency,
+        "requests": len(latencies),
+        "p50_ms": round(statistics.median(latencies), 2),
+        "p95_ms": round(percentile(latencies, 0.95), 2),
+        "throughput_img_s": round(len(latencies) / wall, 2),
+        "mean_batch": round(statistics.mean(batch_sizes), 2),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--artifact", default=str(ROOT / "reports/bench_model/bottle/patchcore.tar.gz"))
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="passes over the 83 test images per measurement"
+    )
+    parser.add_argument("--out", default=str(ROOT / "reports/bench_server.json"))
+    args = parser.parse_args()
+    if not (MVTEC / "bottle/test").is_dir():
+        print(f"MVTec bottle not found under {MVTEC}: nothing to measure")
+        return 0
+    artifact = Path(args.artifact)
+    if not artifact.exists():
+        print(f"training the default PatchCore bottle model into {artifact}", flush=True)
+        code = ivadas(["train", "--data-root", str(MVTEC), "--classes", "bottle", "--no-evaluate", "--quiet",
+                       "--out", str(artifact)])  # fmt: skip
+        if code:
+            return code
+    blobs = [p.read_bytes() for p in sorted((MVTEC / "bottle/test").rglob("*.png"))]
+    threads = set_threads()
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "model_server.serve", "--artifact", str(artifact), "--host", "127.0.0.1",
+         "--port", str(port), "--log-level", "warning"],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=5) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline or server.poll() is not None:
+                raise SystemExit("model server did not start")
+            time.sleep(0.2)
+        n = len(blobs) * args.rounds
+        load(port, blobs, 1, 20)  # warm-up
+        predictor = Predictor(str(artifact))
+        in_process(predictor, blobs[:5])
+        local, served = overhead_pairs(port, predictor, blobs, args.rounds)
+        results = [load(port, blobs, c, n) for c in (1, 4, 16)]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    for r in results:
+        r.pop("latencies")
+    local_p50, served_p50 = statistics.median(local), statistics.median(served)
+    c1, c16 = results[0], results[-1]
+    summary = {
+        "cpu_threads": threads,
+        "images": len(blobs),
+        "in_process_p50_ms": round(local_p50, 2),
+        "in_process_p95_ms": round(percentile(local, 0.95), 2),
+        "server": results,
+        "server_p50_ms_interleaved": round(served_p50, 2),
+        "overhead_ms_at_c1": round(served_p50 - local_p50, 2),
+        "overhead_fraction_at_c1": round((served_p50 - local_p50) / local_p50, 4),
+        "throughput_ratio_c16_c1": round(c16["throughput_img_s"] / c1["throughput_img_s"], 3),
+    }
+    print(f"in-process predict p50 {local_p50:.1f} ms (batch 1, heatmap PNG included), {threads} threads")
+    print("concurrency | p50 ms | p95 ms | images/s | mean batch")
+    for r in results:
+        print(f"{r['concurrency']:>11} | {r['p50_ms']:>6} | {r['p95_ms']:>6} | {r['throughput_img_s']:>8} | "
+              f"{r['mean_batch']}")  # fmt: skip
+    share = summary["overhead_fraction_at_c1"] * 100
+    print(f"server overhead at concurrency 1 (alternating runs): server p50 {served_p50:.1f} ms, "
+          f"{summary['overhead_ms_at_c1']} ms = "
+          f"{share:.1f} % of the in-process p50 (target < 10 %)")  # fmt: skip
+    print(f"throughput at 16 / at 1: {summary['throughput_ratio_c16_c1']}x (target >= 1.5x)")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
