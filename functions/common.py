@@ -1,0 +1,185 @@
+"""What the Lambda functions share: configuration, the endpoint call and its error taxonomy, result records.
+
+No torch here: the functions stay small and start fast. Every AWS client is a plain boto3 client, so the same
+code runs on AWS and against the local stack (AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from functools import cache
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+MODELS = ("patchcore", "softpatch")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+@dataclass(frozen=True)
+class Settings:
+    results_table: str
+    results_bucket: str
+    inbox_bucket: str
+    idempotency_table: str
+    endpoints: dict[str, str]  # model -> endpoint name
+    default_model: str
+    max_image_bytes: int
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        env = os.environ
+        return cls(
+            results_table=env.get("RESULTS_TABLE", "ivadas-local-results"),
+            results_bucket=env.get("RESULTS_BUCKET", "ivadas-local-results"),
+            inbox_bucket=env.get("INBOX_BUCKET", "ivadas-local-inbox"),
+            idempotency_table=env.get("IDEMPOTENCY_TABLE", "ivadas-local-idempotency"),
+            endpoints={
+                "patchcore": env.get("PATCHCORE_ENDPOINT", "ivadas-local-patchcore"),
+                "softpatch": env.get("SOFTPATCH_ENDPOINT", "ivadas-local-softpatch"),
+            },
+            default_model=env.get("DEFAULT_MODEL", "patchcore"),
+            max_image_bytes=int(env.get("MAX_IMAGE_BYTES", str(6 * 1024 * 1024))),
+        )
+
+
+@cache
+def client(service: str) -> Any:
+    """One boto3 client per service per process (Lambda reuses them across invocations)."""
+    config = Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=5, read_timeout=30)
+    if service == "sagemaker-runtime":  # the worker's retries come from SQS; fail fast inside one attempt
+        config = Config(retries={"mode": "standard", "max_attempts": 2}, connect_timeout=3, read_timeout=60)
+    return boto3.client(service, config=config)
+
+
+def cors_config() -> Any:
+    """CORS headers on every API answer (API Gateway itself only answers the preflight)."""
+    from aws_lambda_powertools.event_handler import CORSConfig
+
+    return CORSConfig(allow_origin=os.environ.get("UI_ORIGIN", "*"), allow_headers=["X-Api-Key"], max_age=600)
+
+
+def table(name: str) -> Any:
+    return boto3.resource("dynamodb").Table(name)
+
+
+# ------------------------------------------------------------------------------------------ endpoint
+
+
+class RejectedImage(Exception):
+    """The image can never be inspected (not an image, too big, unknown class): record it, do not retry."""
+
+
+class TransientFailure(Exception):
+    """Worth retrying later (endpoint down, throttled, 5xx, a failure inside the model)."""
+
+
+@dataclass
+class EndpointAnswer:
+    result: dict
+    latency_ms: float
+
+
+def _status_and_message(err: ClientError) -> tuple[int, str]:
+    response = err.response
+    status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+    message = response.get("Error", {}).get("Message") or str(err)
+    original = response.get("OriginalStatusCode")  # SageMaker wraps container errors in a 424 ModelError
+    if original:
+        status = int(original)
+        message = response.get("OriginalMessage") or message
+    return status, message
+
+
+def invoke_endpoint(
+    endpoint: str, class_name: str, image: bytes, return_heatmap: bool = True
+) -> EndpointAnswer:
+    """Score one image; permanent refusals raise RejectedImage, anything worth a retry TransientFailure."""
+    attrs = f"class_name={class_name},return_heatmap={'true' if return_heatmap else 'false'}"
+    return _invoke(endpoint, "application/x-image", image, attrs)
+
+
+def invoke_endpoint_json(endpoint: str, payload: dict) -> dict:
+    """A JSON request to the endpoint (for example {"describe": true}); same error taxonomy."""
+    return _invoke(endpoint, "application/json", json.dumps(payload).encode(), None).result
+
+
+def _invoke(endpoint: str, content_type: str, body: bytes, attrs: str | None) -> EndpointAnswer:
+    start = time.perf_counter()
+    extra = {"CustomAttributes": attrs} if attrs else {}
+    try:
+        resp = client("sagemaker-runtime").invoke_endpoint(
+            EndpointName=endpoint, ContentType=content_type, Accept="application/json", Body=body, **extra
+        )
+        body = resp["Body"].read()
+    except ClientError as err:
+        status, message = _status_and_message(err)
+        code = err.response.get("Error", {}).get("Code", "")
+        if status in (400, 404, 413, 415, 422) and code != "ThrottlingException":
+            raise RejectedImage(_server_message(message)) from None
+        raise TransientFailure(f"endpoint {endpoint} answered {status} {code}: {message}") from None
+    except (BotoCoreError, OSError) as err:
+        raise TransientFailure(f"endpoint {endpoint} unreachable: {err}") from None
+    try:
+        result = json.loads(body)
+    except ValueError:
+        raise TransientFailure(f"endpoint {endpoint} sent a body that is not JSON") from None
+    return EndpointAnswer(result, (time.perf_counter() - start) * 1000.0)
+
+
+def _server_message(message: str) -> str:
+    """The model server's JSON error message, when the text is its error body."""
+    try:
+        doc = json.loads(message)
+    except (ValueError, TypeError):
+        return message
+    return doc.get("error", message) if isinstance(doc, dict) else message
+
+
+# ------------------------------------------------------------------------------------------ records
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def inspection_id(bucket: str, key: str, etag: str) -> str:
+    """Stable id of one object version: a redelivered message maps onto the same result."""
+    return hashlib.sha256(f"{bucket}\0{key}\0{etag.strip(chr(34))}".encode()).hexdigest()[:32]
+
+
+def class_from_key(key: str) -> tuple[str | None, str | None]:
+    """(line, class_name) from `<line>/<class_name>/<file>`, or (None, None) for other layouts."""
+    parts = key.split("/")
+    if len(parts) >= 3 and parts[0] and parts[1]:
+        return parts[0], parts[1]
+    return None, None
+
+
+def to_dynamo(value: Any) -> Any:
+    """Floats become Decimal (DynamoDB rejects float); containers are converted recursively."""
+    if isinstance(value, float):
+        return Decimal(str(value))
+    if isinstance(value, dict):
+        return {k: to_dynamo(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list | tuple):
+        return [to_dynamo(v) for v in value]
+    return value
+
+
+def from_dynamo(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() and "." not in str(value) else float(value)
+    if isinstance(value, dict):
+        return {k: from_dynamo(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [from_dynamo(v) for v in value]
+    return value

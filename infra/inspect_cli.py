@@ -1,0 +1,150 @@
+"""`ivadas inspect` and `ivadas results`: put images into the running stack's inbox and read what came out.
+
+`inspect` uploads every image of a folder to `<line>/<class_name>/<file>`, waits until each has its result
+item (found by the same inspection id the worker derives from bucket, key and ETag), and prints a table and a
+summary with end-to-end latency (upload to result visible). `results` queries the results API.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+import urllib.parse
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from infra.local import FUNCTIONS, read_state, use_state
+
+UPLOAD_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+def _common():
+    if str(FUNCTIONS) not in sys.path:
+        sys.path.insert(0, str(FUNCTIONS))
+    import common  # functions/common.py: the same inspection id the worker computes
+
+    return common
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def upload_and_wait(
+    files: list[Path], class_name: str, line: str, timeout: float, state: dict, threads: int = 8
+) -> list[dict]:
+    """Put every file into the inbox and wait for its result; returns one row per file in input order."""
+    import boto3
+
+    use_state(state)
+    common = _common()
+    s3 = boto3.client("s3")
+    inbox = state["resources"]["InboxBucket"]
+    results = boto3.resource("dynamodb").Table(state["resources"]["ResultsTable"])
+
+    def put(path: Path) -> dict:
+        key = f"{line}/{class_name}/{path.name}"
+        t0 = time.time()
+        etag = s3.put_object(Bucket=inbox, Key=key, Body=path.read_bytes())["ETag"].strip('"')
+        return {"file": str(path), "key": key, "id": common.inspection_id(inbox, key, etag), "t0": t0}
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        rows = list(pool.map(put, files))
+    pending = {r["id"]: r for r in rows}
+    deadline = time.monotonic() + timeout
+    ddb = boto3.client("dynamodb")
+    while pending and time.monotonic() < deadline:
+        ids = list(pending)[:100]
+        resp = ddb.batch_get_item(
+            RequestItems={
+                results.name: {"Keys": [{"inspection_id": {"S": i}} for i in ids], "ConsistentRead": True}
+            }
+        )
+        now = time.time()
+        for raw in resp["Responses"].get(results.name, []):
+            iid = raw["inspection_id"]["S"]
+            item = results.get_item(Key={"inspection_id": iid})["Item"]
+            row = pending.pop(iid)
+            row["item"] = common.from_dynamo(item)
+            row["latency_ms"] = (now - row["t0"]) * 1000.0
+        if pending:
+            time.sleep(0.25)
+    for row in pending.values():
+        row["item"] = None
+    return rows
+
+
+def summarise(rows: list[dict]) -> dict:
+    done = [r for r in rows if r["item"]]
+    inspected = [r for r in done if r["item"]["status"] == "INSPECTED"]
+    latencies = [r["latency_ms"] for r in done]
+    return {
+        "uploaded": len(rows),
+        "inspected": len(inspected),
+        "anomalous": sum(1 for r in inspected if r["item"].get("is_anomaly")),
+        "rejected": sum(1 for r in done if r["item"]["status"] == "REJECTED"),
+        "missing": len(rows) - len(done),
+        "latency_p50_ms": round(statistics.median(latencies), 1) if latencies else None,
+        "latency_p95_ms": round(percentile(latencies, 0.95), 1) if latencies else None,
+    }
+
+
+def inspect(args: argparse.Namespace) -> int:
+    folder = Path(args.folder)
+    if not folder.is_dir():
+        print(f"ivadas inspect: error: {folder} is not a folder", file=sys.stderr)
+        return 2
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in UPLOAD_SUFFIXES)
+    if not files:
+        print(f"ivadas inspect: error: no images in {folder}", file=sys.stderr)
+        return 2
+    state = read_state(args.state_dir)
+    t0 = time.monotonic()
+    rows = upload_and_wait(files, args.class_name, args.line, args.timeout, state)
+    wall = time.monotonic() - t0
+    print(f"{'file':40} {'status':10} {'verdict':8} {'score':>8} {'latency ms':>10}  reason")
+    for r in rows:
+        item = r["item"] or {}
+        status = item.get("status", "MISSING")
+        verdict = "" if status != "INSPECTED" else ("DEFECT" if item.get("is_anomaly") else "good")
+        score = f"{item['normalized_score']:.3f}" if item.get("normalized_score") is not None else ""
+        latency = f"{r['latency_ms']:.0f}" if "latency_ms" in r else ""
+        name = str(Path(r["file"]).relative_to(folder))[-40:]
+        print(f"{name:40} {status:10} {verdict:8} {score:>8} {latency:>10}  {item.get('reason', '')}")
+    summary = summarise(rows) | {
+        "wall_seconds": round(wall, 1),
+        "images_per_second": round(len(rows) / wall, 2),
+    }
+    print(json.dumps(summary))
+    return 0 if summary["missing"] == 0 else 1
+
+
+def results(args: argparse.Namespace) -> int:
+    state = read_state(args.state_dir)
+    query = {"limit": str(args.limit)}
+    if args.class_name:
+        query["class_name"] = args.class_name
+    if args.anomalous:
+        query["anomalous"] = "true"
+    if args.since:
+        query["since"] = args.since
+    req = urllib.request.Request(
+        f"{state['api_url']}/results?{urllib.parse.urlencode(query)}", headers={"X-Api-Key": state["api_key"]}
+    )
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        doc = json.loads(resp.read())
+    print(f"{'time':24} {'class':12} {'status':9} {'verdict':7} {'score':>6}  key")
+    for item in doc["items"]:
+        verdict = "" if item["status"] != "INSPECTED" else ("DEFECT" if item.get("is_anomaly") else "good")
+        score = f"{item['normalized_score']:.3f}" if item.get("normalized_score") is not None else ""
+        reason = f"  ({item['reason']})" if item.get("reason") else ""
+        when, cls = item["created_at"], item["class_name"][:12]
+        print(f"{when:24} {cls:12} {item['status']:9} {verdict:7} {score:>6}  {item['key']}{reason}")
+    if doc.get("next_token"):
+        print(f"more: --next-token {doc['next_token']}")
+    return 0

@@ -1,0 +1,153 @@
+"""Read `template.yaml` for the local stack: the names and settings of what it creates come from here, so the
+template stays the only place they are declared.
+
+Only what the local stack needs is resolved: parameters (defaults or overrides), pseudo parameters, !Ref,
+!Sub and !GetAtt of buckets, queues, tables and endpoints.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+TEMPLATE = Path(__file__).resolve().parent.parent / "template.yaml"
+REGION = "us-east-1"
+ACCOUNT = "123456789012"  # moto's default account
+
+
+class _CfnLoader(yaml.SafeLoader):
+    pass
+
+
+def _tag(loader: yaml.Loader, suffix: str, node: yaml.Node) -> dict:
+    if isinstance(node, yaml.ScalarNode):
+        value: Any = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)
+    if suffix == "Ref":
+        return {"Ref": value}
+    if suffix == "GetAtt" and isinstance(value, str):
+        value = value.split(".", 1)
+    return {f"Fn::{suffix}": value}
+
+
+_CfnLoader.add_multi_constructor("!", _tag)
+
+
+def load_template(path: Path = TEMPLATE) -> dict:
+    return yaml.load(path.read_text(), Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass
+
+
+@dataclass
+class Stack:
+    """The template with parameters bound, able to name its resources as deployed locally."""
+
+    template: dict
+    parameters: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        declared = self.template.get("Parameters", {})
+        unknown = set(self.parameters) - set(declared)
+        if unknown:
+            raise ValueError(f"unknown template parameters: {', '.join(sorted(unknown))}")
+        self.values = {
+            name: str(self.parameters.get(name, spec.get("Default"))) for name, spec in declared.items()
+        }
+        self.values.update(
+            {
+                "AWS::Region": REGION,
+                "AWS::AccountId": ACCOUNT,
+                "AWS::Partition": "aws",
+                "AWS::URLSuffix": "amazonaws.com",
+                "AWS::StackName": f"ivadas-{self.values.get('Stage', 'local')}",
+            }
+        )
+
+    @property
+    def resources(self) -> dict:
+        return self.template["Resources"]
+
+    def props(self, logical_id: str) -> dict:
+        return self.resources[logical_id].get("Properties", {})
+
+    def resolve(self, value: Any) -> Any:
+        if isinstance(value, dict) and len(value) == 1:
+            ((fn, arg),) = value.items()
+            if fn == "Ref":
+                return self.ref(arg)
+            if fn == "Fn::Sub":
+                return self.sub(arg)
+            if fn == "Fn::GetAtt":
+                return self.get_att(*arg)
+        if isinstance(value, dict):
+            return {k: self.resolve(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.resolve(v) for v in value]
+        return value
+
+    def sub(self, text: str) -> str:
+        def one(match: re.Match) -> str:
+            name = match.group(1)
+            if "." in name and name.split(".", 1)[0] in self.resources:
+                return str(self.get_att(*name.split(".", 1)))
+            return str(self.ref(name))
+
+        return re.sub(r"\$\{([^}]+)\}", one, text)
+
+    def ref(self, name: str) -> Any:
+        if name in self.values:
+            return self.values[name]
+        resource = self.resources[name]
+        kind, props = resource["Type"], resource.get("Properties", {})
+        if kind == "AWS::S3::Bucket":
+            return self.resolve(props["BucketName"])
+        if kind == "AWS::SQS::Queue":
+            return self.resolve(props["QueueName"])  # locally the name; the URL comes from the queue itself
+        if kind == "AWS::DynamoDB::Table":
+            return self.resolve(props["TableName"])
+        if kind == "AWS::SageMaker::Endpoint":
+            return self.resolve(props["EndpointName"])
+        return name
+
+    def get_att(self, name: str, attribute: str) -> Any:
+        kind = self.resources[name]["Type"]
+        if attribute == "Arn" and kind == "AWS::SQS::Queue":
+            return f"arn:aws:sqs:{REGION}:{ACCOUNT}:{self.ref(name)}"
+        if attribute == "Arn" and kind == "AWS::S3::Bucket":
+            return f"arn:aws:s3:::{self.ref(name)}"
+        if attribute in ("QueueName", "EndpointName"):
+            return self.ref(name)
+        raise KeyError(f"{name}.{attribute} is not resolved locally")
+
+    def function_environment(self, logical_id: str) -> dict[str, str]:
+        env = dict(
+            self.template.get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables", {})
+        )
+        env.update(self.props(logical_id).get("Environment", {}).get("Variables", {}))
+        return {k: str(self.resolve(v)) for k, v in env.items()}
+
+    def api_routes(self) -> list[tuple[str, str, str]]:
+        """(method, path, handler module) of every API event, e.g. ("POST", "/predict", "predict")."""
+        routes = []
+        for resource in self.resources.values():
+            if resource["Type"] != "AWS::Serverless::Function":
+                continue
+            module = resource["Properties"]["Handler"].split(".")[0]
+            for event in resource["Properties"].get("Events", {}).values():
+                if event["Type"] == "Api":
+                    routes.append(
+                        (event["Properties"]["Method"].upper(), event["Properties"]["Path"], module)
+                    )
+        return routes
+
+    def sqs_event(self, logical_id: str) -> dict:
+        for event in self.props(logical_id).get("Events", {}).values():
+            if event["Type"] == "SQS":
+                return self.resolve(event["Properties"])
+        raise KeyError(f"{logical_id} has no SQS event")

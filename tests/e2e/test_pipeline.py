@@ -1,0 +1,240 @@
+"""End to end through the local stack: moto server + model server + SQS poller + real handlers + API shim."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import unquote_plus
+
+import boto3
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "functions"))
+import common  # noqa: E402  (functions/common.py, as Lambda imports it)
+
+MAX_RECEIVE = 2
+
+
+@pytest.fixture(scope="module")
+def stack(
+    trained_artifact: Path, trained_softpatch: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict]:
+    state_dir = tmp_path_factory.mktemp("local-stack")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "infra.cli", "local", "up", "--state-dir", str(state_dir),
+           "--patchcore", str(trained_artifact), "--softpatch", str(trained_softpatch),
+           "--parameter", "QueueVisibilityTimeoutSeconds=2", "--parameter", f"MaxReceiveCount={MAX_RECEIVE}",
+           "--parameter", "WorkerBatchingWindowSeconds=0"]  # fmt: skip
+    up = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
+    assert up.returncode == 0, up.stdout + up.stderr + (state_dir / "supervisor.log").read_text()
+    state = json.loads((state_dir / "state.json").read_text())
+    saved = dict(os.environ)
+    os.environ.update(state["environment"])
+    state["state_dir"] = str(state_dir)
+    yield state
+    os.environ.clear()
+    os.environ.update(saved)
+    subprocess.run([sys.executable, "-m", "infra.cli", "local", "down", "--state-dir", str(state_dir)],
+                   env=env, timeout=60)  # fmt: skip
+
+
+def put(state: dict, key: str, body: bytes, **extra) -> str:
+    inbox = state["resources"]["InboxBucket"]
+    etag = boto3.client("s3").put_object(Bucket=inbox, Key=key, Body=body, **extra)["ETag"].strip('"')
+    return common.inspection_id(inbox, key, etag)
+
+
+def wait_items(state: dict, ids: list[str], timeout: float = 120) -> dict[str, dict]:
+    table = boto3.resource("dynamodb").Table(state["resources"]["ResultsTable"])
+    found: dict[str, dict] = {}
+    deadline = time.monotonic() + timeout
+    while len(found) < len(set(ids)) and time.monotonic() < deadline:
+        for i in set(ids) - set(found):
+            item = table.get_item(Key={"inspection_id": i}, ConsistentRead=True).get("Item")
+            if item:
+                found[i] = common.from_dynamo(item)
+        time.sleep(0.3)
+    return found
+
+
+def items_for_key(state: dict, key: str) -> list[dict]:
+    table = boto3.resource("dynamodb").Table(state["resources"]["ResultsTable"])
+    return [i for i in table.scan()["Items"] if i["key"] == key]
+
+
+def queue_depth(state: dict, name: str) -> int:
+    attrs = boto3.client("sqs").get_queue_attributes(
+        QueueUrl=state["resources"][name],
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return int(attrs["ApproximateNumberOfMessages"]) + int(attrs["ApproximateNumberOfMessagesNotVisible"])
+
+
+def api(state: dict, path: str, body: dict | None = None) -> tuple[int, dict]:
+    req = urllib.request.Request(
+        state["api_url"] + path,
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"X-Api-Key": state["api_key"], "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def test_every_image_gets_one_inspected_result(stack: dict, synthetic_root: Path) -> None:
+    files = sorted((synthetic_root / "widget/test").rglob("*.png"))
+    ids = {put(stack, f"line1/widget/{f.parent.name}-{f.name}", f.read_bytes()): f for f in files}
+    items = wait_items(stack, list(ids))
+    assert len(items) == len(files) == 8
+    results_bucket = stack["resources"]["ResultsBucket"]
+    s3 = boto3.client("s3")
+    for iid, path in ids.items():
+        item = items[iid]
+        assert item["status"] == "INSPECTED" and item["class_name"] == "widget" and item["line"] == "line1"
+        assert item["is_anomaly"] == ("scratch" in path.parent.name)
+        assert item["model"] == "patchcore" and item["model_version"].startswith("patchcore-")
+        assert 0.0 <= item["normalized_score"] <= 1.0 and item["threshold"] > 0
+        heatmap = s3.get_object(Bucket=results_bucket, Key=item["heatmap_key"])["Body"].read()
+        assert Image.open(io.BytesIO(heatmap)).size == (96, 96)
+        doc = json.loads(s3.get_object(Bucket=results_bucket, Key=item["result_key"])["Body"].read())
+        assert doc["inspection_id"] == iid
+        assert ("anomaly_class" in item) == item["is_anomaly"]
+
+
+def test_the_same_object_twice_gives_one_result(stack: dict, synthetic_root: Path) -> None:
+    body = (synthetic_root / "widget/test/good/001.png").read_bytes()
+    key = "line2/widget/twice.png"
+    first = put(stack, key, body)
+    second = put(stack, key, body)  # same bytes, same ETag: the same inspection
+    assert first == second
+    assert wait_items(stack, [first])
+    # a redelivered notification (what SQS does after a lost delete) changes nothing either
+    etag = (
+        boto3.client("s3").head_object(Bucket=stack["resources"]["InboxBucket"], Key=key)["ETag"].strip('"')
+    )
+    s3_part = {"bucket": {"name": stack["resources"]["InboxBucket"]}, "object": {"key": key, "eTag": etag}}
+    record = {"eventSource": "aws:s3", "eventName": "ObjectCreated:Put", "s3": s3_part}
+    message = {"Records": [record]}
+    boto3.client("sqs").send_message(
+        QueueUrl=stack["resources"]["InspectionQueue"], MessageBody=json.dumps(message)
+    )
+    time.sleep(3)
+    assert len(items_for_key(stack, key)) == 1
+
+
+def _bomb() -> bytes:
+    buf = io.BytesIO()
+    Image.new("1", (10_000, 5_000)).save(buf, format="PNG")  # 50 MP, a few KB
+    return buf.getvalue()
+
+
+def test_bad_inputs_become_rejected_items_not_dlq(stack: dict, synthetic_root: Path) -> None:
+    good = (synthetic_root / "widget/test/good/000.png").read_bytes()
+    cases = {
+        "line1/widget/corrupt.png": (good[: len(good) // 2], "image"),
+        "line1/widget/zero.png": (b"", "empty file"),
+        "line1/widget/notes.png": (b"these are not pixels", "image"),
+        "line1/capsule/part.png": (good, "capsule"),
+        "line1/widget/bomb.png": (_bomb(), "pixels"),
+        "loose-file.png": (good, "no class"),
+    }
+    ids = {put(stack, key, body): (key, reason) for key, (body, reason) in cases.items()}
+    items = wait_items(stack, list(ids))
+    assert len(items) == len(cases)
+    for iid, (key, reason) in ids.items():
+        item = items[iid]
+        assert item["status"] == "REJECTED", item
+        assert reason in item["reason"], (key, item["reason"])
+    assert queue_depth(stack, "InspectionDeadLetterQueue") == 0
+
+
+def test_keys_with_spaces_and_unicode(stack: dict, synthetic_root: Path) -> None:
+    key = "line 3/widget/Prüfteil Nr 7 (ß).png"
+    iid = put(stack, key, (synthetic_root / "widget/test/scratch/003.png").read_bytes())
+    item = wait_items(stack, [iid])[iid]
+    assert (
+        item["status"] == "INSPECTED"
+        and item["key"] == key
+        and item["line"] == "line 3"
+        and item["is_anomaly"]
+    )
+
+
+def test_class_from_object_metadata(stack: dict, synthetic_root: Path) -> None:
+    iid = put(stack, "camera7.png", (synthetic_root / "widget/test/good/002.png").read_bytes(),
+              Metadata={"class-name": "widget"})  # fmt: skip
+    item = wait_items(stack, [iid])[iid]
+    assert item["status"] == "INSPECTED" and item["class_name"] == "widget"
+
+
+def test_api_predict_results_and_classes(stack: dict, synthetic_root: Path) -> None:
+    import base64
+
+    image = base64.b64encode((synthetic_root / "widget/test/scratch/000.png").read_bytes()).decode()
+    status, both = api(stack, "/predict", {"class_name": "widget", "image_base64": image, "model": "both"})
+    assert status == 200 and both["patchcore"]["is_anomaly"] and both["softpatch"]["is_anomaly"]
+    assert both["patchcore"]["heatmap_png_base64"] and both["latency_ms"] > 0
+    assert api(stack, "/predict", {"class_name": "widget", "image_base64": "***"})[0] == 400
+    status, body = api(stack, "/predict", {"class_name": "nope", "image_base64": image})
+    assert status == 422 and "nope" in body["error"]
+    status, listing = api(stack, "/results?class_name=widget&limit=5")
+    assert status == 200 and len(listing["items"]) == 5 and listing["next_token"]
+    times = [i["created_at"] for i in listing["items"]]
+    assert times == sorted(times, reverse=True)
+    status, anomalies = api(stack, "/results?class_name=widget&anomalous=true&limit=50")
+    assert status == 200 and anomalies["items"] and all(i["is_anomaly"] for i in anomalies["items"])
+    one = listing["items"][0]["inspection_id"]
+    status, item = api(stack, f"/results/{one}")
+    assert status == 200 and item["image_url"].startswith("http")
+    with urllib.request.urlopen(item["image_url"], timeout=10) as resp:
+        assert resp.read()[:4] == b"\x89PNG"
+    assert api(stack, "/results/does-not-exist")[0] == 404
+    status, classes = api(stack, "/classes")
+    assert status == 200 and classes["classes"] == ["widget"]
+    assert set(classes["models"]) == {"patchcore", "softpatch"}
+    req = urllib.request.Request(stack["api_url"] + "/classes")  # no API key
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(req, timeout=10)
+    assert err.value.code == 403
+
+
+def test_endpoint_down_retries_then_dead_letters_the_rest_inspected(
+    stack: dict, synthetic_root: Path
+) -> None:
+    """Runs last: it stops the model server."""
+    before = put(stack, "line9/widget/before.png", (synthetic_root / "widget/test/good/003.png").read_bytes())
+    assert wait_items(stack, [before])[before]["status"] == "INSPECTED"
+    os.kill(stack["model_server_pid"], 15)
+    time.sleep(1.0)
+    stranded = [
+        put(
+            stack,
+            f"line9/widget/during-{i}.png",
+            (synthetic_root / "widget/test/good/000.png").read_bytes() + bytes([i]),
+        )
+        for i in range(3)
+    ]  # fmt: skip  (distinct bytes: distinct objects)
+    deadline = time.monotonic() + 90
+    while queue_depth(stack, "InspectionDeadLetterQueue") < 3 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert queue_depth(stack, "InspectionDeadLetterQueue") == 3
+    assert not wait_items(stack, stranded, timeout=1)  # no result: they wait in the DLQ for a redrive
+    messages = boto3.client("sqs").receive_message(
+        QueueUrl=stack["resources"]["InspectionDeadLetterQueue"],
+        MaxNumberOfMessages=10,
+        AttributeNames=["All"],
+    )["Messages"]
+    assert all(int(m["Attributes"]["ApproximateReceiveCount"]) >= 1 for m in messages)
+    keys = {unquote_plus(json.loads(m["Body"])["Records"][0]["s3"]["object"]["key"]) for m in messages}
+    assert keys == {f"line9/widget/during-{i}.png" for i in range(3)}
