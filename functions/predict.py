@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -29,7 +30,7 @@ from common import (  # type: ignore[import-not-found]
 
 logger = Logger()
 tracer = Tracer()
-metrics = Metrics()
+metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "IVADAS"))
 app = APIGatewayRestResolver(cors=cors_config())
 settings = Settings.from_env()
 _pool = ThreadPoolExecutor(max_workers=len(MODELS))

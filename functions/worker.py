@@ -42,7 +42,7 @@ from common import (  # type: ignore[import-not-found]  # Lambda puts functions/
 
 logger = Logger()
 tracer = Tracer()
-metrics = Metrics()
+metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "IVADAS"))
 settings = Settings.from_env()
 processor = BatchProcessor(event_type=EventType.SQS)
 idempotency_config = IdempotencyConfig(

@@ -1,0 +1,293 @@
+"""Lambda handlers on hand-built SQS and API Gateway events, with in-process moto for S3 and DynamoDB.
+
+The endpoint call is the one boundary replaced here (moto's invoke_endpoint returns canned bytes); the real
+model server is exercised by the end-to-end tests.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import boto3
+import pytest
+from moto import mock_aws
+
+ROOT = Path(__file__).resolve().parents[2]
+FUNCTIONS = ROOT / "functions"
+INBOX, RESULTS, TABLE, IDEM = "inbox-b", "results-b", "results-t", "idem-t"
+
+
+class Context:
+    function_name = "test"
+    memory_limit_in_mb = 128
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:test"
+    aws_request_id = "req-1"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 30_000
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch):
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "RESULTS_TABLE": TABLE,
+        "RESULTS_BUCKET": RESULTS,
+        "INBOX_BUCKET": INBOX,
+        "IDEMPOTENCY_TABLE": IDEM,
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        "MAX_IMAGE_BYTES": "1000",
+    }.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.syspath_prepend(str(FUNCTIONS))
+    with mock_aws():
+        s3 = boto3.client("s3")
+        s3.create_bucket(Bucket=INBOX)
+        s3.create_bucket(Bucket=RESULTS)
+        ddb = boto3.client("dynamodb")
+        ddb.create_table(
+            TableName=TABLE,
+            BillingMode="PAY_PER_REQUEST",
+            AttributeDefinitions=[
+                {"AttributeName": "inspection_id", "AttributeType": "S"},
+                {"AttributeName": "class_name", "AttributeType": "S"},
+                {"AttributeName": "created_at", "AttributeType": "S"},
+            ],
+            KeySchema=[{"AttributeName": "inspection_id", "KeyType": "HASH"}],
+            GlobalSecondaryIndexes=[
+                {
+                    "IndexName": "by-class",
+                    "Projection": {"ProjectionType": "ALL"},
+                    "KeySchema": [
+                        {"AttributeName": "class_name", "KeyType": "HASH"},
+                        {"AttributeName": "created_at", "KeyType": "RANGE"},
+                    ],
+                }
+            ],
+        )
+        ddb.create_table(
+            TableName=IDEM,
+            BillingMode="PAY_PER_REQUEST",
+            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        )
+        for name in ("common", "worker", "predict", "results"):
+            sys.modules.pop(name, None)
+        common = importlib.import_module("common")
+        common.client.cache_clear()
+        yield common
+
+
+def sqs_event(*bodies: dict) -> dict:
+    return {
+        "Records": [
+            {
+                "messageId": f"m{i}",
+                "receiptHandle": f"r{i}",
+                "body": json.dumps(b),
+                "attributes": {},
+                "messageAttributes": {},
+                "md5OfBody": "",
+                "eventSource": "aws:sqs",
+                "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:q",
+                "awsRegion": "us-east-1",
+            }
+            for i, b in enumerate(bodies)
+        ]
+    }
+
+
+def s3_body(key: str, etag: str) -> dict:
+    return {
+        "Records": [
+            {
+                "eventSource": "aws:s3",
+                "eventName": "ObjectCreated:Put",
+                "s3": {"bucket": {"name": INBOX}, "object": {"key": key, "eTag": etag}},
+            }
+        ]
+    }
+
+
+def put(key: str, body: bytes) -> str:
+    return boto3.client("s3").put_object(Bucket=INBOX, Key=key, Body=body)["ETag"].strip('"')
+
+
+def items() -> list[dict]:
+    return boto3.resource("dynamodb").Table(TABLE).scan()["Items"]
+
+
+def fake_answer(common, anomalous: bool = True):
+    png = base64.b64encode(b"\x89PNG fake heatmap").decode()
+    result = {
+        "model": "patchcore",
+        "model_version": "patchcore-x",
+        "anomaly_score": 3.5,
+        "normalized_score": 0.8,
+        "threshold": 2.0,
+        "is_anomaly": anomalous,
+        "regions": [{"x": 1, "y": 2, "width": 3, "height": 4}],
+        "heatmap_png_base64": png,
+        "image_width": 10,
+        "image_height": 10,
+    }
+    return common.EndpointAnswer(result, 12.5)
+
+
+def test_worker_skips_test_events_unquotes_keys_and_writes_results(aws, monkeypatch) -> None:
+    worker = importlib.import_module("worker")
+    calls = []
+
+    def invoke(endpoint, class_name, image, return_heatmap=True):
+        calls.append((endpoint, class_name, image))
+        return fake_answer(aws)
+
+    monkeypatch.setattr(worker, "invoke_endpoint", invoke)
+    etag = put("line 1/bottle/a b+c.png", b"png-bytes")
+    event = sqs_event({"Event": "s3:TestEvent"}, s3_body("line+1/bottle/a+b%2Bc.png", etag))
+    out = worker.handler(event, Context())
+    assert out == {"batchItemFailures": []}
+    assert calls == [("ivadas-local-patchcore", "bottle", b"png-bytes")]
+    (item,) = items()
+    assert (
+        item["status"] == "INSPECTED"
+        and item["key"] == "line 1/bottle/a b+c.png"
+        and item["line"] == "line 1"
+    )
+    assert item["anomaly_class"] == "bottle" and item["is_anomaly"] is True
+    heatmap = boto3.client("s3").get_object(Bucket=RESULTS, Key=item["heatmap_key"])["Body"].read()
+    assert heatmap.startswith(b"\x89PNG")
+    # the same message again: idempotent, no second endpoint call, no second item
+    assert worker.handler(event, Context()) == {"batchItemFailures": []}
+    assert len(calls) == 1 and len(items()) == 1
+
+
+def test_worker_rejects_without_retry(aws, monkeypatch) -> None:
+    worker = importlib.import_module("worker")
+
+    def refuse(endpoint, class_name, image, return_heatmap=True):
+        raise aws.RejectedImage(f"class '{class_name}' is not in this patchcore model")
+
+    monkeypatch.setattr(worker, "invoke_endpoint", refuse)
+    bodies = [
+        s3_body("l/bottle/empty.png", put("l/bottle/empty.png", b"")),
+        s3_body("l/bottle/big.png", put("l/bottle/big.png", b"x" * 2000)),
+        s3_body("noclass.png", put("noclass.png", b"abc")),
+        s3_body("l/capsule/x.png", put("l/capsule/x.png", b"abc")),
+    ]
+    assert worker.handler(sqs_event(*bodies), Context()) == {"batchItemFailures": []}
+    reasons = {i["key"]: i["reason"] for i in items()}
+    assert all(i["status"] == "REJECTED" for i in items())
+    assert (
+        "empty" in reasons["l/bottle/empty.png"] and "over the 1000 byte limit" in reasons["l/bottle/big.png"]
+    )
+    assert "no class" in reasons["noclass.png"] and "capsule" in reasons["l/capsule/x.png"]
+
+
+def test_worker_fails_only_the_transient_record(aws, monkeypatch) -> None:
+    worker = importlib.import_module("worker")
+
+    def flaky(endpoint, class_name, image, return_heatmap=True):
+        if image == b"down":
+            raise aws.TransientFailure("endpoint unreachable")
+        return fake_answer(aws, anomalous=False)
+
+    monkeypatch.setattr(worker, "invoke_endpoint", flaky)
+    ok, bad = (
+        s3_body("l/bottle/ok.png", put("l/bottle/ok.png", b"fine")),
+        s3_body("l/bottle/down.png", put("l/bottle/down.png", b"down")),
+    )
+    out = worker.handler(sqs_event(ok, bad), Context())
+    assert out == {"batchItemFailures": [{"itemIdentifier": "m1"}]}
+    assert [i["key"] for i in items()] == ["l/bottle/ok.png"]
+    assert "anomaly_class" not in items()[0]
+
+
+def api_event(
+    method: str, path: str, body: dict | None = None, query: dict | None = None, params=None
+) -> dict:
+    headers = {"content-type": "application/json", "origin": "http://ui.local"}
+    return {
+        "resource": path,
+        "path": path,
+        "httpMethod": method,
+        "headers": headers,
+        "multiValueHeaders": {},
+        "queryStringParameters": query,
+        "multiValueQueryStringParameters": None,
+        "pathParameters": params,
+        "stageVariables": None,
+        "requestContext": {"resourcePath": path, "httpMethod": method, "stage": "test", "requestId": "r"},
+        "body": json.dumps(body) if body is not None else None,
+        "isBase64Encoded": False,
+    }
+
+
+def test_predict_validates_and_compares_both_models(aws, monkeypatch) -> None:
+    predict = importlib.import_module("predict")
+    seen = []
+
+    def invoke(endpoint, class_name, image, return_heatmap=True):
+        seen.append(endpoint)
+        if class_name == "nope":
+            raise aws.RejectedImage("class 'nope' is not in this model")
+        return fake_answer(aws)
+
+    monkeypatch.setattr(predict, "invoke_endpoint", invoke)
+    image = base64.b64encode(b"img").decode()
+    ok = predict.handler(
+        api_event("POST", "/predict", {"class_name": "bottle", "image_base64": image, "model": "both"}),
+        Context(),
+    )
+    body = json.loads(ok["body"])
+    assert ok["statusCode"] == 200 and set(body) >= {"patchcore", "softpatch", "latency_ms"}
+    assert sorted(seen) == ["ivadas-local-patchcore", "ivadas-local-softpatch"]
+    headers = {k.lower(): v for k, v in (ok.get("multiValueHeaders") or ok.get("headers") or {}).items()}
+    assert headers["access-control-allow-origin"] in ("*", ["*"])
+    cases = [
+        ({"image_base64": image}, 400),
+        ({"class_name": "b", "image_base64": "%%%"}, 400),
+        ({"class_name": "b", "image_base64": image, "model": "resnet"}, 400),
+        ({"class_name": "b", "image_base64": base64.b64encode(b"x" * 2000).decode()}, 413),
+        ({"class_name": "nope", "image_base64": image}, 422),
+    ]
+    for payload, status in cases:
+        resp = predict.handler(api_event("POST", "/predict", payload), Context())
+        assert resp["statusCode"] == status, (payload, resp)
+        assert "error" in json.loads(resp["body"]) or "message" in json.loads(resp["body"])
+
+
+def test_results_lists_newest_first_and_pages(aws) -> None:
+    results = importlib.import_module("results")
+    table = boto3.resource("dynamodb").Table(TABLE)
+    for i in range(5):
+        table.put_item(
+            Item={
+                "inspection_id": f"id{i}",
+                "class_name": "bottle",
+                "status": "INSPECTED",
+                "created_at": f"2026-11-27T10:00:0{i}.000Z",
+                "bucket": INBOX,
+                "key": f"k{i}.png",
+            }
+        )
+    first = json.loads(
+        results.handler(
+            api_event("GET", "/results", query={"class_name": "bottle", "limit": "3"}), Context()
+        )["body"]
+    )
+    assert [i["inspection_id"] for i in first["items"]] == ["id4", "id3", "id2"] and first["next_token"]
+    query = {"class_name": "bottle", "limit": "3", "next_token": first["next_token"]}
+    second = json.loads(results.handler(api_event("GET", "/results", query=query), Context())["body"])
+    assert [i["inspection_id"] for i in second["items"]] == ["id1", "id0"]
+    one = results.handler(api_event("GET", "/results/id2", params={"inspection_id": "id2"}), Context())
+    assert one["statusCode"] == 200 and "image_url" in json.loads(one["body"])
+    missing = results.handler(api_event("GET", "/results/zzz", params={"inspection_id": "zzz"}), Context())
+    assert missing["statusCode"] == 404
