@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint demo bench-model bench-server clean
+.PHONY: install test lint demo bench-model bench-server bench-pipeline clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -24,8 +24,9 @@ lint: install
 test: install lint
 	$(PY) -m pytest tests -q
 
-# Main job (for now): train PatchCore and SoftPatch on the ELPV solar-cell demo classes shipped in the
-# elpv-dataset wheel, then evaluate both. DATA_ROOT=/path/to/mvtec CLASSES=bottle runs it on MVTec instead.
+# Main job: train PatchCore and SoftPatch on the ELPV solar-cell demo classes shipped in the elpv-dataset wheel
+# (or DATA_ROOT=/path/to/mvtec CLASSES=bottle), evaluate both, bring the local stack up (moto, model server,
+# poller, API shim and UI), inspect every held-out test image through the S3 inbox, and leave UI and API running.
 DATA_ROOT ?= elpv
 CLASSES ?= $(if $(filter elpv,$(DATA_ROOT)),elpv_mono$(comma)elpv_poly,bottle)
 # ELPV cells are 300 px: 256 px input trains 4x faster than the default 384 and scores higher (README).
@@ -33,12 +34,17 @@ TRAIN_ARGS ?= $(if $(filter elpv,$(DATA_ROOT)),--input-size 256,)
 comma := ,
 DEMO := runs/demo
 
-demo: install
-	$(VENV)/bin/ivadas train --data-root $(DATA_ROOT) --classes $(CLASSES) --model patchcore $(TRAIN_ARGS) --out $(DEMO)/patchcore.tar.gz
-	$(VENV)/bin/ivadas train --data-root $(DATA_ROOT) --classes $(CLASSES) --model softpatch $(TRAIN_ARGS) --out $(DEMO)/softpatch.tar.gz
-	$(VENV)/bin/ivadas evaluate --artifact $(DEMO)/patchcore.tar.gz --data-root $(DATA_ROOT) --report-dir $(DEMO)/report_patchcore
-	$(VENV)/bin/ivadas evaluate --artifact $(DEMO)/softpatch.tar.gz --data-root $(DATA_ROOT) --report-dir $(DEMO)/report_softpatch
-	@echo "Reports: $(DEMO)/report_patchcore/report.md and $(DEMO)/report_softpatch/report.md"
+$(DEMO)/%.tar.gz: $(STAMP)
+	$(VENV)/bin/ivadas train --data-root $(DATA_ROOT) --classes $(CLASSES) --model $* $(TRAIN_ARGS) --out $@
+
+demo: install $(DEMO)/patchcore.tar.gz $(DEMO)/softpatch.tar.gz
+	$(VENV)/bin/ivadas evaluate --artifact $(DEMO)/patchcore.tar.gz --data-root $(DATA_ROOT) --report-dir $(DEMO)/report_patchcore --quiet
+	$(VENV)/bin/ivadas evaluate --artifact $(DEMO)/softpatch.tar.gz --data-root $(DATA_ROOT) --report-dir $(DEMO)/report_softpatch --quiet
+	$(VENV)/bin/ivadas local down
+	$(VENV)/bin/ivadas local up --patchcore $(DEMO)/patchcore.tar.gz --softpatch $(DEMO)/softpatch.tar.gz --api-port 8000
+	for c in $(subst $(comma), ,$(CLASSES)); do $(VENV)/bin/ivadas inspect --data-root $(DATA_ROOT) --class-name $$c | tail -n 1 || exit 1; done
+	@echo "Reports: $(DEMO)/report_patchcore/report.md, $(DEMO)/report_softpatch/report.md"
+	@echo "UI and API: http://127.0.0.1:8000/ (still running; 'ivadas results' queries, 'ivadas local down' stops it)"
 
 # Quality, speed and size figures of the engine (bottle needs ../shared/data/mvtec or IVADAS_MVTEC_ROOT).
 bench-model: install
@@ -47,6 +53,10 @@ bench-model: install
 # Model server latency, throughput at concurrency 1/4/16 and overhead (MVTec bottle; trains the model if needed).
 bench-server: install
 	$(PY) tests/benchmarks/bench_server.py
+
+# 500 images through the local stack: end-to-end throughput and latency against the model server's own.
+bench-pipeline: install
+	$(PY) tests/benchmarks/bench_pipeline.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

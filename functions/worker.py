@@ -94,7 +94,8 @@ def inspect_object(obj: dict) -> dict:
     """Inspect one object version exactly once; returns the result item."""
     s3 = client("s3")
     try:
-        head = s3.head_object(Bucket=obj["bucket"], Key=obj["key"], IfMatch=f'"{obj["etag"]}"')
+        # one GET for metadata and body; the body is only read once its size is known to be acceptable
+        head = s3.get_object(Bucket=obj["bucket"], Key=obj["key"], IfMatch=f'"{obj["etag"]}"')
     except ClientError as err:
         code = err.response.get("Error", {}).get("Code", "")
         if code in ("404", "NoSuchKey", "NotFound", "412", "PreconditionFailed"):
@@ -104,6 +105,8 @@ def inspect_object(obj: dict) -> dict:
     obj["line"] = line
     size = int(head.get("ContentLength", 0))
     obj["size"] = size
+    if not class_name or size == 0 or size > settings.max_image_bytes:
+        head["Body"].close()  # not reading it: release the connection
     if not class_name:
         return _reject(
             obj, None, "no class: put images under <line>/<class_name>/ or set metadata class-name"
@@ -116,7 +119,7 @@ def inspect_object(obj: dict) -> dict:
         )
     if not obj["key"].lower().endswith(IMAGE_SUFFIXES):
         return _reject(obj, class_name, "not an image file name (.png, .jpg, .jpeg)")
-    image = s3.get_object(Bucket=obj["bucket"], Key=obj["key"], IfMatch=f'"{obj["etag"]}"')["Body"].read()
+    image = head["Body"].read()
     model = settings.default_model
     endpoint = settings.endpoints[model]
     try:

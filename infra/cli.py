@@ -102,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_local_arguments(p)
 
     p = sub.add_parser("inspect", help="put a folder of images into the local inbox and wait for the results")
-    p.add_argument("folder")
+    p.add_argument("folder", nargs="?", help="folder of images (or use --data-root)")
+    p.add_argument("--data-root", help="upload the test split of --class-name from this data set (or elpv)")
     p.add_argument("--class-name", required=True)
     p.add_argument("--line", default="line1", help="production line (first part of the inbox key)")
     p.add_argument("--timeout", type=float, default=600, help="seconds to wait for all results")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -36,10 +37,17 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def upload_and_wait(
-    files: list[Path], class_name: str, line: str, timeout: float, state: dict, threads: int = 8
+    files: list[Path],
+    class_name: str,
+    line: str,
+    timeout: float,
+    state: dict,
+    threads: int = 8,
+    base: Path | None = None,
 ) -> list[dict]:
     """Put every file into the inbox and wait for its result; returns one row per file in input order."""
     import boto3
+    from boto3.dynamodb.types import TypeDeserializer
 
     use_state(state)
     common = _common()
@@ -48,16 +56,18 @@ def upload_and_wait(
     results = boto3.resource("dynamodb").Table(state["resources"]["ResultsTable"])
 
     def put(path: Path) -> dict:
-        key = f"{line}/{class_name}/{path.name}"
+        name = str(path.relative_to(base)) if base else path.name
+        key = f"{line}/{class_name}/{name.replace(os.sep, '_')}"  # test/broken_large/000.png stays unique
         t0 = time.time()
         etag = s3.put_object(Bucket=inbox, Key=key, Body=path.read_bytes())["ETag"].strip('"')
         return {"file": str(path), "key": key, "id": common.inspection_id(inbox, key, etag), "t0": t0}
 
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        rows = list(pool.map(put, files))
+        rows = list(pool.map(put, files))  # for a large folder, results arrive while the uploads go on
     pending = {r["id"]: r for r in rows}
     deadline = time.monotonic() + timeout
     ddb = boto3.client("dynamodb")
+    deserializer = TypeDeserializer()
     while pending and time.monotonic() < deadline:
         ids = list(pending)[:100]
         resp = ddb.batch_get_item(
@@ -67,13 +77,12 @@ def upload_and_wait(
         )
         now = time.time()
         for raw in resp["Responses"].get(results.name, []):
-            iid = raw["inspection_id"]["S"]
-            item = results.get_item(Key={"inspection_id": iid})["Item"]
-            row = pending.pop(iid)
+            item = {k: deserializer.deserialize(v) for k, v in raw.items()}
+            row = pending.pop(item["inspection_id"])
             row["item"] = common.from_dynamo(item)
             row["latency_ms"] = (now - row["t0"]) * 1000.0
         if pending:
-            time.sleep(0.25)
+            time.sleep(0.5)  # light polling: moto shares the cores with the pipeline
     for row in pending.values():
         row["item"] = None
     return rows
@@ -94,18 +103,29 @@ def summarise(rows: list[dict]) -> dict:
     }
 
 
-def inspect(args: argparse.Namespace) -> int:
+def _files(args: argparse.Namespace) -> tuple[list[Path], Path]:
+    if args.data_root:
+        from model_server.datasets import load_split  # numpy and PIL only
+
+        split = load_split(args.data_root, args.class_name)
+        files = [s.path for s in split.test if s.path is not None]
+        return files, Path(os.path.commonpath([str(p.parent) for p in files])) if files else Path(".")
+    if not args.folder:
+        raise SystemExit("ivadas inspect: error: give a folder or --data-root")
     folder = Path(args.folder)
     if not folder.is_dir():
-        print(f"ivadas inspect: error: {folder} is not a folder", file=sys.stderr)
-        return 2
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in UPLOAD_SUFFIXES)
+        raise SystemExit(f"ivadas inspect: error: {folder} is not a folder")
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in UPLOAD_SUFFIXES), folder
+
+
+def inspect(args: argparse.Namespace) -> int:
+    files, folder = _files(args)
     if not files:
         print(f"ivadas inspect: error: no images in {folder}", file=sys.stderr)
         return 2
     state = read_state(args.state_dir)
     t0 = time.monotonic()
-    rows = upload_and_wait(files, args.class_name, args.line, args.timeout, state)
+    rows = upload_and_wait(files, args.class_name, args.line, args.timeout, state, base=folder)
     wall = time.monotonic() - t0
     print(f"{'file':40} {'status':10} {'verdict':8} {'score':>8} {'latency ms':>10}  reason")
     for r in rows:

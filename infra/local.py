@@ -428,6 +428,7 @@ def run(args: argparse.Namespace) -> int:
         "moto_port": moto_port,
         "model_port": model_port,
         "model_server_pid": model_server.pid,
+        "moto_pid": moto.pid,
         "api_url": f"http://127.0.0.1:{api_port}",
         "ui_url": f"http://127.0.0.1:{api_port}/",
         "api_key": api_key,

@@ -116,6 +116,21 @@ def load(port: int, blobs: list[bytes], concurrency: int, total: int) -> dict:
     }
 
 
+def bottle_artifact(path: str) -> Path | None:
+    """The default PatchCore bottle model (trained here if missing); None without the MVTec data."""
+    if not (MVTEC / "bottle/test").is_dir():
+        print(f"MVTec bottle not found under {MVTEC}: nothing to measure")
+        return None
+    artifact = Path(path)
+    if not artifact.exists():
+        print(f"training the default PatchCore bottle model into {artifact}", flush=True)
+        code = ivadas(["train", "--data-root", str(MVTEC), "--classes", "bottle", "--no-evaluate", "--quiet",
+                       "--out", str(artifact)])  # fmt: skip
+        if code:
+            raise SystemExit(f"training failed with exit code {code}")
+    return artifact
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--artifact", default=str(ROOT / "reports/bench_model/bottle/patchcore.tar.gz"))
@@ -124,16 +139,9 @@ def main() -> int:
     )
     parser.add_argument("--out", default=str(ROOT / "reports/bench_server.json"))
     args = parser.parse_args()
-    if not (MVTEC / "bottle/test").is_dir():
-        print(f"MVTec bottle not found under {MVTEC}: nothing to measure")
+    artifact = bottle_artifact(args.artifact)
+    if artifact is None:
         return 0
-    artifact = Path(args.artifact)
-    if not artifact.exists():
-        print(f"training the default PatchCore bottle model into {artifact}", flush=True)
-        code = ivadas(["train", "--data-root", str(MVTEC), "--classes", "bottle", "--no-evaluate", "--quiet",
-                       "--out", str(artifact)])  # fmt: skip
-        if code:
-            return code
     blobs = [p.read_bytes() for p in sorted((MVTEC / "bottle/test").rglob("*.png"))]
     threads = set_threads()
 
