@@ -93,7 +93,13 @@ def list_results() -> dict:
             kwargs["FilterExpression"] = flt
         resp = results.scan(**kwargs)
         items = sorted(resp.get("Items", []), key=lambda i: i.get("created_at", ""), reverse=True)
-    return {"items": [from_dynamo(i) for i in items], "next_token": _token(resp.get("LastEvaluatedKey"))}
+    out = [from_dynamo(i) for i in items]
+    s3 = client("s3")
+    for item in out:  # presigning is a local computation: no request per row
+        item["thumbnail_url"] = s3.generate_presigned_url(
+            "get_object", Params={"Bucket": item["bucket"], "Key": item["key"]}, ExpiresIn=URL_SECONDS
+        )
+    return {"items": out, "next_token": _token(resp.get("LastEvaluatedKey"))}
 
 
 @app.get("/results/<inspection_id>")

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -67,3 +73,27 @@ def trained_artifact(synthetic_root: Path, tmp_path_factory: pytest.TempPathFact
 @pytest.fixture(scope="session")
 def trained_softpatch(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _train(synthetic_root, tmp_path_factory.mktemp("artifact") / "softpatch.tar.gz", "softpatch")
+
+
+@contextlib.contextmanager
+def local_stack(state_dir: Path, patchcore: Path, softpatch: Path, parameters: list[str]) -> Iterator[dict]:
+    """`ivadas local up` in a subprocess; this process's boto3 points at it until `local down`."""
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    cmd = [sys.executable, "-m", "infra.cli", "local", "up", "--state-dir", str(state_dir),
+           "--patchcore", str(patchcore), "--softpatch", str(softpatch)]  # fmt: skip
+    for p in parameters:
+        cmd += ["--parameter", p]
+    up = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
+    log = state_dir / "supervisor.log"
+    assert up.returncode == 0, up.stdout + up.stderr + (log.read_text() if log.exists() else "")
+    state = json.loads((state_dir / "state.json").read_text())
+    saved = dict(os.environ)
+    os.environ.update(state["environment"])
+    try:
+        yield state
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        down = [sys.executable, "-m", "infra.cli", "local", "down", "--state-dir", str(state_dir)]
+        subprocess.run(down, env=env, timeout=60)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import subprocess
 import sys
 import time
 import urllib.request
@@ -21,6 +20,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "functions"))
 import common  # noqa: E402  (functions/common.py, as Lambda imports it)
 
+from tests.conftest import local_stack  # noqa: E402
+
 MAX_RECEIVE = 2
 
 
@@ -28,23 +29,15 @@ MAX_RECEIVE = 2
 def stack(
     trained_artifact: Path, trained_softpatch: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict]:
-    state_dir = tmp_path_factory.mktemp("local-stack")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "infra.cli", "local", "up", "--state-dir", str(state_dir),
-           "--patchcore", str(trained_artifact), "--softpatch", str(trained_softpatch),
-           "--parameter", "QueueVisibilityTimeoutSeconds=2", "--parameter", f"MaxReceiveCount={MAX_RECEIVE}",
-           "--parameter", "WorkerBatchingWindowSeconds=0"]  # fmt: skip
-    up = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
-    assert up.returncode == 0, up.stdout + up.stderr + (state_dir / "supervisor.log").read_text()
-    state = json.loads((state_dir / "state.json").read_text())
-    saved = dict(os.environ)
-    os.environ.update(state["environment"])
-    state["state_dir"] = str(state_dir)
-    yield state
-    os.environ.clear()
-    os.environ.update(saved)
-    subprocess.run([sys.executable, "-m", "infra.cli", "local", "down", "--state-dir", str(state_dir)],
-                   env=env, timeout=60)  # fmt: skip
+    params = [
+        "QueueVisibilityTimeoutSeconds=2",
+        f"MaxReceiveCount={MAX_RECEIVE}",
+        "WorkerBatchingWindowSeconds=0",
+    ]
+    with local_stack(
+        tmp_path_factory.mktemp("local-stack"), trained_artifact, trained_softpatch, params
+    ) as state:
+        yield state
 
 
 def put(state: dict, key: str, body: bytes, **extra) -> str:

@@ -1,0 +1,198 @@
+"""The web UI in Debian's headless Chromium (Playwright drives it), against the real local stack.
+
+With the shared MVTec bottle data, the stack serves a small bottle model (trained here at 128 px) and the test
+uploads a real broken bottle; without it, the synthetic widget class and a generated image.
+Screenshots of the inspect and results views go to docs/screenshots/ (linked from the README).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+
+from infra.cli import main as ivadas
+from tests.conftest import local_stack
+from tests.paths import MVTEC_ROOT
+
+ROOT = Path(__file__).resolve().parents[2]
+SHOTS = ROOT / "docs" / "screenshots"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROME_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed")
+
+
+@pytest.fixture(scope="module")
+def scenario(
+    synthetic_root: Path, trained_artifact: Path, trained_softpatch: Path, tmp_path_factory
+) -> Iterator[dict]:
+    """(stack state, class name, a defective image, a good image, images for a batch)."""
+    bottle = MVTEC_ROOT / "bottle"
+    if (bottle / "train/good").is_dir():
+        out = tmp_path_factory.mktemp("bottle-models")
+        artifacts = {}
+        for model in ("patchcore", "softpatch"):
+            artifacts[model] = out / f"{model}.tar.gz"
+            code = ivadas(
+                [
+                    "train",
+                    "--data-root",
+                    str(MVTEC_ROOT),
+                    "--classes",
+                    "bottle",
+                    "--model",
+                    model,
+                    "--input-size",
+                    "128",
+                    "--coreset-ratio",
+                    "0.05",
+                    "--quiet",
+                    "--out",
+                    str(artifacts[model]),
+                ]
+            )
+            assert code == 0
+        info = {
+            "class": "bottle",
+            "defect": bottle / "test/broken_large/000.png",
+            "good": bottle / "test/good/000.png",
+            "batch": sorted((bottle / "test/contamination").glob("*.png"))[:6],
+        }
+    else:
+        artifacts = {"patchcore": trained_artifact, "softpatch": trained_softpatch}
+        test = synthetic_root / "widget/test"
+        info = {
+            "class": "widget",
+            "defect": test / "scratch/000.png",
+            "good": test / "good/000.png",
+            "batch": sorted((test / "scratch").glob("*.png")) + sorted((test / "good").glob("*.png")),
+        }
+    state_dir = tmp_path_factory.mktemp("ui-stack")
+    with local_stack(
+        state_dir, artifacts["patchcore"], artifacts["softpatch"], ["WorkerBatchingWindowSeconds=0"]
+    ) as st:
+        yield {**info, "state": st}
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROME_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, scenario):
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    pg = context.new_page()
+    pg.goto(scenario["state"]["ui_url"])
+    pg.wait_for_selector("body[data-ready]", timeout=30_000)
+    assert pg.get_attribute("body", "data-ready") == "true", pg.inner_text("#error")
+    yield pg
+    context.close()
+
+
+def test_inspect_shows_verdict_heatmap_and_regions(page, scenario) -> None:
+    page.set_input_files("#file", str(scenario["defect"]))
+    page.select_option("#class", scenario["class"])
+    page.click("#run")
+    card = page.wait_for_selector(".card[data-model='patchcore']", timeout=60_000)
+    assert card.query_selector(".verdict").inner_text() == "DEFECT"
+    heat = card.query_selector("img.heat")
+    assert heat and heat.is_visible() and heat.get_attribute("src").startswith("data:image/png;base64,")
+    assert card.query_selector_all(".box"), "no region boxes drawn"
+    assert "threshold 0.5" in card.query_selector(".score").inner_text()
+    page.fill("input[type=range]", "80")
+    assert heat.evaluate("e => e.style.opacity") == "0.8"
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "inspect.png"), full_page=True)
+
+
+def test_compare_both_models_side_by_side(page, scenario) -> None:
+    page.set_input_files("#file", str(scenario["good"]))
+    page.select_option("#class", scenario["class"])
+    page.check("input[name=model][value=both]")
+    page.click("#run")
+    page.wait_for_selector(".card[data-model='softpatch']", timeout=60_000)
+    cards = page.query_selector_all("#outcome .card")
+    assert [c.get_attribute("data-model") for c in cards] == ["patchcore", "softpatch"]
+    assert all(c.query_selector(".verdict").inner_text() == "GOOD" for c in cards)
+    page.screenshot(path=str(SHOTS / "compare.png"), full_page=True)
+
+
+def test_results_table_shows_every_image_of_a_batch(page, scenario) -> None:
+    state = scenario["state"]
+    s3 = boto3.client("s3")
+    keys = []
+    for i, path in enumerate(scenario["batch"]):
+        key = f"ui-line/{scenario['class']}/batch-{i}-{path.name}"
+        s3.put_object(Bucket=state["resources"]["InboxBucket"], Key=key, Body=path.read_bytes())
+        keys.append(key)
+    page.click("#tab-results")
+    page.select_option("#f-class", scenario["class"])
+    page.click("#filters button[type=submit]")
+
+    def shown() -> set[str]:
+        return {td.inner_text() for td in page.query_selector_all("#results-table td.key")}
+
+    for _ in range(60):  # the table refreshes itself every 3 s while results arrive
+        if set(keys) <= shown():
+            break
+        page.wait_for_timeout(1000)
+    assert set(keys) <= shown()
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('td img')].every(i => i.complete && i.naturalWidth)"
+    )
+    page.screenshot(path=str(SHOTS / "results.png"), full_page=True)
+    page.click("#results-table tr[data-id] >> nth=0")
+    detail = page.wait_for_selector("#detail .card", timeout=30_000)
+    assert detail.query_selector(".verdict")
+
+
+def test_invalid_file_shows_an_error_message(page, scenario, tmp_path: Path) -> None:
+    fake = tmp_path / "notes.png"
+    fake.write_text("this is not an image")
+    page.set_input_files("#file", str(fake))
+    page.select_option("#class", scenario["class"])
+    page.click("#run")
+    error = page.wait_for_selector("#error:not([hidden])", timeout=30_000)
+    assert "not an image" in error.inner_text()
+    assert not page.query_selector_all("#outcome .card")
+
+
+def test_api_errors_are_readable(page, scenario) -> None:
+    page.route(
+        "**/predict",
+        lambda route: route.fulfill(
+            status=503, content_type="application/json", body='{"message": "the model is not available"}'
+        ),
+    )
+    page.set_input_files("#file", str(scenario["good"]))
+    page.click("#run")
+    error = page.wait_for_selector("#error:not([hidden])", timeout=30_000)
+    assert "Model unavailable" in error.inner_text()
+
+
+def test_tablet_width_and_keyboard(page) -> None:
+    page.set_viewport_size({"width": 768, "height": 1024})
+    page.focus("#tab-inspect")
+    page.keyboard.press("ArrowRight")
+    assert page.get_attribute("#tab-results", "aria-selected") == "true"
+    assert page.is_visible("#results-table")
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 768, "horizontal scrolling at tablet width"
