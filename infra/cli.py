@@ -109,6 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=600, help="seconds to wait for all results")
     p.add_argument("--state-dir", default=None)
 
+    p = sub.add_parser("publish-ui", help="upload ui/ and its config.json to the deployed UI bucket")
+    p.add_argument("--stack-name", help="read bucket, API URL and API key from this stack's outputs")
+    p.add_argument("--bucket")
+    p.add_argument("--api-url")
+    p.add_argument("--api-key")
+
     p = sub.add_parser("results", help="query inspection results of the local stack")
     p.add_argument("--class-name")
     p.add_argument("--anomalous", action="store_true")
@@ -130,6 +136,10 @@ def main(argv: list[str] | None = None) -> int:
         return run(args)
     if args.command in ("local", "inspect", "results"):
         return _stack_command(args)
+    if args.command == "publish-ui":
+        from infra.publish_ui import run as publish_ui
+
+        return publish_ui(args)
     from model_server import commands
     from model_server.errors import IvadasError
 

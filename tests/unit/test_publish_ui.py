@@ -1,0 +1,35 @@
+"""publish-ui uploads the UI and writes its config.json from the stack outputs."""
+
+from __future__ import annotations
+
+import json
+
+import boto3
+from moto import mock_aws
+
+from infra.cli import main
+
+
+@mock_aws
+def test_publish_from_stack_outputs(monkeypatch, capsys) -> None:
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="ui-bucket")
+    key = boto3.client("apigateway").create_api_key(name="k", enabled=True, value="secret-key-0123456789abcdef")
+    import infra.publish_ui as publish_ui
+
+    outputs = {
+        "UiBucketName": "ui-bucket",
+        "ApiUrl": "https://api.example/dev",
+        "ApiKeyId": key["id"],
+        "UiUrl": "https://d1.cloudfront.net",
+    }
+    monkeypatch.setattr(publish_ui, "stack_outputs", lambda name: outputs)
+    assert main(["publish-ui", "--stack-name", "ivadas-dev"]) == 0
+    objects = {o["Key"] for o in s3.list_objects_v2(Bucket="ui-bucket")["Contents"]}
+    assert {"index.html", "app.js", "style.css", "config.json"} <= objects
+    config = json.loads(s3.get_object(Bucket="ui-bucket", Key="config.json")["Body"].read())
+    assert config == {"apiBaseUrl": "https://api.example/dev", "apiKey": "secret-key-0123456789abcdef"}
+    assert s3.get_object(Bucket="ui-bucket", Key="index.html")["ContentType"] == "text/html"
+    assert main(["publish-ui"]) == 2 and "no bucket" in capsys.readouterr().err
