@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
+from infra import snapshot
 from infra.local_args import DEFAULT_STATE_DIR, add_local_arguments
 from infra.template import ACCOUNT, REGION, Stack, load_template
 
@@ -79,8 +80,12 @@ def aws_environment(moto_port: int, model_port: int) -> dict[str, str]:
     }
 
 
-def provision(stack: Stack) -> dict[str, str]:
-    """Create buckets, queues, tables and the inbox notification as the template declares them."""
+def provision(stack: Stack, before_notifications=None) -> dict[str, str]:
+    """Create buckets, queues, tables and the inbox notification as the template declares them.
+
+    `before_notifications(names)` runs once everything exists but S3 does not notify yet (a restore must not
+    announce old images as new ones).
+    """
     import boto3
 
     s3, sqs, ddb = boto3.client("s3"), boto3.client("sqs"), boto3.client("dynamodb")
@@ -124,6 +129,8 @@ def provision(stack: Stack) -> dict[str, str]:
                 TableName=props["TableName"], TimeToLiveSpecification=props["TimeToLiveSpecification"]
             )
         names[logical] = props["TableName"]
+    if before_notifications is not None:
+        before_notifications(names)
     for logical, res in stack.resources.items():
         notification = res.get("Properties", {}).get("NotificationConfiguration")
         if res["Type"] == "AWS::S3::Bucket" and notification:
@@ -379,7 +386,18 @@ def run(args: argparse.Namespace) -> int:
     logs = state_dir / "logs"
     logs.mkdir(exist_ok=True)
 
+    snapshot_dir = state_dir / "snapshot"
+    saved_names: dict[str, str] = {}
+
     def stop_all(*_: object) -> None:
+        if saved_names and moto.poll() is None:
+            try:
+                counts = snapshot.save(snapshot_dir, *_stateful(stack, saved_names))
+                log.info(
+                    "saved %d objects and %d items to %s", counts["objects"], counts["items"], snapshot_dir
+                )
+            except Exception:  # noqa: BLE001 - never block shutdown
+                log.exception("could not save the local stack's state")
         for child in children:
             if child.poll() is None:
                 child.terminate()
@@ -413,7 +431,14 @@ def run(args: argparse.Namespace) -> int:
     children.append(model_server)
     try:
         wait_http(f"http://127.0.0.1:{moto_port}/moto-api/", 60, moto)
-        names = provision(stack)
+
+        def restore(names: dict[str, str]) -> None:
+            if not args.fresh and snapshot_dir.exists():
+                counts = snapshot.restore(snapshot_dir)
+                log.info("restored %d objects and %d items", counts["objects"], counts["items"])
+
+        names = provision(stack, restore)
+        saved_names.update(names)
         wait_http_ok(f"http://127.0.0.1:{model_port}/ping", 300, model_server)
     except Exception as exc:
         log.error("local stack failed to start: %s", exc)
@@ -423,6 +448,16 @@ def run(args: argparse.Namespace) -> int:
     config = {"apiBaseUrl": f"http://127.0.0.1:{api_port}", "apiKey": api_key, "stage": stack.values["Stage"]}
     poller = Poller(stack, names["InspectionQueue"], args.worker_concurrency)
     poller.start()
+    if not args.fresh and snapshot_dir.exists():
+        common = _functions_common()
+        sent = snapshot.requeue_uninspected(
+            names["InboxBucket"],
+            names["ResultsTable"],
+            names["InspectionQueue"],
+            common.inspection_id,
+            common.IMAGE_SUFFIXES,
+        )
+        log.info("re-announced %d inbox images that had no result yet", sent)
     state = {
         "pid": os.getpid(),
         "moto_port": moto_port,
@@ -459,6 +494,23 @@ def wait_http_ok(url: str, timeout: float, proc: subprocess.Popen) -> None:
     raise TimeoutError(f"{url} not healthy within {timeout:.0f} s")
 
 
+def _stateful(stack: Stack, names: dict[str, str]) -> tuple[list[str], list[str]]:
+    """Buckets and tables whose contents survive a restart (the UI bucket is filled from ui/ instead)."""
+    buckets = [names[k] for k in ("InboxBucket", "ResultsBucket") if k in names]
+    tables = [
+        names[k] for k, r in stack.resources.items() if r["Type"] == "AWS::DynamoDB::Table" and k in names
+    ]
+    return buckets, tables
+
+
+def _functions_common() -> ModuleType:
+    if str(FUNCTIONS) not in sys.path:
+        sys.path.insert(0, str(FUNCTIONS))
+    import common
+
+    return common
+
+
 def read_state(state_dir: str | Path = DEFAULT_STATE_DIR) -> dict:
     path = Path(state_dir) / "state.json"
     if not path.exists():
@@ -488,6 +540,8 @@ def up(args: argparse.Namespace) -> int:
         cmd += ["--parameter", p]
     if args.api_port:
         cmd += ["--api-port", str(args.api_port)]
+    if args.fresh:
+        cmd += ["--fresh"]
     log_file = open(state_dir / "supervisor.log", "ab")  # noqa: SIM115 - handed to the supervisor process
     proc = subprocess.Popen(
         cmd, cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,

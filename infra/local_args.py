@@ -18,3 +18,6 @@ def add_local_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--worker-concurrency", type=int, default=4, help="concurrent worker invocations")
     p.add_argument("--api-port", type=int, default=0)
     p.add_argument("--timeout", type=float, default=300, help="seconds to wait for the stack to come up")
+    p.add_argument(
+        "--fresh", action="store_true", help="start empty instead of restoring the last run's state"
+    )

@@ -16,7 +16,9 @@ def test_publish_from_stack_outputs(monkeypatch, capsys) -> None:
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     s3 = boto3.client("s3")
     s3.create_bucket(Bucket="ui-bucket")
-    key = boto3.client("apigateway").create_api_key(name="k", enabled=True, value="secret-key-0123456789abcdef")
+    key = boto3.client("apigateway").create_api_key(
+        name="k", enabled=True, value="secret-key-0123456789abcdef"
+    )
     import infra.publish_ui as publish_ui
 
     outputs = {
