@@ -196,3 +196,19 @@ def test_tablet_width_and_keyboard(page) -> None:
     assert page.is_visible("#results-table")
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= 768, "horizontal scrolling at tablet width"
+
+
+def test_large_image_is_downscaled_before_upload(page, scenario, tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    big = tmp_path / "big.png"  # 2600 x 2600 noise: about 20 MB, far over the API's payload limit
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (2600, 2600, 3), dtype=np.uint8)).save(big)
+    assert big.stat().st_size > 6 * 1024 * 1024
+    page.set_input_files("#file", str(big))
+    page.select_option("#class", scenario["class"])
+    page.click("#run")
+    page.wait_for_selector("#outcome .card", timeout=90_000)
+    notice = page.inner_text("#notice")
+    assert "scaled down from 2600x2600" in notice
+    assert page.is_hidden("#error")
