@@ -22,5 +22,8 @@ MAX_BATCH = 16
 #: Most images that concurrent single-image requests are coalesced into. On 2 CPU cores a forward pass of
 #: 2 images costs about the same per image as 1, of 4 or 8 up to twice as much (cache), so keep it small.
 MAX_COALESCE = 2
+#: Forward passes one endpoint runs at once. Two lanes on two cores keep both busy under load (each pass then
+#: uses one core) while a lone request still gets every core.
+MODEL_LANES = 2
 #: Extra wait for more requests before a forward pass; 0 batches only what queued while the model was busy.
 BATCH_WINDOW_MS = 0.0

@@ -59,15 +59,13 @@ class Prediction:
 class Predictor:
     """One loaded artifact; feature extractors are shared by classes with the same feature config.
 
-    Thread-safe: the backbone forward is serialised per extractor (torch already uses every core for one
-    batch), decoding and heatmaps run in parallel.
+    Thread-safe: forward passes may run concurrently (modules in eval mode, faiss searches are read-only).
     """
 
     def __init__(self, artifact: Artifact | str | Path, max_pixels: int = MAX_PIXELS) -> None:
         self.artifact = artifact if isinstance(artifact, Artifact) else load_artifact(artifact)
         self.max_pixels = max_pixels
         self._extractors: dict[FeatureConfig, FeatureExtractor] = {}
-        self._locks: dict[FeatureConfig, threading.Lock] = {}
         self._guard = threading.Lock()
         for model in self.artifact.classes.values():
             self.extractor(model.config.features)
@@ -89,7 +87,6 @@ class Predictor:
         with self._guard:
             if config not in self._extractors:
                 self._extractors[config] = FeatureExtractor(config)
-                self._locks[config] = threading.Lock()
             return self._extractors[config]
 
     def render_heatmap(self, prediction: Prediction) -> bytes:
@@ -131,8 +128,7 @@ class Predictor:
         x = extractor.preprocess(rgbs)
         timings["preprocess"] = time.perf_counter() - t
         t = time.perf_counter()
-        with self._locks[cfg]:
-            features = extractor.embed(x)
+        features = extractor.embed(x)  # concurrent forward passes are safe: eval mode, no state
         timings["backbone"] = time.perf_counter() - t
         t = time.perf_counter()
         patch = model.patch_scores(features)

@@ -43,6 +43,7 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--max-coalesce", type=int, default=defaults.MAX_COALESCE, help="concurrent requests per pass"
     )
+    p.add_argument("--model-lanes", type=int, default=defaults.MODEL_LANES, help="forward passes at once")
     p.add_argument("--batch-window-ms", type=float, default=defaults.BATCH_WINDOW_MS)
     p.add_argument("--log-level", default=os.environ.get("IVADAS_LOG_LEVEL", "info"))
 
@@ -63,6 +64,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         max_body_bytes=args.max_body_bytes,
         max_batch=args.max_batch,
         max_coalesce=args.max_coalesce,
+        model_lanes=args.model_lanes,
         batch_window_ms=args.batch_window_ms,
     )
 
@@ -74,7 +76,8 @@ def app_from_env():
 
     config = ServerConfig.from_json(os.environ[CONFIG_ENV])
     workers = max(1, int(os.environ.get("IVADAS_WORKERS", "1")))
-    set_threads(max(1, len(os.sched_getaffinity(0)) // workers))
+    config.cores = max(1, len(os.sched_getaffinity(0)) // workers)  # each worker process gets its share
+    set_threads(config.cores)
     return create_app(config)
 
 

@@ -2,11 +2,11 @@
 `POST /endpoints/{name}/invocations` that boto3's sagemaker-runtime client sends, so one process can stand in
 for several named endpoints locally.
 
-Requests are parsed and images decoded on a thread pool; the model runs on one thread per endpoint (torch
-already spreads one forward pass over every core). Requests for the same endpoint and class that arrive while
-the model is busy are coalesced into the next forward pass (micro-batching): no added wait when idle, bigger
-batches under load. Errors are JSON bodies with a status that says whose fault it was; a bad request never
-reaches the model and never breaks the next one.
+Requests are parsed and images decoded on a thread pool; each endpoint runs a few forward passes at once on
+its model threads (a lone pass gets every core, concurrent passes share them). Requests for the same endpoint
+and class that arrive while the lanes are busy are coalesced into the next forward pass (micro-batching): no
+added wait when idle, bigger batches under load. Errors are JSON bodies with a status that says whose fault it
+was; a bad request never reaches the model and never breaks the next one.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import base64
 import binascii
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -76,9 +77,13 @@ class MicroBatcher:
     max_batch: int = DEFAULT_MAX_BATCH
     max_coalesce: int = defaults.MAX_COALESCE
     window_s: float = DEFAULT_BATCH_WINDOW_MS / 1000.0
+    #: forward passes in flight at once (each on its own executor thread)
+    lanes: int = 1
     queue: list[_Job] = field(default_factory=list)
     draining: bool = False
     _task: asyncio.Task | None = None
+    _slots: asyncio.Semaphore | None = None
+    _running: set = field(default_factory=set)
     batches: int = 0
     images: int = 0
 
@@ -96,8 +101,14 @@ class MicroBatcher:
 
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.lanes)
         try:
             while self.queue:
+                await self._slots.acquire()  # a free lane; meanwhile new requests pile up and get coalesced
+                if not self.queue:
+                    self._slots.release()
+                    break
                 if self.window_s > 0 and sum(len(j.images) for j in self.queue) < self.max_coalesce:
                     await asyncio.sleep(self.window_s)
                 group, count = [], 0  # the first job whole (an explicit batch), then others up to the cap
@@ -105,24 +116,32 @@ class MicroBatcher:
                     job = self.queue.pop(0)
                     group.append(job)
                     count += len(job.images)
-                batch = [img for job in group for img in job.images]
-                try:
-                    preds = await loop.run_in_executor(self.executor, self.run, batch)
-                except Exception as exc:  # noqa: BLE001 - handed to every waiting request
-                    for job in group:
-                        if not job.future.done():
-                            job.future.set_exception(exc)
-                    continue
-                self.batches += 1
-                self.images += len(batch)
-                offset = 0
-                for job in group:
-                    n = len(job.images)
-                    if not job.future.done():
-                        job.future.set_result(preds[offset : offset + n])
-                    offset += n
+                task = loop.create_task(self._run_group(group))
+                self._running.add(task)
+                task.add_done_callback(self._running.discard)
         finally:
             self.draining = False
+
+    async def _run_group(self, group: list[_Job]) -> None:
+        loop = asyncio.get_running_loop()
+        batch = [img for job in group for img in job.images]
+        try:
+            preds = await loop.run_in_executor(self.executor, self.run, batch)
+        except Exception as exc:  # noqa: BLE001 - handed to every waiting request
+            for job in group:
+                if not job.future.done():
+                    job.future.set_exception(exc)
+            return
+        finally:
+            self._slots.release()
+        self.batches += 1
+        self.images += len(batch)
+        offset = 0
+        for job in group:
+            n = len(job.images)
+            if not job.future.done():
+                job.future.set_result(preds[offset : offset + n])
+            offset += n
 
 
 class Endpoint:
@@ -134,8 +153,27 @@ class Endpoint:
         self.config = config
         self.predictor: Predictor | None = None
         self.load_error: str | None = None
-        self.model_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"model-{name}")
+        self.model_executor = ThreadPoolExecutor(
+            max_workers=config.model_lanes, thread_name_prefix=f"model-{name}"
+        )
         self._batchers: dict[str, MicroBatcher] = {}
+        self._active = 0
+        self._active_lock = threading.Lock()
+
+    def _run(self, model, images: list[np.ndarray]) -> list[Prediction]:
+        """One forward pass: alone it uses every core; with another in flight each takes its share, so two
+        lanes never oversubscribe the cores (OpenMP thread counts are per calling thread)."""
+        from model_server.common import set_threads
+
+        with self._active_lock:
+            self._active += 1
+            active = self._active
+        try:
+            set_threads(max(1, self.config.cores // active))
+            return self.predictor.predict_decoded(model, images)
+        finally:
+            with self._active_lock:
+                self._active -= 1
 
     def load(self) -> None:
         try:
@@ -157,13 +195,13 @@ class Endpoint:
         if class_name not in self._batchers:
             assert self.predictor is not None
             model = self.predictor.artifact.get(class_name)
-            predictor = self.predictor
             self._batchers[class_name] = MicroBatcher(
-                run=lambda images: predictor.predict_decoded(model, images),
+                run=lambda images: self._run(model, images),
                 executor=self.model_executor,
                 max_batch=self.config.max_batch,
                 max_coalesce=self.config.max_coalesce,
                 window_s=self.config.batch_window_ms / 1000.0,
+                lanes=self.config.model_lanes,
             )
         return self._batchers[class_name]
 
@@ -176,6 +214,8 @@ class ServerConfig:
     max_batch: int = DEFAULT_MAX_BATCH
     max_coalesce: int = defaults.MAX_COALESCE
     batch_window_ms: float = DEFAULT_BATCH_WINDOW_MS
+    model_lanes: int = defaults.MODEL_LANES
+    cores: int = field(default_factory=lambda: len(os.sched_getaffinity(0)))
     io_threads: int = 4
 
     def to_json(self) -> str:

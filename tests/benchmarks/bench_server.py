@@ -138,6 +138,9 @@ def main() -> int:
         "--rounds", type=int, default=2, help="passes over the 83 test images per measurement"
     )
     parser.add_argument("--out", default=str(ROOT / "reports/bench_server.json"))
+    parser.add_argument(
+        "--model-lanes", type=int, default=None, help="server setting (default: the server's)"
+    )
     args = parser.parse_args()
     artifact = bottle_artifact(args.artifact)
     if artifact is None:
@@ -150,7 +153,8 @@ def main() -> int:
         port = s.getsockname()[1]
     server = subprocess.Popen(
         [sys.executable, "-m", "model_server.serve", "--artifact", str(artifact), "--host", "127.0.0.1",
-         "--port", str(port), "--log-level", "warning"],
+         "--port", str(port), "--log-level", "warning",
+         *(["--model-lanes", str(args.model_lanes)] if args.model_lanes else [])],
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )  # fmt: skip
     try:

@@ -315,6 +315,34 @@ def test_requests_queued_while_the_model_is_busy_share_one_forward_pass() -> Non
     assert calls == [1, 8, 3]  # 11 queued jobs: one full batch of 8, then the remaining 3
 
 
+def test_two_lanes_run_two_forward_passes_at_once() -> None:
+    import asyncio
+    import threading
+
+    from model_server.server import MicroBatcher
+
+    started = threading.Semaphore(0)
+    gate = threading.Event()
+
+    def run(images):
+        started.release()
+        gate.wait(10)
+        return [int(img[0, 0, 0]) for img in images]
+
+    async def scenario():
+        batcher = MicroBatcher(run=run, executor=ThreadPoolExecutor(2), max_coalesce=1, lanes=2)
+        jobs = [asyncio.create_task(batcher.score([np.full((2, 2, 3), i, np.uint8)])) for i in range(3)]
+        await asyncio.sleep(0.1)
+        both_running = started.acquire(timeout=0) and started.acquire(timeout=0)
+        third_waiting = not started.acquire(timeout=0)
+        gate.set()
+        return both_running, third_waiting, [await j for j in jobs]
+
+    both_running, third_waiting, results = asyncio.run(scenario())
+    assert both_running and third_waiting
+    assert results == [[0], [1], [2]]
+
+
 def test_server_refuses_a_corrupt_artifact_at_ping(tmp_path: Path) -> None:
     bad = tmp_path / "model.tar.gz"
     bad.write_bytes(b"corrupt")
