@@ -15,7 +15,7 @@ import os
 from urllib.parse import unquote_plus
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes import S3Event
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
@@ -54,8 +54,6 @@ persistence = DynamoDBPersistenceLayer(table_name=settings.idempotency_table)
 
 
 def _metric(name: str, class_name: str, model: str, value: float = 1, unit=MetricUnit.Count) -> None:
-    from aws_lambda_powertools.metrics import single_metric
-
     with single_metric(name=name, unit=unit, value=value, namespace=metrics.namespace) as m:
         m.add_dimension(name="class_name", value=class_name)
         m.add_dimension(name="model", value=model)

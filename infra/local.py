@@ -48,9 +48,7 @@ def wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None) ->
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            raise RuntimeError(
-                f"{proc.args[2] if len(proc.args) > 2 else proc.args} exited with {proc.returncode}"
-            )
+            raise RuntimeError(f"{' '.join(map(str, proc.args))} exited with {proc.returncode}")
         try:
             with urllib.request.urlopen(url, timeout=2) as resp:
                 if resp.status < 500:
