@@ -18,17 +18,9 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from infra.local import FUNCTIONS, read_state, use_state
+from infra.local import functions_common, read_state, use_state
 
 UPLOAD_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-
-
-def _common():
-    if str(FUNCTIONS) not in sys.path:
-        sys.path.insert(0, str(FUNCTIONS))
-    import common  # functions/common.py: the same inspection id the worker computes
-
-    return common
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -50,7 +42,7 @@ def upload_and_wait(
     from boto3.dynamodb.types import TypeDeserializer
 
     use_state(state)
-    common = _common()
+    common = functions_common()  # the same inspection id the worker computes
     s3 = boto3.client("s3")
     inbox = state["resources"]["InboxBucket"]
     results = boto3.resource("dynamodb").Table(state["resources"]["ResultsTable"])

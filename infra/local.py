@@ -44,22 +44,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None) -> None:
+def wait_http(
+    url: str, timeout: float, proc: subprocess.Popen | None = None, ok=lambda status: status < 500
+) -> None:
+    """Poll `url` until its status passes `ok` (default: any answer but a 5xx); fail early if `proc` exits."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"{' '.join(map(str, proc.args))} exited with {proc.returncode}")
         try:
             with urllib.request.urlopen(url, timeout=2) as resp:
-                if resp.status < 500:
-                    return
+                status = resp.status
         except urllib.error.HTTPError as err:
-            if err.code < 500:
-                return
+            status = err.code
         except OSError:
-            pass
+            status = None
+        if status is not None and ok(status):
+            return
         time.sleep(0.2)
-    raise TimeoutError(f"{url} did not answer within {timeout:.0f} s")
+    raise TimeoutError(f"{url} did not answer as expected within {timeout:.0f} s")
 
 
 # ------------------------------------------------------------------------------------------ AWS resources
@@ -150,10 +153,18 @@ def provision(stack: Stack, before_notifications=None) -> dict[str, str]:
 # ------------------------------------------------------------------------------------------ handlers
 
 
-def load_handler_module(module: str, instance: str) -> ModuleType:
-    """A fresh copy of functions/<module>.py: one per emulated Lambda execution environment."""
+def functions_common() -> ModuleType:
+    """functions/common.py as Lambda imports it (top-level `common`): ids and records the worker uses."""
     if str(FUNCTIONS) not in sys.path:
         sys.path.insert(0, str(FUNCTIONS))
+    import common
+
+    return common
+
+
+def load_handler_module(module: str, instance: str) -> ModuleType:
+    """A fresh copy of functions/<module>.py: one per emulated Lambda execution environment."""
+    functions_common()  # the handlers import `common` from functions/
     spec = importlib.util.spec_from_file_location(
         f"ivadas_fn_{module}_{instance}", FUNCTIONS / f"{module}.py"
     )
@@ -437,7 +448,9 @@ def run(args: argparse.Namespace) -> int:
 
         names = provision(stack, restore)
         saved_names.update(names)
-        wait_http_ok(f"http://127.0.0.1:{model_port}/ping", 300, model_server)
+        wait_http(
+            f"http://127.0.0.1:{model_port}/ping", 300, model_server, ok=lambda s: s == 200
+        )  # 503 while loading
     except Exception as exc:
         log.error("local stack failed to start: %s", exc)
         stop_all()
@@ -447,7 +460,7 @@ def run(args: argparse.Namespace) -> int:
     poller = Poller(stack, names["InspectionQueue"], args.worker_concurrency)
     poller.start()
     if not args.fresh and snapshot_dir.exists():
-        common = _functions_common()
+        common = functions_common()
         sent = snapshot.requeue_uninspected(
             names["InboxBucket"],
             names["ResultsTable"],
@@ -476,22 +489,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def wait_http_ok(url: str, timeout: float, proc: subprocess.Popen) -> None:
-    """Wait for a 200 (the model server's /ping is 503 while it loads)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"model server exited with {proc.returncode}; see its log")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.3)
-    raise TimeoutError(f"{url} not healthy within {timeout:.0f} s")
-
-
 def _stateful(stack: Stack, names: dict[str, str]) -> tuple[list[str], list[str]]:
     """Buckets and tables whose contents survive a restart (the UI bucket is filled from ui/ instead)."""
     buckets = [names[k] for k in ("InboxBucket", "ResultsBucket") if k in names]
@@ -499,14 +496,6 @@ def _stateful(stack: Stack, names: dict[str, str]) -> tuple[list[str], list[str]
         names[k] for k, r in stack.resources.items() if r["Type"] == "AWS::DynamoDB::Table" and k in names
     ]
     return buckets, tables
-
-
-def _functions_common() -> ModuleType:
-    if str(FUNCTIONS) not in sys.path:
-        sys.path.insert(0, str(FUNCTIONS))
-    import common
-
-    return common
 
 
 def read_state(state_dir: str | Path = DEFAULT_STATE_DIR) -> dict:

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from model_server.artifact import check_class_name, git_commit, load_artifact, save_artifact
-from model_server.common import FeatureConfig, FeatureExtractor, set_threads
+from model_server.common import FeatureConfig, FeatureExtractor, resize_map, set_threads
 from model_server.datasets import ELPV_CLASSES, ClassSplit, Sample, apply_noise, list_classes, load_split
 from model_server.errors import DataError, ImageError, IvadasError
 from model_server.evaluation import evaluate_class
@@ -153,28 +153,28 @@ def evaluate(args: argparse.Namespace) -> int:
 def predict(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     predictor = Predictor(args.artifact)
-    predictor.artifact.get(args.class_name)  # unknown class: fail before reading any image
     heatmap_dir = Path(args.heatmap_dir) if args.heatmap_dir else None
     if heatmap_dir:
         heatmap_dir.mkdir(parents=True, exist_ok=True)
+    model = predictor.artifact.get(args.class_name)  # unknown class: fail before reading any image
     failed = 0
     for path in args.images:
         try:
-            (pred,) = predictor.predict(args.class_name, [Path(path)], names=[path])
+            t0 = time.perf_counter()
+            rgb = predictor.decode(Path(path), name=path)  # decoded once, kept for the overlay
+            (pred,) = predictor.predict_decoded(model, [rgb], timings={"decode": time.perf_counter() - t0})
         except ImageError as exc:
             _log(f"error: {exc}")
             failed += 1
             continue
         record = {"image": path, **pred.to_dict()}
         if heatmap_dir:
-            from model_server.common import resize_map
-
             stem = Path(path).stem
-            rgb = predictor.decode(Path(path), name=path)
             amap = resize_map(pred.anomaly_map, pred.image_shape)
-            cal = predictor.artifact.get(args.class_name).calibration
-            (heatmap_dir / f"{stem}_heatmap.png").write_bytes(heatmap_png(amap, cal))
-            (heatmap_dir / f"{stem}_overlay.png").write_bytes(png_bytes(overlay(rgb, amap, cal)))
+            (heatmap_dir / f"{stem}_heatmap.png").write_bytes(heatmap_png(amap, model.calibration))
+            (heatmap_dir / f"{stem}_overlay.png").write_bytes(
+                png_bytes(overlay(rgb, amap, model.calibration))
+            )
             record["heatmap"] = str(heatmap_dir / f"{stem}_heatmap.png")
         print(json.dumps(record), flush=True)
     return 1 if failed else 0

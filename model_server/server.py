@@ -38,9 +38,6 @@ from model_server.inference import STAGES, Prediction, Predictor
 
 log = logging.getLogger("ivadas.server")
 
-DEFAULT_MAX_BODY_BYTES = defaults.MAX_BODY_BYTES
-DEFAULT_MAX_BATCH = defaults.MAX_BATCH
-DEFAULT_BATCH_WINDOW_MS = defaults.BATCH_WINDOW_MS
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/jpg", "application/x-image")
 ERROR_TYPES = {400: "ValidationError", 404: "ValidationError", 413: "ValidationError", 415: "ValidationError",
                422: "ValidationError", 424: "ModelError", 503: "ServiceUnavailable"}  # fmt: skip
@@ -74,9 +71,9 @@ class MicroBatcher:
 
     run: Callable[[list[np.ndarray]], list[Prediction]]
     executor: ThreadPoolExecutor
-    max_batch: int = DEFAULT_MAX_BATCH
+    max_batch: int = defaults.MAX_BATCH
     max_coalesce: int = defaults.MAX_COALESCE
-    window_s: float = DEFAULT_BATCH_WINDOW_MS / 1000.0
+    window_s: float = defaults.BATCH_WINDOW_MS / 1000.0
     #: forward passes in flight at once (each on its own executor thread)
     lanes: int = 1
     queue: list[_Job] = field(default_factory=list)
@@ -209,11 +206,11 @@ class Endpoint:
 @dataclass
 class ServerConfig:
     endpoints: dict[str, str]  # name -> artifact path; the first also answers /invocations
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_body_bytes: int = defaults.MAX_BODY_BYTES
     max_pixels: int = MAX_PIXELS
-    max_batch: int = DEFAULT_MAX_BATCH
+    max_batch: int = defaults.MAX_BATCH
     max_coalesce: int = defaults.MAX_COALESCE
-    batch_window_ms: float = DEFAULT_BATCH_WINDOW_MS
+    batch_window_ms: float = defaults.BATCH_WINDOW_MS
     model_lanes: int = defaults.MODEL_LANES
     cores: int = field(default_factory=lambda: len(os.sched_getaffinity(0)))
     io_threads: int = 4
