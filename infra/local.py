@@ -421,9 +421,10 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, stop_all)
     signal.signal(signal.SIGINT, stop_all)
     moto = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(moto_port)],
+        [sys.executable, "-m", "infra.moto_server", "--port", str(moto_port)],
         stdout=open(logs / "moto.log", "ab"),  # noqa: SIM115 - the child process owns the log file
         stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     children.append(moto)
     endpoint_args = []
