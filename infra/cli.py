@@ -107,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--class-name", required=True)
     p.add_argument("--line", default="line1", help="production line (first part of the inbox key)")
     p.add_argument("--timeout", type=float, default=600, help="seconds to wait for all results")
+    p.add_argument(
+        "--in-flight", type=int, default=64, help="most images uploaded and still waiting for their result"
+    )
     p.add_argument("--state-dir", default=None)
 
     p = sub.add_parser("publish-ui", help="upload ui/ and its config.json to the deployed UI bucket")

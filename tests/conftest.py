@@ -88,6 +88,7 @@ def local_stack(state_dir: Path, patchcore: Path, softpatch: Path, parameters: l
     log = state_dir / "supervisor.log"
     assert up.returncode == 0, up.stdout + up.stderr + (log.read_text() if log.exists() else "")
     state = json.loads((state_dir / "state.json").read_text())
+    state["state_dir"] = str(state_dir)
     saved = dict(os.environ)
     os.environ.update(state["environment"])
     try:

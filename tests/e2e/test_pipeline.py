@@ -105,6 +105,31 @@ def test_every_image_gets_one_inspected_result(stack: dict, synthetic_root: Path
         assert ("anomaly_class" in item) == item["is_anomaly"]
 
 
+def test_inspect_command_reports_every_image_of_a_folder(
+    stack: dict, synthetic_root: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from infra.cli import main as ivadas
+
+    folder = synthetic_root / "widget/test"
+    files = sorted(folder.rglob("*.png"))
+    args = ["inspect", str(folder), "--class-name", "widget", "--state-dir", stack["state_dir"]]
+    # a window smaller than the folder: uploads go on as results come back
+    assert ivadas([*args, "--line", "cli", "--in-flight", "3"]) == 0
+    out = capsys.readouterr().out
+    summary = json.loads(out.strip().splitlines()[-1])
+    scratched = sum(1 for f in files if "scratch" in f.parent.name)
+    assert summary["uploaded"] == summary["inspected"] == len(files) == 8
+    assert summary["anomalous"] == scratched and summary["missing"] == summary["not_uploaded"] == 0
+    assert summary["latency_p50_ms"] > 0
+    assert out.count(" good ") + out.count(" DEFECT ") == len(files)
+    # a deadline that has passed before the first upload: every image is reported, and the command fails
+    assert ivadas([*args, "--line", "cli-late", "--timeout", "0"]) == 1
+    late_out = capsys.readouterr().out
+    late = json.loads(late_out.strip().splitlines()[-1])
+    assert late["not_uploaded"] == len(files) and late["uploaded"] == late["inspected"] == 0
+    assert late_out.count("NOT_UPLOADED") == len(files)
+
+
 def test_the_same_object_twice_gives_one_result(stack: dict, synthetic_root: Path) -> None:
     body = (synthetic_root / "widget/test/good/001.png").read_bytes()
     key = "line2/widget/twice.png"
