@@ -91,7 +91,7 @@ def upload_and_wait(
                     row = pending.pop(item["inspection_id"])
                     row["item"] = common.from_dynamo(item)
                     row["latency_ms"] = (now - row["t0"]) * 1000.0
-            time.sleep(0.1)  # light polling: moto shares the cores with the pipeline
+            time.sleep(0.25)  # light polling: moto shares the cores with the pipeline
         for future, i in uploading.items():  # the timeout came while these were queued or uploading
             if not future.cancel():
                 rows[i] = future.result()  # it is in the inbox now: count it, as missing
