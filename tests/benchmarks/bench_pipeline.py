@@ -88,7 +88,8 @@ def main() -> int:
             [sys.executable, "-m", "infra.cli", "local", "down", "--state-dir", str(state_dir)], env=env
         )
         shutil.rmtree(images, ignore_errors=True)
-    direct.pop("latencies")
+    for raw in ("latencies", "batch_sizes", "wall_s"):
+        direct.pop(raw)
     result = {
         **summary,
         "images": args.images,

@@ -1,9 +1,10 @@
 """`make bench-server`: the model server's latency, throughput and overhead on the MVTec bottle test images.
 
 Starts the real server (one worker, default settings) on the default PatchCore bottle model and sends raw PNG
-requests with a heatmap asked for, from keep-alive HTTP clients at concurrency 1, 4 and 16. Prints p50/p95
-latency, throughput (images/s), the mean forward-pass batch size, and the server's overhead over the
-in-process predict path (same images, same heatmap) at concurrency 1.
+requests with a heatmap asked for, from keep-alive HTTP clients at concurrency 1, 4 and 16 (in turn, one pass
+over the images each, repeated --rounds times). Prints p50/p95 latency, throughput (images/s), the mean
+forward-pass batch size, and the server's overhead over the in-process predict path (same images, same
+heatmap) at concurrency 1.
 Targets: overhead < 10 % of the in-process p50; throughput at 16 >= 1.5x throughput at 1.
 Run: .venv/bin/python tests/benchmarks/bench_server.py [--artifact PATH] [--rounds N]
 """
@@ -105,8 +106,14 @@ def load(port: int, blobs: list[bytes], concurrency: int, total: int) -> dict:
     wall = time.perf_counter() - t0
     if errors:
         raise SystemExit(f"{len(errors)} requests failed, first: {errors[0]}")
+    return summarise_load(concurrency, latencies, batch_sizes, wall)
+
+
+def summarise_load(concurrency: int, latencies: list[float], batch_sizes: list[int], wall: float) -> dict:
     return {
         "latencies": latencies,
+        "batch_sizes": batch_sizes,
+        "wall_s": wall,
         "concurrency": concurrency,
         "requests": len(latencies),
         "p50_ms": round(statistics.median(latencies), 2),
@@ -114,6 +121,24 @@ def load(port: int, blobs: list[bytes], concurrency: int, total: int) -> dict:
         "throughput_img_s": round(len(latencies) / wall, 2),
         "mean_batch": round(statistics.mean(batch_sizes), 2),
     }
+
+
+def interleaved(port: int, blobs: list[bytes], levels: tuple[int, ...], rounds: int) -> list[dict]:
+    """Each concurrency level in turn, one pass over the images each, `rounds` times, pooled per level: the
+    levels are compared on the same machine even though this VM's speed drifts by up to 2x over minutes."""
+    runs: dict[int, list[dict]] = {c: [] for c in levels}
+    for _ in range(rounds):
+        for c in levels:
+            runs[c].append(load(port, blobs, c, len(blobs)))
+    return [
+        summarise_load(
+            c,
+            [x for r in rs for x in r["latencies"]],
+            [x for r in rs for x in r["batch_sizes"]],
+            sum(r["wall_s"] for r in rs),
+        )
+        for c, rs in runs.items()
+    ]
 
 
 def bottle_artifact(path: str) -> Path | None:
@@ -135,7 +160,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--artifact", default=str(ROOT / "reports/bench_model/bottle/patchcore.tar.gz"))
     parser.add_argument(
-        "--rounds", type=int, default=2, help="passes over the 83 test images per measurement"
+        "--rounds", type=int, default=3, help="passes over the 83 test images per measurement"
     )
     parser.add_argument("--out", default=str(ROOT / "reports/bench_server.json"))
     parser.add_argument(
@@ -169,17 +194,17 @@ def main() -> int:
             if time.monotonic() > deadline or server.poll() is not None:
                 raise SystemExit("model server did not start")
             time.sleep(0.2)
-        n = len(blobs) * args.rounds
         load(port, blobs, 1, 20)  # warm-up
         predictor = Predictor(str(artifact))
         in_process(predictor, blobs[:5])
         local, served = overhead_pairs(port, predictor, blobs, args.rounds)
-        results = [load(port, blobs, c, n) for c in (1, 4, 16)]
+        results = interleaved(port, blobs, (1, 4, 16), args.rounds)
     finally:
         server.terminate()
         server.wait(timeout=30)
     for r in results:
-        r.pop("latencies")
+        for raw in ("latencies", "batch_sizes", "wall_s"):
+            r.pop(raw)
     local_p50, served_p50 = statistics.median(local), statistics.median(served)
     c1, c16 = results[0], results[-1]
     summary = {
