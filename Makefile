@@ -41,7 +41,7 @@ demo: install $(DEMO)/patchcore.tar.gz $(DEMO)/softpatch.tar.gz
 	$(VENV)/bin/ivadas evaluate --artifact $(DEMO)/patchcore.tar.gz --data-root $(DATA_ROOT) --report-dir $(DEMO)/report_patchcore --quiet
 	$(VENV)/bin/ivadas evaluate --artifact $(DEMO)/softpatch.tar.gz --data-root $(DATA_ROOT) --report-dir $(DEMO)/report_softpatch --quiet
 	$(VENV)/bin/ivadas local down
-	$(VENV)/bin/ivadas local up --patchcore $(DEMO)/patchcore.tar.gz --softpatch $(DEMO)/softpatch.tar.gz --api-port 8000
+	$(VENV)/bin/ivadas local up --patchcore $(DEMO)/patchcore.tar.gz --softpatch $(DEMO)/softpatch.tar.gz --api-port 8000 --fresh
 	for c in $(subst $(comma), ,$(CLASSES)); do $(VENV)/bin/ivadas inspect --data-root $(DATA_ROOT) --class-name $$c | tail -n 1 || exit 1; done
 	@echo "Reports: $(DEMO)/report_patchcore/report.md, $(DEMO)/report_softpatch/report.md"
 	@echo "UI and API: http://127.0.0.1:8000/ (still running; 'ivadas results' queries, 'ivadas local down' stops it)"
