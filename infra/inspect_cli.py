@@ -46,6 +46,7 @@ def upload_and_wait(
     """
     import boto3
     from boto3.dynamodb.types import TypeDeserializer
+    from botocore.exceptions import BotoCoreError, ClientError
 
     use_state(state)
     common = functions_common()  # the same inspection id the worker computes
@@ -59,7 +60,10 @@ def upload_and_wait(
         name = str(path.relative_to(base)) if base else path.name
         key = f"{line}/{class_name}/{name.replace(os.sep, '_')}"  # test/broken_large/000.png stays unique
         t0 = time.time()
-        etag = s3.put_object(Bucket=inbox, Key=key, Body=path.read_bytes())["ETag"].strip('"')
+        try:
+            etag = s3.put_object(Bucket=inbox, Key=key, Body=path.read_bytes())["ETag"].strip('"')
+        except (BotoCoreError, ClientError, OSError) as exc:  # stack gone, file unreadable: report, go on
+            return _not_uploaded(path, f"upload failed: {exc}")
         return {"file": str(path), "key": key, "id": common.inspection_id(inbox, key, etag), "t0": t0}
 
     rows: list[dict | None] = [None] * len(files)
@@ -70,21 +74,22 @@ def upload_and_wait(
     deadline = time.monotonic() + timeout
     with ThreadPoolExecutor(max_workers=threads) as pool:
         while time.monotonic() < deadline:
-            while len(uploading) + len(pending) < in_flight and (i := next(queued, None)) is not None:
-                uploading[pool.submit(put, files[i])] = i
             for future in [f for f in uploading if f.done()]:
                 row = future.result()
                 rows[uploading.pop(future)] = row
-                pending[row["id"]] = row
+                if row["id"]:
+                    pending[row["id"]] = row
+            while len(uploading) + len(pending) < in_flight and (i := next(queued, None)) is not None:
+                uploading[pool.submit(put, files[i])] = i
             if not pending and not uploading:
                 break
-            for start in range(0, len(pending), 100):  # BatchGetItem takes 100 keys at most
-                ids = list(pending)[start : start + 100]
-                resp = ddb.batch_get_item(
-                    RequestItems={
-                        table: {"Keys": [{"inspection_id": {"S": i}} for i in ids], "ConsistentRead": True}
-                    }
-                )
+            waiting = list(pending)
+            for start in range(0, len(waiting), 100):  # BatchGetItem takes 100 keys at most
+                keys = [{"inspection_id": {"S": iid}} for iid in waiting[start : start + 100]]
+                try:
+                    resp = ddb.batch_get_item(RequestItems={table: {"Keys": keys, "ConsistentRead": True}})
+                except (BotoCoreError, ClientError):  # the stack restarting: ask again next round
+                    continue
                 now = time.time()
                 for raw in resp["Responses"].get(table, []):
                     item = {k: deserializer.deserialize(v) for k, v in raw.items()}
@@ -96,11 +101,15 @@ def upload_and_wait(
             if not future.cancel():
                 rows[i] = future.result()  # it is in the inbox now: count it, as missing
     for i, row in enumerate(rows):
-        if row is None:  # the timeout came before its turn to upload
-            rows[i] = {"file": str(files[i]), "key": None, "id": None, "t0": None, "item": None}
+        if row is None:
+            rows[i] = _not_uploaded(files[i], "the timeout came before its turn to upload")
         elif "item" not in row:
             row["item"] = None
     return rows  # type: ignore[return-value]
+
+
+def _not_uploaded(path: Path, reason: str) -> dict:
+    return {"file": str(path), "key": None, "id": None, "t0": None, "item": None, "error": reason}
 
 
 def summarise(rows: list[dict]) -> dict:
@@ -155,7 +164,8 @@ def inspect(args: argparse.Namespace) -> int:
         score = f"{item['normalized_score']:.3f}" if item.get("normalized_score") is not None else ""
         latency = f"{r['latency_ms']:.0f}" if "latency_ms" in r else ""
         name = str(Path(r["file"]).relative_to(folder))[-40:]
-        print(f"{name:40} {status:10} {verdict:8} {score:>8} {latency:>10}  {item.get('reason', '')}")
+        reason = item.get("reason") or r.get("error", "")
+        print(f"{name:40} {status:10} {verdict:8} {score:>8} {latency:>10}  {reason}")
     summary = summarise(rows) | {
         "wall_seconds": round(wall, 1),
         "images_per_second": round(len(rows) / wall, 2),

@@ -135,3 +135,36 @@ def test_softpatch_noise_study_keeps_moved_images_out_of_test(synthetic_root: Pa
     (moved,) = model.card["data"]["noise_in_train"]
     assert moved.startswith("test/scratch/")
     assert model.card["metrics"]["n_test"] == 7  # 8 test images, one moved into train
+
+
+def test_inspect_reports_the_images_it_could_not_upload(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on once the block ends: the stack is gone
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_MAX_ATTEMPTS": "1",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)  # use_state writes them too; monkeypatch puts the old ones back
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    resources = {"InboxBucket": "inbox", "ResultsTable": "results"}
+    (state_dir / "state.json").write_text(json.dumps({"environment": env, "resources": resources}))
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((16, 16, 3), i * 60, np.uint8)).save(folder / f"{i}.png")
+    args = ["inspect", str(folder), "--class-name", "widget", "--state-dir", str(state_dir)]
+    assert main([*args, "--timeout", "60"]) == 1
+    out = capsys.readouterr().out
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["not_uploaded"] == 3 and summary["uploaded"] == summary["missing"] == 0
+    assert out.count("NOT_UPLOADED") == 3 and out.count("upload failed") == 3
