@@ -8,6 +8,9 @@ from model_server.sampler import GreedyCoresetSampler, greedy_farthest_points
 
 
 def _brute_force(points: torch.Tensor, k: int, first: int) -> list[int]:
+    """Greedy farthest-point selection over exact distances (float64: float32 cdist rounds near-ties, about
+    2e-7 apart on the clustered set, differently on different CPUs' kernels)."""
+    points = points.double()
     full = torch.cdist(points, points)
     min_dist = full[first].clone()
     chosen = [first]
