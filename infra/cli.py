@@ -1,17 +1,32 @@
-"""The `ivadas` console command: one entry point for the engine, and later the server and local stack.
+"""The `ivadas` console command: the parsers of every subcommand and the one table that says what runs each.
 
-Heavy imports (torch, timm, faiss) happen inside the subcommands, so `ivadas --help` stays instant. Input
+Heavy imports (torch, timm, faiss) happen only once a command runs, so `ivadas --help` stays instant. Input
 problems (`IvadasError`) are printed as one line on stderr with exit status 2; no traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
-from infra.local_args import add_local_arguments
+from infra.local.args import DEFAULT_STATE_DIR, add_local_arguments
+from ivadas_contract.models import BASELINE, MODELS
 from model_server import __version__, defaults
-from model_server.serve import add_serve_arguments
+from model_server.server.serve import add_serve_arguments
+
+#: What runs each command: (module, function), imported when the command runs. `local` takes its action.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("model_server.commands", "train"),
+    "evaluate": ("model_server.commands", "evaluate"),
+    "predict": ("model_server.commands", "predict"),
+    "serve": ("model_server.server.serve", "run"),
+    "local up": ("infra.local.client", "up"),
+    "local down": ("infra.local.client", "down"),
+    "inspect": ("infra.inspect_cli", "inspect"),
+    "results": ("infra.inspect_cli", "results"),
+    "publish-ui": ("infra.publish_ui", "run"),
+}
 
 
 def _ratio(text: str) -> float:
@@ -36,17 +51,11 @@ def _add_runtime(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="ivadas", description="Industrial Visual Anomaly Detection as a Service"
-    )
-    parser.add_argument("--version", action="version", version=f"ivadas {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
+def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train PatchCore or SoftPatch on good images and write model.tar.gz")
     p.add_argument("--data-root", required=True, help="MVTec-layout folder, or 'elpv' for the packaged demo")
     p.add_argument("--classes", help="comma-separated class names (default: every class in the data root)")
-    p.add_argument("--model", choices=("patchcore", "softpatch"), default="patchcore")
+    p.add_argument("--model", choices=MODELS, default=BASELINE)
     p.add_argument("--backbone", choices=defaults.BACKBONE_NAMES, default=defaults.BACKBONE)
     p.add_argument("--layers", type=_layers, default=defaults.LAYERS, help="backbone stages, e.g. 2,3")
     p.add_argument("--input-size", type=int, default=defaults.INPUT_SIZE, help="square input side in pixels")
@@ -61,10 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="move this fraction of defective test images into train",
     )
     p.add_argument(
-        "--weight-method",
-        choices=("lof", "nearest", "gaussian"),
-        default=defaults.WEIGHT_METHOD,
-        help="SoftPatch",
+        "--weight-method", choices=defaults.WEIGHT_METHODS, default=defaults.WEIGHT_METHOD, help="SoftPatch"
     )
     p.add_argument("--lof-k", type=int, default=defaults.LOF_K, help="SoftPatch LOF neighbours")
     p.add_argument(
@@ -78,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="artifact path, e.g. model.tar.gz")
     _add_runtime(p)
 
+
+def _add_engine_commands(sub: argparse._SubParsersAction) -> None:
+    _add_train(sub)
     p = sub.add_parser("evaluate", help="score the test split: metrics.json, report.md, figures")
     p.add_argument("--artifact", required=True)
     p.add_argument("--data-root", required=True, help="MVTec-layout folder, or 'elpv'")
@@ -97,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_serve_arguments(p)
 
+
+def _add_stack_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("local", help="the whole stack on this machine: moto, model server, poller, API shim")
     p.add_argument("action", choices=("up", "down"))
     add_local_arguments(p)
@@ -110,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--in-flight", type=int, default=64, help="most images uploaded and still waiting for their result"
     )
-    p.add_argument("--state-dir", default=None)
+    p.add_argument("--state-dir", default=str(DEFAULT_STATE_DIR))
 
     p = sub.add_parser("publish-ui", help="upload ui/ and its config.json to the deployed UI bucket")
     p.add_argument("--stack-name", help="read bucket, API URL and API key from this stack's outputs")
@@ -123,7 +134,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--anomalous", action="store_true")
     p.add_argument("--since", help="ISO time, e.g. 2026-11-27T00:00:00Z")
     p.add_argument("--limit", type=int, default=20)
-    p.add_argument("--state-dir", default=None)
+    p.add_argument("--state-dir", default=str(DEFAULT_STATE_DIR))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ivadas", description="Industrial Visual Anomaly Detection as a Service"
+    )
+    parser.add_argument("--version", action="version", version=f"ivadas {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_engine_commands(sub)
+    _add_stack_commands(sub)
     return parser
 
 
@@ -133,37 +154,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    if args.command == "serve":
-        from model_server.serve import run
-
-        return run(args)
-    if args.command in ("local", "inspect", "results"):
-        return _stack_command(args)
-    if args.command == "publish-ui":
-        from infra.publish_ui import run as publish_ui
-
-        return publish_ui(args)
-    from model_server import commands
+    name = f"local {args.action}" if args.command == "local" else args.command
+    module, function = COMMANDS[name]
+    run = getattr(importlib.import_module(module), function)
     from model_server.errors import IvadasError
 
     try:
-        return getattr(commands, args.command)(args)
+        return run(args)
     except IvadasError as exc:
         print(f"ivadas {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"ivadas {args.command}: interrupted", file=sys.stderr)
         return 130
-
-
-def _stack_command(args: argparse.Namespace) -> int:
-    from infra import inspect_cli, local
-
-    if getattr(args, "state_dir", None) is None:
-        args.state_dir = str(local.DEFAULT_STATE_DIR)
-    if args.command == "local":
-        return local.up(args) if args.action == "up" else local.down(args)
-    return getattr(inspect_cli, args.command)(args)
 
 
 if __name__ == "__main__":

@@ -18,14 +18,65 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from infra.local import functions_common, read_state, use_state
+from infra.local.state import read_state, use_state
+from ivadas_contract.images import has_image_suffix
+from ivadas_contract.inspection import inbox_key, inspection_id
+from ivadas_contract.results_table import PARTITION_KEY, from_dynamo
 
-UPLOAD_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+#: BatchGetItem takes 100 keys at most.
+_BATCH_GET = 100
 
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+class _Inbox:
+    """Uploads into the running stack's inbox and reads result items back, by the id the worker derives."""
+
+    def __init__(self, state: dict, class_name: str, line: str, base: Path | None) -> None:
+        import boto3
+        from boto3.dynamodb.types import TypeDeserializer
+
+        use_state(state)
+        self.s3, self.ddb = boto3.client("s3"), boto3.client("dynamodb")
+        self.bucket = state["resources"]["InboxBucket"]
+        self.table = state["resources"]["ResultsTable"]
+        self.class_name, self.line, self.base = class_name, line, base
+        self.deserializer = TypeDeserializer()
+
+    def put(self, path: Path) -> dict:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        name = str(path.relative_to(self.base)) if self.base else path.name
+        key = inbox_key(self.line, self.class_name, name.replace(os.sep, "_"))  # test/a/000.png stays unique
+        t0 = time.time()
+        try:
+            etag = self.s3.put_object(Bucket=self.bucket, Key=key, Body=path.read_bytes())["ETag"].strip('"')
+        except (BotoCoreError, ClientError, OSError) as exc:  # stack gone, file unreadable: report, go on
+            return _not_uploaded(path, f"upload failed: {exc}")
+        return {"file": str(path), "key": key, "id": inspection_id(self.bucket, key, etag), "t0": t0}
+
+    def collect(self, pending: dict[str, dict]) -> None:
+        """Move every pending row whose result item exists out of `pending`, with its item and latency."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        waiting = list(pending)
+        for start in range(0, len(waiting), _BATCH_GET):
+            keys = [{PARTITION_KEY: {"S": iid}} for iid in waiting[start : start + _BATCH_GET]]
+            try:
+                resp = self.ddb.batch_get_item(
+                    RequestItems={self.table: {"Keys": keys, "ConsistentRead": True}}
+                )
+            except (BotoCoreError, ClientError):  # the stack restarting: ask again next round
+                continue
+            now = time.time()
+            for raw in resp["Responses"].get(self.table, []):
+                item = {k: self.deserializer.deserialize(v) for k, v in raw.items()}
+                row = pending.pop(item[PARTITION_KEY])
+                row["item"] = from_dynamo(item)
+                row["latency_ms"] = (now - row["t0"]) * 1000.0
 
 
 def upload_and_wait(
@@ -44,28 +95,7 @@ def upload_and_wait(
     rather than all at once: the queue stays short, so latency is the pipeline's own and not time spent
     queueing behind the rest of the folder (moto's SQS also scans the whole queue on every receive).
     """
-    import boto3
-    from boto3.dynamodb.types import TypeDeserializer
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    use_state(state)
-    common = functions_common()  # the same inspection id the worker computes
-    s3 = boto3.client("s3")
-    ddb = boto3.client("dynamodb")
-    inbox = state["resources"]["InboxBucket"]
-    table = state["resources"]["ResultsTable"]
-    deserializer = TypeDeserializer()
-
-    def put(path: Path) -> dict:
-        name = str(path.relative_to(base)) if base else path.name
-        key = f"{line}/{class_name}/{name.replace(os.sep, '_')}"  # test/broken_large/000.png stays unique
-        t0 = time.time()
-        try:
-            etag = s3.put_object(Bucket=inbox, Key=key, Body=path.read_bytes())["ETag"].strip('"')
-        except (BotoCoreError, ClientError, OSError) as exc:  # stack gone, file unreadable: report, go on
-            return _not_uploaded(path, f"upload failed: {exc}")
-        return {"file": str(path), "key": key, "id": common.inspection_id(inbox, key, etag), "t0": t0}
-
+    inbox = _Inbox(state, class_name, line, base)
     rows: list[dict | None] = [None] * len(files)
     pending: dict[str, dict] = {}
     uploading: dict = {}  # future -> index
@@ -75,37 +105,26 @@ def upload_and_wait(
     with ThreadPoolExecutor(max_workers=threads) as pool:
         while time.monotonic() < deadline:
             for future in [f for f in uploading if f.done()]:
-                row = future.result()
-                rows[uploading.pop(future)] = row
+                row = rows[uploading.pop(future)] = future.result()
                 if row["id"]:
                     pending[row["id"]] = row
             while len(uploading) + len(pending) < in_flight and (i := next(queued, None)) is not None:
-                uploading[pool.submit(put, files[i])] = i
+                uploading[pool.submit(inbox.put, files[i])] = i
             if not pending and not uploading:
                 break
-            waiting = list(pending)
-            for start in range(0, len(waiting), 100):  # BatchGetItem takes 100 keys at most
-                keys = [{"inspection_id": {"S": iid}} for iid in waiting[start : start + 100]]
-                try:
-                    resp = ddb.batch_get_item(RequestItems={table: {"Keys": keys, "ConsistentRead": True}})
-                except (BotoCoreError, ClientError):  # the stack restarting: ask again next round
-                    continue
-                now = time.time()
-                for raw in resp["Responses"].get(table, []):
-                    item = {k: deserializer.deserialize(v) for k, v in raw.items()}
-                    row = pending.pop(item["inspection_id"])
-                    row["item"] = common.from_dynamo(item)
-                    row["latency_ms"] = (now - row["t0"]) * 1000.0
+            inbox.collect(pending)
             time.sleep(0.25)  # light polling: moto shares the cores with the pipeline
         for future, i in uploading.items():  # the timeout came while these were queued or uploading
             if not future.cancel():
                 rows[i] = future.result()  # it is in the inbox now: count it, as missing
-    for i, row in enumerate(rows):
-        if row is None:
-            rows[i] = _not_uploaded(files[i], "the timeout came before its turn to upload")
-        elif "item" not in row:
-            row["item"] = None
-    return rows  # type: ignore[return-value]
+    return [_finished(row, path) for row, path in zip(rows, files, strict=True)]
+
+
+def _finished(row: dict | None, path: Path) -> dict:
+    if row is None:
+        return _not_uploaded(path, "the timeout came before its turn to upload")
+    row.setdefault("item", None)
+    return row
 
 
 def _not_uploaded(path: Path, reason: str) -> dict:
@@ -132,7 +151,7 @@ def summarise(rows: list[dict]) -> dict:
 
 def _files(args: argparse.Namespace) -> tuple[list[Path], Path]:
     if args.data_root:
-        from model_server.datasets import load_split  # numpy and PIL only
+        from model_server.training.datasets import load_split  # numpy and PIL only
 
         split = load_split(args.data_root, args.class_name)
         files = [s.path for s in split.test if s.path is not None]
@@ -142,7 +161,7 @@ def _files(args: argparse.Namespace) -> tuple[list[Path], Path]:
     folder = Path(args.folder)
     if not folder.is_dir():
         raise SystemExit(f"ivadas inspect: error: {folder} is not a folder")
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in UPLOAD_SUFFIXES), folder
+    return sorted(p for p in folder.rglob("*") if p.is_file() and has_image_suffix(p.name)), folder
 
 
 def inspect(args: argparse.Namespace) -> int:

@@ -133,16 +133,15 @@ class Stack:
         return {k: str(self.resolve(v)) for k, v in env.items()}
 
     def api_routes(self) -> list[tuple[str, str, str]]:
-        """(method, path, handler module) of every API event, e.g. ("POST", "/predict", "predict")."""
+        """(method, path, function logical id) of each API event: ("POST", "/predict", "PredictFunction")."""
         routes = []
-        for resource in self.resources.values():
+        for logical_id, resource in self.resources.items():
             if resource["Type"] != "AWS::Serverless::Function":
                 continue
-            module = resource["Properties"]["Handler"].split(".")[0]
             for event in resource["Properties"].get("Events", {}).values():
                 if event["Type"] == "Api":
                     routes.append(
-                        (event["Properties"]["Method"].upper(), event["Properties"]["Path"], module)
+                        (event["Properties"]["Method"].upper(), event["Properties"]["Path"], logical_id)
                     )
         return routes
 

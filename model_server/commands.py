@@ -15,14 +15,20 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from model_server.artifact import check_class_name, git_commit, load_artifact, save_artifact
-from model_server.common import FeatureConfig, FeatureExtractor, resize_map, set_threads
-from model_server.datasets import ELPV_CLASSES, ClassSplit, Sample, apply_noise, list_classes, load_split
+from model_server.engine.artifact import check_class_name, git_commit, load_artifact, save_artifact
+from model_server.engine.config import FeatureConfig, ModelConfig
+from model_server.engine.features import FeatureExtractor
+from model_server.engine.heatmap import overlay, png_bytes
+from model_server.engine.maps import resize_map
+from model_server.engine.predictor import Predictor
+from model_server.engine.runtime import set_threads
 from model_server.errors import DataError, ImageError, IvadasError
-from model_server.evaluation import evaluate_class
-from model_server.heatmap import heatmap_png, overlay, png_bytes
-from model_server.inference import Predictor
-from model_server.patchcore import ModelConfig, train_class
+from model_server.training.datasets import list_classes, load_split
+from model_server.training.elpv import ELPV_CLASSES, ELPV_ROOT
+from model_server.training.evaluation import evaluate_class
+from model_server.training.fit import train_class
+from model_server.training.protocols import apply_noise
+from model_server.training.samples import ClassSplit, Sample
 
 
 def data_fingerprint(samples: Sequence[Sample]) -> str:
@@ -40,7 +46,7 @@ def data_fingerprint(samples: Sequence[Sample]) -> str:
 def parse_classes(text: str | None, data_root: str) -> list[str]:
     if text:
         names = [c.strip() for c in text.split(",") if c.strip()]
-    elif str(data_root) == "elpv":
+    elif str(data_root) == ELPV_ROOT:
         names = list(ELPV_CLASSES)
     else:
         names = list_classes(data_root)
@@ -142,7 +148,7 @@ def evaluate(args: argparse.Namespace) -> int:
             f"{name}: image AUROC {m['image_auroc']}, pixel AUROC {m['pixel_auroc']}, AUPRO {m['aupro']} "
             f"({m['n_test']} test images, {time.perf_counter() - t0:.1f} s)"
         )
-    from model_server.report import write_report  # matplotlib only when a report is written
+    from model_server.training.report import write_report  # matplotlib only when a report is written
 
     doc = write_report(args.report_dir, artifact.model, artifact.model_version, evaluations, samples, cards)
     print(json.dumps(doc["mean"]))
@@ -160,20 +166,19 @@ def predict(args: argparse.Namespace) -> int:
     failed = 0
     for path in args.images:
         try:
-            t0 = time.perf_counter()
-            rgb = predictor.decode(Path(path), name=path)  # decoded once, kept for the overlay
-            (pred,) = predictor.predict_decoded(model, [rgb], timings={"decode": time.perf_counter() - t0})
+            decoded = predictor.decode(Path(path), name=path)  # decoded once, kept for the overlay
         except ImageError as exc:
             _log(f"error: {exc}")
             failed += 1
             continue
+        (pred,) = predictor.score(model, [decoded])
         record = {"image": path, **pred.to_dict()}
         if heatmap_dir:
             stem = Path(path).stem
+            (heatmap_dir / f"{stem}_heatmap.png").write_bytes(predictor.render(pred))
             amap = resize_map(pred.anomaly_map, pred.image_shape)
-            (heatmap_dir / f"{stem}_heatmap.png").write_bytes(heatmap_png(amap, model.calibration))
             (heatmap_dir / f"{stem}_overlay.png").write_bytes(
-                png_bytes(overlay(rgb, amap, model.calibration))
+                png_bytes(overlay(decoded.rgb, amap, model.calibration))
             )
             record["heatmap"] = str(heatmap_dir / f"{stem}_heatmap.png")
         print(json.dumps(record), flush=True)

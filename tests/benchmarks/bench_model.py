@@ -26,10 +26,10 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from infra.cli import main as ivadas  # noqa: E402
-from model_server.artifact import load_artifact  # noqa: E402
-from model_server.common import set_threads  # noqa: E402
-from model_server.datasets import load_split  # noqa: E402
-from model_server.inference import STAGES, Predictor  # noqa: E402
+from model_server.engine.artifact import load_artifact  # noqa: E402
+from model_server.engine.predictor import STAGES, Predictor  # noqa: E402
+from model_server.engine.runtime import set_threads  # noqa: E402
+from model_server.training.datasets import load_split  # noqa: E402
 
 #: ELPV cells are 300 px: upscaling them to the default 384 costs 4x the coreset time for a lower AUROC.
 ELPV_INPUT_SIZE = "256"

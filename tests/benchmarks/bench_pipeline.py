@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT / "tests/benchmarks"))
 from bench_server import MVTEC, bottle_artifact, load  # noqa: E402
 
 from infra.inspect_cli import summarise, upload_and_wait  # noqa: E402
-from infra.local import read_state  # noqa: E402
+from infra.local.state import read_state  # noqa: E402
 
 
 def cpu_seconds(pid: int) -> float:

@@ -28,8 +28,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from infra.cli import main as ivadas  # noqa: E402
-from model_server.common import set_threads  # noqa: E402
-from model_server.inference import Predictor  # noqa: E402
+from model_server.engine.predictor import Predictor  # noqa: E402
+from model_server.engine.runtime import set_threads  # noqa: E402
 
 MVTEC = Path(os.environ.get("IVADAS_MVTEC_ROOT", ROOT.parent / "shared/data/mvtec"))
 HEADERS = {
@@ -177,8 +177,8 @@ def main() -> int:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     server = subprocess.Popen(
-        [sys.executable, "-m", "model_server.serve", "--artifact", str(artifact), "--host", "127.0.0.1",
-         "--port", str(port), "--log-level", "warning",
+        [sys.executable, "-m", "model_server.server.serve", "--artifact", str(artifact),
+         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
          *(["--model-lanes", str(args.model_lanes)] if args.model_lanes else [])],
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )  # fmt: skip

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -16,11 +15,9 @@ import boto3
 import pytest
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "functions"))
-import common  # noqa: E402  (functions/common.py, as Lambda imports it)
-
-from tests.conftest import local_stack  # noqa: E402
+from ivadas_contract.inspection import inspection_id
+from ivadas_contract.results_table import from_dynamo
+from tests.conftest import local_stack
 
 MAX_RECEIVE = 2
 
@@ -43,7 +40,7 @@ def stack(
 def put(state: dict, key: str, body: bytes, **extra) -> str:
     inbox = state["resources"]["InboxBucket"]
     etag = boto3.client("s3").put_object(Bucket=inbox, Key=key, Body=body, **extra)["ETag"].strip('"')
-    return common.inspection_id(inbox, key, etag)
+    return inspection_id(inbox, key, etag)
 
 
 def wait_items(state: dict, ids: list[str], timeout: float = 120) -> dict[str, dict]:
@@ -54,7 +51,7 @@ def wait_items(state: dict, ids: list[str], timeout: float = 120) -> dict[str, d
         for i in set(ids) - set(found):
             item = table.get_item(Key={"inspection_id": i}, ConsistentRead=True).get("Item")
             if item:
-                found[i] = common.from_dynamo(item)
+                found[i] = from_dynamo(item)
         time.sleep(0.3)
     return found
 

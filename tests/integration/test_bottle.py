@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from infra.cli import main
-from model_server.datasets import read_mask
+from model_server.training.samples import read_mask
 from tests.paths import require_bottle
 
 pytestmark = [pytest.mark.mvtec, pytest.mark.slow]

@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from infra.cli import main
-from model_server.artifact import load_artifact
-from model_server.inference import Predictor
+from model_server.engine.artifact import load_artifact
+from model_server.engine.predictor import Predictor
 
 ROOT = Path(__file__).resolve().parents[2]
 

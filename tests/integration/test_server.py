@@ -25,7 +25,7 @@ from botocore.exceptions import ClientError
 from PIL import Image
 
 from infra.cli import main as ivadas
-from model_server.inference import Predictor
+from model_server.engine.predictor import Predictor
 
 ROOT = Path(__file__).resolve().parents[2]
 MAX_BODY = 1_500_000
@@ -77,7 +77,7 @@ def _ping(url: str) -> int:
 @pytest.fixture(scope="module")
 def server(trained_artifact: Path, trained_softpatch: Path) -> Iterator[Server]:
     port = free_port()
-    cmd = [sys.executable, "-m", "model_server.serve", "--host", "127.0.0.1", "--port", str(port),
+    cmd = [sys.executable, "-m", "model_server.server.serve", "--host", "127.0.0.1", "--port", str(port),
            "--endpoint", f"ivadas-patchcore={trained_artifact}",
            "--endpoint", f"ivadas-softpatch={trained_softpatch}",
            "--max-body-bytes", str(MAX_BODY), "--log-level", "warning"]  # fmt: skip
@@ -291,7 +291,7 @@ def test_requests_queued_while_the_model_is_busy_share_one_forward_pass() -> Non
     import asyncio
     import threading
 
-    from model_server.server import MicroBatcher
+    from model_server.server.batching import MicroBatcher
 
     gate = threading.Event()
     calls: list[int] = []
@@ -319,7 +319,7 @@ def test_two_lanes_run_two_forward_passes_at_once() -> None:
     import asyncio
     import threading
 
-    from model_server.server import MicroBatcher
+    from model_server.server.batching import MicroBatcher
 
     started = threading.Semaphore(0)
     gate = threading.Event()
@@ -348,7 +348,7 @@ def test_server_refuses_a_corrupt_artifact_at_ping(tmp_path: Path) -> None:
     bad.write_bytes(b"corrupt")
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "model_server.serve", "--artifact", str(bad), "--host", "127.0.0.1",
+        [sys.executable, "-m", "model_server.server.serve", "--artifact", str(bad), "--host", "127.0.0.1",
          "--port", str(port), "--log-level", "warning"],
         env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
@@ -374,7 +374,8 @@ def test_model_failure_is_424_model_error(trained_artifact: Path) -> None:
     """A failure inside the model (here: a forward pass that raises) is a 424 ModelError."""
     import asyncio
 
-    from model_server.server import ServerConfig, create_app
+    from model_server.server.app import create_app
+    from model_server.server.config import ServerConfig
 
     app = create_app(ServerConfig(endpoints={"e": str(trained_artifact)}))
     endpoint = app.state.endpoints["e"]
@@ -383,7 +384,7 @@ def test_model_failure_is_424_model_error(trained_artifact: Path) -> None:
     def broken(*args, **kwargs):
         raise RuntimeError("out of memory")
 
-    endpoint.predictor.predict_decoded = broken
+    endpoint.predictor.score = broken
     image = np.zeros((32, 32, 3), np.uint8)
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, format="PNG")
@@ -455,4 +456,4 @@ def test_dockerfile_runs_the_serve_program() -> None:
     assert 'CMD ["serve"]' in dockerfile and "EXPOSE 8080" in dockerfile
     assert '"torch==2.14.1" "torchvision==0.29.1"' in dockerfile
     pyproject = (ROOT / "pyproject.toml").read_text()
-    assert 'serve = "model_server.serve:main"' in pyproject
+    assert 'serve = "model_server.server.serve:main"' in pyproject

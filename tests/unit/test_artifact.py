@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model_server.artifact import load_artifact, save_artifact
-from model_server.calibration import Calibration
-from model_server.common import FeatureConfig
+from model_server.engine.artifact import load_artifact, save_artifact
+from model_server.engine.calibration import Calibration
+from model_server.engine.class_model import ClassModel
+from model_server.engine.config import FeatureConfig, ModelConfig
 from model_server.errors import ArtifactError, UnknownClassError
-from model_server.patchcore import ClassModel, ModelConfig
 
 
 def _model(name: str, model: str = "softpatch", dim: int = 152) -> ClassModel:

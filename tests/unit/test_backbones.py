@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 from skimage import data
 
-from model_server.backbones import (
+from model_server.engine.backbones import (
     BACKBONES,
     BackboneSpec,
     convert_state_dict,
@@ -186,7 +186,7 @@ def test_leftover_wheel_keys_are_an_error(name: str, extra: str) -> None:
 
 
 def test_missing_wheel_tensor_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    import model_server.backbones as backbones
+    import model_server.engine.backbones as backbones
 
     name = "mobilenetv2_100"
     raw = dict(load_raw_state_dict(name))

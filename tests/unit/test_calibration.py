@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from model_server.calibration import Calibration, calibrate
+from model_server.engine.calibration import Calibration
+from model_server.training.threshold import calibrate
 
 
 def test_threshold_is_high_quantile_and_normalisation_is_anchored() -> None:

@@ -4,15 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from model_server.common import (
-    FeatureConfig,
-    FeatureExtractor,
-    NearestNeighbourScorer,
-    aggregate_patches,
-    anomaly_maps,
-    resize_map,
-    retain_freed_memory,
-)
+from model_server.engine.config import FeatureConfig
+from model_server.engine.features import FeatureExtractor, aggregate_patches
+from model_server.engine.maps import anomaly_maps, resize_map
+from model_server.engine.memory_bank import NearestNeighbourScorer
+from model_server.engine.runtime import retain_freed_memory
 
 
 def test_knn_scores_match_numpy() -> None:
@@ -85,7 +81,7 @@ def test_anomaly_map_is_upsampled_and_smoothed() -> None:
 
 def test_cli_backbone_choices_are_the_loadable_backbones() -> None:
     from model_server import defaults
-    from model_server.backbones import BACKBONES
+    from model_server.engine.backbones import BACKBONES
 
     assert set(defaults.BACKBONE_NAMES) == set(BACKBONES)
     assert defaults.BACKBONE in BACKBONES

@@ -12,20 +12,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model_server.datasets import (
-    ELPV_MAX_TRAIN,
-    ELPV_TEST_GOOD,
-    ClassSplit,
-    Sample,
-    apply_noise,
-    list_classes,
-    load_elpv_split,
-    load_split,
-    read_image,
-    read_mask,
-    split_holdout,
-)
+from model_server.engine.images import read_image
 from model_server.errors import DataError, ImageError, IvadasError, UnknownClassError
+from model_server.training.datasets import list_classes, load_split
+from model_server.training.elpv import ELPV_MAX_TRAIN, ELPV_TEST_GOOD, load_elpv_split
+from model_server.training.protocols import apply_noise, split_holdout
+from model_server.training.samples import ClassSplit, Sample, read_mask
 from tests.paths import require_bottle
 
 H, W = 37, 53  # odd sizes on purpose

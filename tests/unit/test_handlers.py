@@ -10,14 +10,13 @@ import base64
 import importlib
 import json
 import sys
-from pathlib import Path
 
 import boto3
 import pytest
 from moto import mock_aws
 
-ROOT = Path(__file__).resolve().parents[2]
-FUNCTIONS = ROOT / "functions"
+from ivadas_contract import results_table
+
 INBOX, RESULTS, TABLE, IDEM = "inbox-b", "results-b", "results-t", "idem-t"
 
 
@@ -43,46 +42,28 @@ def aws(monkeypatch: pytest.MonkeyPatch):
         "IDEMPOTENCY_TABLE": IDEM,
         "POWERTOOLS_TRACE_DISABLED": "true",
         "MAX_IMAGE_BYTES": "1000",
+        "PATCHCORE_ENDPOINT": "ivadas-local-patchcore",
+        "SOFTPATCH_ENDPOINT": "ivadas-local-softpatch",
     }.items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    monkeypatch.syspath_prepend(str(FUNCTIONS))
     with mock_aws():
         s3 = boto3.client("s3")
         s3.create_bucket(Bucket=INBOX)
         s3.create_bucket(Bucket=RESULTS)
         ddb = boto3.client("dynamodb")
-        ddb.create_table(
-            TableName=TABLE,
-            BillingMode="PAY_PER_REQUEST",
-            AttributeDefinitions=[
-                {"AttributeName": "inspection_id", "AttributeType": "S"},
-                {"AttributeName": "class_name", "AttributeType": "S"},
-                {"AttributeName": "created_at", "AttributeType": "S"},
-            ],
-            KeySchema=[{"AttributeName": "inspection_id", "KeyType": "HASH"}],
-            GlobalSecondaryIndexes=[
-                {
-                    "IndexName": "by-class",
-                    "Projection": {"ProjectionType": "ALL"},
-                    "KeySchema": [
-                        {"AttributeName": "class_name", "KeyType": "HASH"},
-                        {"AttributeName": "created_at", "KeyType": "RANGE"},
-                    ],
-                }
-            ],
-        )
+        ddb.create_table(TableName=TABLE, BillingMode="PAY_PER_REQUEST", **results_table.SCHEMA)
         ddb.create_table(
             TableName=IDEM,
             BillingMode="PAY_PER_REQUEST",
             AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
             KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
         )
-        for name in ("common", "worker", "predict", "results"):
-            sys.modules.pop(name, None)
-        common = importlib.import_module("common")
-        common.client.cache_clear()
-        yield common
+        for name in [m for m in sys.modules if m.split(".")[0] == "ivadas_functions"]:
+            sys.modules.pop(name)  # handlers read their settings when imported
+        aws_plumbing = importlib.import_module("ivadas_functions.aws")
+        aws_plumbing.client.cache_clear()
+        yield aws_plumbing
 
 
 def sqs_event(*bodies: dict) -> dict:
@@ -124,7 +105,7 @@ def items() -> list[dict]:
     return boto3.resource("dynamodb").Table(TABLE).scan()["Items"]
 
 
-def fake_answer(common, anomalous: bool = True):
+def fake_answer(aws_plumbing, anomalous: bool = True):
     png = base64.b64encode(b"\x89PNG fake heatmap").decode()
     result = {
         "model": "patchcore",
@@ -138,18 +119,18 @@ def fake_answer(common, anomalous: bool = True):
         "image_width": 10,
         "image_height": 10,
     }
-    return common.EndpointAnswer(result, 12.5)
+    return aws_plumbing.EndpointAnswer(result, 12.5)
 
 
 def test_worker_skips_test_events_unquotes_keys_and_writes_results(aws, monkeypatch) -> None:
-    worker = importlib.import_module("worker")
+    worker = importlib.import_module("ivadas_functions.worker")
     calls = []
 
     def invoke(endpoint, class_name, image, return_heatmap=True):
         calls.append((endpoint, class_name, image))
         return fake_answer(aws)
 
-    monkeypatch.setattr(worker, "invoke_endpoint", invoke)
+    monkeypatch.setattr(worker.inspector, "invoke_endpoint", invoke)
     etag = put("line 1/bottle/a b+c.png", b"png-bytes")
     event = sqs_event({"Event": "s3:TestEvent"}, s3_body("line+1/bottle/a+b%2Bc.png", etag))
     out = worker.handler(event, Context())
@@ -170,12 +151,12 @@ def test_worker_skips_test_events_unquotes_keys_and_writes_results(aws, monkeypa
 
 
 def test_worker_rejects_without_retry(aws, monkeypatch) -> None:
-    worker = importlib.import_module("worker")
+    worker = importlib.import_module("ivadas_functions.worker")
 
     def refuse(endpoint, class_name, image, return_heatmap=True):
         raise aws.RejectedImage(f"class '{class_name}' is not in this patchcore model")
 
-    monkeypatch.setattr(worker, "invoke_endpoint", refuse)
+    monkeypatch.setattr(worker.inspector, "invoke_endpoint", refuse)
     bodies = [
         s3_body("l/bottle/empty.png", put("l/bottle/empty.png", b"")),
         s3_body("l/bottle/big.png", put("l/bottle/big.png", b"x" * 2000)),
@@ -192,14 +173,14 @@ def test_worker_rejects_without_retry(aws, monkeypatch) -> None:
 
 
 def test_worker_fails_only_the_transient_record(aws, monkeypatch) -> None:
-    worker = importlib.import_module("worker")
+    worker = importlib.import_module("ivadas_functions.worker")
 
     def flaky(endpoint, class_name, image, return_heatmap=True):
         if image == b"down":
             raise aws.TransientFailure("endpoint unreachable")
         return fake_answer(aws, anomalous=False)
 
-    monkeypatch.setattr(worker, "invoke_endpoint", flaky)
+    monkeypatch.setattr(worker.inspector, "invoke_endpoint", flaky)
     ok, bad = (
         s3_body("l/bottle/ok.png", put("l/bottle/ok.png", b"fine")),
         s3_body("l/bottle/down.png", put("l/bottle/down.png", b"down")),
@@ -231,7 +212,7 @@ def api_event(
 
 
 def test_predict_validates_and_compares_both_models(aws, monkeypatch) -> None:
-    predict = importlib.import_module("predict")
+    predict = importlib.import_module("ivadas_functions.predict")
     seen = []
 
     def invoke(endpoint, class_name, image, return_heatmap=True):
@@ -265,7 +246,7 @@ def test_predict_validates_and_compares_both_models(aws, monkeypatch) -> None:
 
 
 def test_results_lists_newest_first_and_pages(aws) -> None:
-    results = importlib.import_module("results")
+    results = importlib.import_module("ivadas_functions.results")
     table = boto3.resource("dynamodb").Table(TABLE)
     for i in range(5):
         table.put_item(

@@ -7,7 +7,7 @@ import pytest
 from scipy import ndimage
 from sklearn.metrics import roc_auc_score
 
-from model_server.metrics import (
+from model_server.training.metrics import (
     aupro,
     f1_max,
     image_auroc,

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from model_server.sampler import GreedyCoresetSampler, greedy_farthest_points
+from model_server.training.sampler import GreedyCoresetSampler, greedy_farthest_points
 
 
 def _brute_force(points: torch.Tensor, k: int, first: int) -> list[int]:

@@ -5,9 +5,9 @@ import pytest
 import torch
 from sklearn.neighbors import LocalOutlierFactor
 
-from model_server.common import FeatureConfig
-from model_server.patchcore import ModelConfig, build_memory_bank
-from model_server.softpatch import (
+from model_server.engine.config import FeatureConfig, ModelConfig
+from model_server.training.fit import build_memory_bank
+from model_server.training.softpatch import (
     local_outlier_factor,
     mahalanobis_to_own_gaussian,
     nearest_other_distance,

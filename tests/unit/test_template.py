@@ -58,8 +58,8 @@ def test_outputs_and_local_names() -> None:
     )
     routes = set(stack.api_routes())
     assert routes == {
-        ("POST", "/predict", "predict"),
-        ("GET", "/results", "results"),
-        ("GET", "/results/{inspection_id}", "results"),
-        ("GET", "/classes", "results"),
+        ("POST", "/predict", "PredictFunction"),
+        ("GET", "/results", "ResultsFunction"),
+        ("GET", "/results/{inspection_id}", "ResultsFunction"),
+        ("GET", "/classes", "ResultsFunction"),
     }

@@ -1,0 +1,110 @@
+"""One inspection: its id, where its image comes from (the inbox key layout), where its outputs go, and the
+result record that ends it.
+
+Every object put into the inbox ends as exactly one record, INSPECTED or REJECTED with the reason, except
+folder markers (keys ending in "/"), which are not images of anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from typing import Any
+
+INSPECTED = "INSPECTED"
+REJECTED = "REJECTED"
+#: class_name of a rejected object whose class could not be told (it still needs a value: by-class index key).
+UNASSIGNED_CLASS = "unassigned"
+#: Object metadata that names the class (and line) when the key does not follow `<line>/<class_name>/<file>`.
+CLASS_METADATA = ("class-name", "class_name")
+LINE_METADATA = "line"
+
+
+def inspection_id(bucket: str, key: str, etag: str) -> str:
+    """Stable id of one object version: a redelivered message maps onto the same result."""
+    return hashlib.sha256(f"{bucket}\0{key}\0{etag.strip(chr(34))}".encode()).hexdigest()[:32]
+
+
+def inbox_key(line: str, class_name: str, name: str) -> str:
+    """Where a camera of `line` puts an image of `class_name`: `<line>/<class_name>/<name>`."""
+    return f"{line}/{class_name}/{name}"
+
+
+def class_from_key(key: str) -> tuple[str | None, str | None]:
+    """(line, class_name) from `<line>/<class_name>/<file>`, or (None, None) for other layouts."""
+    parts = key.split("/")
+    if len(parts) >= 3 and parts[0] and parts[1]:
+        return parts[0], parts[1]
+    return None, None
+
+
+def class_from_metadata(metadata: dict[str, str]) -> tuple[str | None, str | None]:
+    """(line, class_name) from S3 user metadata (keys compared case-insensitively)."""
+    meta = {k.lower(): v for k, v in metadata.items()}
+    class_name = next((meta[k] for k in CLASS_METADATA if meta.get(k)), None)
+    return meta.get(LINE_METADATA), class_name
+
+
+def is_folder_marker(key: str) -> bool:
+    """A key ending in "/" is what consoles create as a folder: ignored, never an inspection."""
+    return key.endswith("/")
+
+
+def heatmap_key(class_name: str, iid: str) -> str:
+    return f"heatmaps/{class_name}/{iid}.png"
+
+
+def result_key(class_name: str, iid: str) -> str:
+    return f"results/{class_name}/{iid}.json"
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _base(obj: dict, status: str, class_name: str, size: int | None) -> dict[str, Any]:
+    return {
+        "inspection_id": obj["inspection_id"],
+        "status": status,
+        "class_name": class_name,
+        "line": obj.get("line"),
+        "created_at": now_iso(),
+        "bucket": obj["bucket"],
+        "key": obj["key"],
+        "etag": obj["etag"],
+        "size_bytes": size,
+    }
+
+
+def rejected_record(obj: dict, class_name: str | None, reason: str, model: str) -> dict[str, Any]:
+    """The record of an object that can never be inspected; `reason` says why, for the operator."""
+    record = _base(obj, REJECTED, class_name or UNASSIGNED_CLASS, obj.get("size"))
+    record.update(reason=reason, model=model)
+    return record
+
+
+def inspected_record(
+    obj: dict, class_name: str, model: str, endpoint: str, answer: tuple[dict, float], heatmap: str | None
+) -> dict[str, Any]:
+    """The record of an image `model` scored: `answer` is the endpoint's result (without the heatmap bytes)
+    and its latency in ms."""
+    result, latency_ms = answer
+    record = _base(obj, INSPECTED, class_name, obj.get("size"))
+    record.update(
+        model=result.get("model", model),
+        model_version=result.get("model_version"),
+        endpoint=endpoint,
+        anomaly_score=result.get("anomaly_score"),
+        normalized_score=result.get("normalized_score"),
+        threshold=result.get("threshold"),
+        is_anomaly=bool(result.get("is_anomaly")),
+        regions=result.get("regions", []),
+        image_width=result.get("image_width"),
+        image_height=result.get("image_height"),
+        heatmap_key=heatmap,
+        result_key=result_key(class_name, obj["inspection_id"]),
+        endpoint_latency_ms=round(latency_ms, 3),
+    )
+    if record["is_anomaly"]:
+        record["anomaly_class"] = class_name  # only anomalies enter the sparse anomalies-by-class index
+    return record

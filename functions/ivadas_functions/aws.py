@@ -1,0 +1,165 @@
+"""AWS plumbing the Lambda functions share: settings from the environment, clients, and the endpoint call with
+its error taxonomy.
+
+No torch here: the functions stay small and start fast. Every AWS client is a plain boto3 client, so the same
+code runs on AWS and against the local stack (AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from ivadas_contract.limits import MAX_IMAGE_BYTES
+from ivadas_contract.models import BASELINE, MODELS, endpoint_variable
+
+
+@dataclass(frozen=True)
+class Settings:
+    results_table: str
+    results_bucket: str
+    inbox_bucket: str
+    idempotency_table: str
+    endpoints: dict[str, str]  # model -> endpoint name
+    default_model: str
+    max_image_bytes: int
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        """Resource names come only from the environment template.yaml sets: no default can name another
+        stage's bucket."""
+        env = os.environ
+
+        def required(name: str) -> str:
+            if not env.get(name):
+                raise RuntimeError(f"environment variable {name} is not set (template.yaml sets it)")
+            return env[name]
+
+        default_model = env.get("DEFAULT_MODEL", BASELINE)
+        if default_model not in MODELS:
+            raise RuntimeError(f"DEFAULT_MODEL={default_model} is not one of {', '.join(MODELS)}")
+        return cls(
+            results_table=required("RESULTS_TABLE"),
+            results_bucket=required("RESULTS_BUCKET"),
+            inbox_bucket=required("INBOX_BUCKET"),
+            idempotency_table=required("IDEMPOTENCY_TABLE"),
+            endpoints={model: required(endpoint_variable(model)) for model in MODELS},
+            default_model=default_model,
+            max_image_bytes=int(env.get("MAX_IMAGE_BYTES", str(MAX_IMAGE_BYTES))),
+        )
+
+
+@cache
+def client(service: str) -> Any:
+    """One boto3 client per service per process (Lambda reuses them across invocations)."""
+    config = Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=5, read_timeout=30)
+    if service == "sagemaker-runtime":  # the worker's retries come from SQS; fail fast inside one attempt
+        config = Config(retries={"mode": "standard", "max_attempts": 2}, connect_timeout=3, read_timeout=60)
+    return boto3.client(service, config=config)
+
+
+def cors_config() -> Any:
+    """CORS headers on every API answer (API Gateway itself only answers the preflight)."""
+    from aws_lambda_powertools.event_handler import CORSConfig
+
+    return CORSConfig(allow_origin=os.environ.get("UI_ORIGIN", "*"), allow_headers=["X-Api-Key"], max_age=600)
+
+
+_per_thread = threading.local()
+
+
+def table(name: str) -> Any:
+    """A DynamoDB Table from this thread's one boto3 resource.
+
+    Creating a resource builds a new client and connection pool (about 10 ms of CPU here): too much to pay per
+    item. Resources, unlike clients, must not be shared between threads, and the local stack runs several
+    worker instances as threads of one process.
+    """
+    tables = getattr(_per_thread, "tables", None)
+    if tables is None:
+        tables = _per_thread.tables = {}
+    if name not in tables:
+        tables[name] = boto3.resource("dynamodb").Table(name)
+    return tables[name]
+
+
+# ------------------------------------------------------------------------------------------ endpoint
+
+
+class RejectedImage(Exception):
+    """The image can never be inspected (not an image, too big, unknown class): record it, do not retry."""
+
+
+class TransientFailure(Exception):
+    """Worth retrying later (endpoint down, throttled, 5xx, a failure inside the model)."""
+
+
+@dataclass
+class EndpointAnswer:
+    result: dict
+    latency_ms: float
+
+
+def _status_and_message(err: ClientError) -> tuple[int, str]:
+    response = err.response
+    status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+    message = response.get("Error", {}).get("Message") or str(err)
+    original = response.get("OriginalStatusCode")  # SageMaker wraps container errors in a 424 ModelError
+    if original:
+        status = int(original)
+        message = response.get("OriginalMessage") or message
+    return status, message
+
+
+def invoke_endpoint(
+    endpoint: str, class_name: str, image: bytes, return_heatmap: bool = True
+) -> EndpointAnswer:
+    """Score one image; permanent refusals raise RejectedImage, anything worth a retry TransientFailure."""
+    attrs = f"class_name={class_name},return_heatmap={'true' if return_heatmap else 'false'}"
+    return _invoke(endpoint, "application/x-image", image, attrs)
+
+
+def invoke_endpoint_json(endpoint: str, payload: dict) -> dict:
+    """A JSON request to the endpoint (for example {"describe": true}); same error taxonomy."""
+    return _invoke(endpoint, "application/json", json.dumps(payload).encode(), None).result
+
+
+def _invoke(endpoint: str, content_type: str, body: bytes, attrs: str | None) -> EndpointAnswer:
+    start = time.perf_counter()
+    extra = {"CustomAttributes": attrs} if attrs else {}
+    try:
+        resp = client("sagemaker-runtime").invoke_endpoint(
+            EndpointName=endpoint, ContentType=content_type, Accept="application/json", Body=body, **extra
+        )
+        body = resp["Body"].read()
+    except ClientError as err:
+        status, message = _status_and_message(err)
+        code = err.response.get("Error", {}).get("Code", "")
+        if status in (400, 404, 413, 415, 422) and code != "ThrottlingException":
+            raise RejectedImage(_server_message(message)) from None
+        raise TransientFailure(f"endpoint {endpoint} answered {status} {code}: {message}") from None
+    except (BotoCoreError, OSError) as err:
+        raise TransientFailure(f"endpoint {endpoint} unreachable: {err}") from None
+    try:
+        result = json.loads(body)
+    except ValueError:
+        raise TransientFailure(f"endpoint {endpoint} sent a body that is not JSON") from None
+    return EndpointAnswer(result, (time.perf_counter() - start) * 1000.0)
+
+
+def _server_message(message: str) -> str:
+    """The model server's JSON error message, when the text is its error body."""
+    try:
+        doc = json.loads(message)
+    except (ValueError, TypeError):
+        return message
+    return doc.get("error", message) if isinstance(doc, dict) else message

@@ -1,0 +1,120 @@
+"""What happens to one inbox object: read it (bounded), check it, score it, store its heatmap, result JSON and
+result item. Plain functions: the worker handler adds idempotency, logging and metrics around them.
+
+Permanent problems (no class, empty, too large, not an image, unknown class) end as a REJECTED record and are
+not retried; transient ones raise `TransientFailure`, so SQS delivers the message again and finally moves it
+to the dead-letter queue.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from urllib.parse import unquote_plus
+
+from aws_lambda_powertools.utilities.data_classes import S3Event
+from botocore.exceptions import ClientError
+
+from ivadas_contract.inspection import (
+    class_from_key,
+    class_from_metadata,
+    heatmap_key,
+    inspected_record,
+    inspection_id,
+    is_folder_marker,
+    rejected_record,
+)
+from ivadas_contract.results_table import to_dynamo
+from ivadas_functions.aws import RejectedImage, Settings, TransientFailure, client, invoke_endpoint, table
+
+_MISSING = ("404", "NoSuchKey", "NotFound", "412", "PreconditionFailed")
+
+
+def inbox_objects(message_body: str) -> list[dict]:
+    """The inbox objects one SQS message names (an S3 event with one or more records); none for S3's test
+    event and for folder markers. Raises ValueError when the body is not JSON."""
+    body = json.loads(message_body)
+    if isinstance(body, dict) and body.get("Event") == "s3:TestEvent":
+        return []
+    out = []
+    for r in S3Event(body).records:
+        key = unquote_plus(r.s3.get_object.key)
+        if is_folder_marker(key):
+            continue
+        bucket = r.s3.bucket.name
+        etag = r.s3.get_object.etag or ""
+        if not etag:  # moto's events may lack it: ask S3 for the current version's tag
+            etag = client("s3").head_object(Bucket=bucket, Key=key)["ETag"]
+        etag = etag.strip('"')
+        out.append(
+            {"bucket": bucket, "key": key, "etag": etag, "inspection_id": inspection_id(bucket, key, etag)}
+        )
+    return out
+
+
+def _problem(class_name: str | None, size: int, limit: int) -> str | None:
+    """Why an object cannot be inspected, judged before its body is read; None when it can be."""
+    if not class_name:
+        return "no class: put images under <line>/<class_name>/ or set metadata class-name"
+    if size == 0:
+        return "empty file (0 bytes)"
+    if size > limit:
+        return f"file of {size} bytes is over the {limit} byte limit"
+    return None
+
+
+def inspect(obj: dict, settings: Settings) -> dict:
+    """Inspect one object version; returns its result record (already stored)."""
+    try:
+        # one GET for metadata and body; the body is only read once its size is known to be acceptable
+        got = client("s3").get_object(Bucket=obj["bucket"], Key=obj["key"], IfMatch=f'"{obj["etag"]}"')
+    except ClientError as err:
+        if err.response.get("Error", {}).get("Code", "") in _MISSING:
+            return reject(obj, None, "the object no longer exists in this version", settings)
+        raise TransientFailure(f"cannot read s3://{obj['bucket']}/{obj['key']}: {err}") from None
+    key_line, key_class = class_from_key(obj["key"])
+    meta_line, meta_class = class_from_metadata(got.get("Metadata", {}))
+    obj["line"], class_name = key_line or meta_line, key_class or meta_class
+    obj["size"] = int(got.get("ContentLength", 0))
+    problem = _problem(class_name, obj["size"], settings.max_image_bytes)
+    if problem:
+        got["Body"].close()  # not reading it: release the connection
+        return reject(obj, class_name, problem, settings)
+    model = settings.default_model
+    endpoint = settings.endpoints[model]
+    try:
+        answer = invoke_endpoint(endpoint, class_name, got["Body"].read())
+    except RejectedImage as exc:  # the model's decoder decides what is an image, whatever the key says
+        return reject(obj, class_name, str(exc), settings)
+    return store(obj, class_name, model, endpoint, answer.result, answer.latency_ms, settings)
+
+
+def reject(obj: dict, class_name: str | None, reason: str, settings: Settings) -> dict:
+    record = rejected_record(obj, class_name, reason, settings.default_model)
+    table(settings.results_table).put_item(Item=to_dynamo(record))
+    return record
+
+
+def store(
+    obj: dict, class_name: str, model: str, endpoint: str, result: dict, latency_ms: float, settings: Settings
+) -> dict:
+    """Heatmap PNG and result JSON to the results bucket, then the item (last: its presence means done)."""
+    s3 = client("s3")
+    heatmap = result.pop("heatmap_png_base64", None)
+    heatmap_at = heatmap_key(class_name, obj["inspection_id"]) if heatmap else None
+    if heatmap:
+        s3.put_object(
+            Bucket=settings.results_bucket,
+            Key=heatmap_at,
+            Body=base64.b64decode(heatmap),
+            ContentType="image/png",
+        )
+    record = inspected_record(obj, class_name, model, endpoint, (result, latency_ms), heatmap_at)
+    s3.put_object(
+        Bucket=settings.results_bucket,
+        Key=record["result_key"],
+        Body=json.dumps({**record, "endpoint_response": result}, default=str).encode(),
+        ContentType="application/json",
+    )
+    table(settings.results_table).put_item(Item=to_dynamo(record))
+    return record

@@ -1,0 +1,96 @@
+"""Predict Lambda: `POST /predict` scores one image synchronously for the web UI.
+
+Body: {"class_name": "bottle", "image_base64": "...", "model": "patchcore" | "softpatch" | "both",
+"return_heatmap": true}. "both" asks the baseline and the candidate at once and answers side by side.
+Validation errors are 400 (malformed), 413 (image over the limit) and 422 (the endpoint cannot use it).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler.exceptions import BadRequestError, ServiceError
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from ivadas_contract.models import MODELS
+from ivadas_functions.aws import RejectedImage, Settings, TransientFailure, cors_config, invoke_endpoint
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "IVADAS"))
+app = APIGatewayRestResolver(cors=cors_config())
+settings = Settings.from_env()
+_pool = ThreadPoolExecutor(max_workers=len(MODELS))
+
+
+def _error(status: int, message: str) -> Response:
+    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body={"error": message})
+
+
+def _score(model: str, class_name: str, image: bytes, heatmap: bool) -> dict:
+    answer = invoke_endpoint(settings.endpoints[model], class_name, image, return_heatmap=heatmap)
+    return {**answer.result, "endpoint_latency_ms": round(answer.latency_ms, 3)}
+
+
+def _parse(body: object) -> tuple[str, bytes, str, bool]:
+    """(class_name, image bytes, model or "both", return_heatmap) from the request body, or 400."""
+    if not isinstance(body, dict):
+        raise BadRequestError("the body must be a JSON object")
+    class_name, encoded = body.get("class_name"), body.get("image_base64")
+    model = body.get("model", settings.default_model)
+    if not isinstance(class_name, str) or not class_name:
+        raise BadRequestError("class_name (string) is required")
+    if not isinstance(encoded, str) or not encoded:
+        raise BadRequestError("image_base64 (string) is required")
+    if model not in (*MODELS, "both"):
+        raise BadRequestError(f"model must be one of {', '.join(MODELS)} or both")
+    if encoded.startswith("data:") and "," in encoded:
+        encoded = encoded.split(",", 1)[1]
+    try:
+        image = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadRequestError("image_base64 is not valid base64") from None
+    return class_name, image, model, bool(body.get("return_heatmap", True))
+
+
+@app.post("/predict")
+@tracer.capture_method
+def predict() -> Response | dict:
+    start = time.perf_counter()
+    class_name, image, model, heatmap = _parse(app.current_event.json_body)
+    if len(image) > settings.max_image_bytes:
+        return _error(413, f"image of {len(image)} bytes is over the {settings.max_image_bytes} byte limit")
+    models = list(MODELS) if model == "both" else [model]
+    futures = {m: _pool.submit(_score, m, class_name, image, heatmap) for m in models}
+    results: dict[str, dict] = {}
+    for m, future in futures.items():
+        try:
+            results[m] = future.result()
+        except RejectedImage as exc:
+            return _error(422, str(exc))
+        except TransientFailure as exc:
+            logger.error("endpoint failure", extra={"model": m, "error": str(exc)})
+            raise ServiceError(503, f"the {m} model is not available right now, try again") from None
+    latency = round((time.perf_counter() - start) * 1000.0, 3)
+    for m, r in results.items():
+        metrics.add_metric(
+            name=f"PredictLatency_{m}", unit=MetricUnit.Milliseconds, value=r["endpoint_latency_ms"]
+        )
+    if model == "both":
+        return {"class_name": class_name, "model": "both", **results, "latency_ms": latency}
+    return {**results[model], "latency_ms": latency}
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict, context: LambdaContext) -> dict:
+    return app.resolve(event, context)

@@ -1,0 +1,152 @@
+"""Results Lambda: browse inspection results for operators and the UI.
+
+- `GET /results?class_name=bottle&anomalous=true&since=ISO&until=ISO&limit=50&next_token=...`: newest first,
+  paginated (by-class index; anomalies-by-class when anomalous=true; a scan only when no class is given).
+- `GET /results/{inspection_id}`: one item, with presigned URLs for its image and heatmap.
+- `GET /classes`: the classes each deployed model serves, with model version and threshold.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+
+from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver
+from aws_lambda_powertools.event_handler.exceptions import BadRequestError, NotFoundError
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from boto3.dynamodb.conditions import Attr, Key
+
+from ivadas_contract.models import MODELS
+from ivadas_contract.results_table import CLASS_QUERY, SORT_KEY, from_dynamo
+from ivadas_functions.aws import (
+    Settings,
+    TransientFailure,
+    client,
+    cors_config,
+    invoke_endpoint_json,
+    table,
+)
+
+logger = Logger()
+tracer = Tracer()
+app = APIGatewayRestResolver(cors=cors_config())
+settings = Settings.from_env()
+MAX_LIMIT = 200
+URL_SECONDS = 900
+_classes_cache: dict = {"at": 0.0, "value": None}
+CLASSES_TTL_SECONDS = 60
+
+
+def _token(key: dict | None) -> str | None:
+    return base64.urlsafe_b64encode(json.dumps(key, default=str).encode()).decode() if key else None
+
+
+def _untoken(text: str | None) -> dict | None:
+    if not text:
+        return None
+    try:
+        return json.loads(base64.urlsafe_b64decode(text.encode()))
+    except ValueError:
+        raise BadRequestError("next_token is not valid") from None
+
+
+@app.get("/results")
+@tracer.capture_method
+def list_results() -> dict:
+    q = app.current_event.query_string_parameters or {}
+    class_name = q.get("class_name")
+    anomalous = q.get("anomalous", "false").lower() in ("1", "true", "yes")
+    since, until = q.get("since"), q.get("until")
+    try:
+        limit = max(1, min(MAX_LIMIT, int(q.get("limit", "50"))))
+    except ValueError:
+        raise BadRequestError("limit must be a number") from None
+    start_key = _untoken(q.get("next_token"))
+    results = table(settings.results_table)
+    kwargs: dict = {"Limit": limit}
+    if start_key:
+        kwargs["ExclusiveStartKey"] = start_key
+    if class_name:
+        index, attr = CLASS_QUERY[anomalous]
+        condition = Key(attr).eq(class_name)
+        if since and until:
+            condition &= Key(SORT_KEY).between(since, until)
+        elif since:
+            condition &= Key(SORT_KEY).gte(since)
+        elif until:
+            condition &= Key(SORT_KEY).lte(until)
+        resp = results.query(
+            IndexName=index, KeyConditionExpression=condition, ScanIndexForward=False, **kwargs
+        )
+        items = resp.get("Items", [])
+    else:  # all classes: a filtered scan, sorted per page (fine for the UI's "everything recent" view)
+        flt = None
+        for cond in (
+            Attr("is_anomaly").eq(True) if anomalous else None,
+            Attr(SORT_KEY).gte(since) if since else None,
+            Attr(SORT_KEY).lte(until) if until else None,
+        ):
+            if cond is not None:
+                flt = cond if flt is None else flt & cond
+        if flt is not None:
+            kwargs["FilterExpression"] = flt
+        resp = results.scan(**kwargs)
+        items = sorted(resp.get("Items", []), key=lambda i: i.get(SORT_KEY, ""), reverse=True)
+    out = [from_dynamo(i) for i in items]
+    s3 = client("s3")
+    for item in out:  # presigning is a local computation: no request per row
+        item["thumbnail_url"] = s3.generate_presigned_url(
+            "get_object", Params={"Bucket": item["bucket"], "Key": item["key"]}, ExpiresIn=URL_SECONDS
+        )
+    return {"items": out, "next_token": _token(resp.get("LastEvaluatedKey"))}
+
+
+@app.get("/results/<inspection_id>")
+@tracer.capture_method
+def get_result(inspection_id: str) -> dict:
+    item = table(settings.results_table).get_item(Key={"inspection_id": inspection_id}).get("Item")
+    if not item:
+        raise NotFoundError(f"no inspection {inspection_id}")
+    item = from_dynamo(item)
+    s3 = client("s3")
+    item["image_url"] = s3.generate_presigned_url(
+        "get_object", Params={"Bucket": item["bucket"], "Key": item["key"]}, ExpiresIn=URL_SECONDS
+    )
+    if item.get("heatmap_key"):
+        item["heatmap_url"] = s3.generate_presigned_url(
+            "get_object",
+            Params={"Bucket": settings.results_bucket, "Key": item["heatmap_key"]},
+            ExpiresIn=URL_SECONDS,
+        )
+    return item
+
+
+def _describe(model: str) -> dict:
+    return invoke_endpoint_json(settings.endpoints[model], {"describe": True})
+
+
+@app.get("/classes")
+@tracer.capture_method
+def list_classes() -> dict:
+    now = time.monotonic()
+    if _classes_cache["value"] is None or now - _classes_cache["at"] > CLASSES_TTL_SECONDS:
+        models = {}
+        for model in MODELS:
+            try:
+                models[model] = _describe(model)
+            except TransientFailure as exc:
+                logger.warning("endpoint not describable", extra={"model": model, "error": str(exc)})
+                models[model] = {"available": False, "error": str(exc)}
+        _classes_cache.update(at=now, value=models)
+    models = _classes_cache["value"]
+    names = sorted({c for m in models.values() for c in m.get("classes", {})})
+    return {"classes": names, "models": models}
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@tracer.capture_lambda_handler
+def handler(event: dict, context: LambdaContext) -> dict:
+    return app.resolve(event, context)

@@ -1,0 +1,87 @@
+"""Worker Lambda: SQS batch of S3 notifications -> one inspection result per inbox object.
+
+Each object is inspected once (Idempotency on bucket, key and ETag: a redelivered message never makes a second
+result) by `inspector.inspect`. A transient failure fails only its SQS record (partial batch response).
+"""
+
+from __future__ import annotations
+
+import os
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.idempotency import (
+    DynamoDBPersistenceLayer,
+    IdempotencyConfig,
+    idempotent_function,
+)
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from ivadas_contract.inspection import INSPECTED
+from ivadas_functions import inspector
+from ivadas_functions.aws import Settings
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "IVADAS"))
+settings = Settings.from_env()
+processor = BatchProcessor(event_type=EventType.SQS)
+idempotency_config = IdempotencyConfig(
+    event_key_jmespath="[bucket, key, etag]",
+    expires_after_seconds=int(os.environ.get("IDEMPOTENCY_TTL_SECONDS", str(7 * 24 * 3600))),
+    raise_on_no_idempotency_key=True,
+)
+persistence = DynamoDBPersistenceLayer(table_name=settings.idempotency_table)
+
+
+def _metric(name: str, record: dict, value: float = 1, unit: str = MetricUnit.Count) -> None:
+    with single_metric(name=name, unit=unit, value=value, namespace=metrics.namespace) as m:
+        m.add_dimension(name="class_name", value=record["class_name"])
+        m.add_dimension(name="model", value=record["model"])
+
+
+def observe(record: dict) -> None:
+    """One log line and the metrics of a finished inspection."""
+    if record["status"] != INSPECTED:
+        logger.warning("rejected", extra={"key": record["key"], "reason": record["reason"]})
+        _metric("Rejected", record)
+        return
+    logger.info(
+        "inspected",
+        extra={"key": record["key"], "is_anomaly": record["is_anomaly"], "score": record["anomaly_score"]},
+    )
+    _metric("ImagesInspected", record)
+    if record["is_anomaly"]:
+        _metric("AnomaliesFound", record)
+    _metric("EndpointLatency", record, record["endpoint_latency_ms"], MetricUnit.Milliseconds)
+
+
+@idempotent_function(data_keyword_argument="obj", config=idempotency_config, persistence_store=persistence)
+def inspect_once(obj: dict) -> dict:
+    record = inspector.inspect(obj, settings)
+    observe(record)
+    return record
+
+
+@tracer.capture_method
+def record_handler(record: SQSRecord) -> None:
+    try:
+        objects = inspector.inbox_objects(record.body)
+    except ValueError:
+        logger.error("SQS message is not JSON: dropped", extra={"message_id": record.message_id})
+        return
+    for obj in objects:
+        logger.append_keys(inspection_id=obj["inspection_id"])
+        inspect_once(obj=obj)  # TransientFailure propagates: this record goes back to SQS
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict, context: LambdaContext) -> dict:
+    idempotency_config.register_lambda_context(context)
+    return process_partial_response(
+        event=event, record_handler=record_handler, processor=processor, context=context
+    )

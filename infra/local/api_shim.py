@@ -1,0 +1,133 @@
+"""API Gateway, locally: each route of template.yaml's API events becomes a Starlette route that checks the
+API key, turns the request into a REST proxy event for the real handler, and its answer back into HTTP. The
+same app serves `ui/` and its `config.json`."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import threading
+import uuid
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from infra.local.lambda_runtime import Handler, LambdaContext, function_timeout, load_handler
+from infra.local.processes import ROOT
+from infra.template import ACCOUNT, Stack
+from ivadas_contract.limits import MAX_REQUEST_BYTES
+
+UI = ROOT / "ui"
+
+
+class ApiFunction:
+    """One function behind the API: loaded on first use, one request at a time (one execution environment)."""
+
+    def __init__(self, stack: Stack, logical_id: str) -> None:
+        self.stack, self.logical_id = stack, logical_id
+        self.name = str(stack.resolve(stack.props(logical_id)["FunctionName"]))
+        self.timeout_s = function_timeout(stack, logical_id)
+        self._handler: Handler | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self, event: dict) -> dict:
+        with self._lock:
+            if self._handler is None:
+                self._handler = load_handler(self.stack, self.logical_id, "api")
+            return self._handler(event, LambdaContext(self.name, self.timeout_s))
+
+
+def proxy_event(request: Request, body: bytes, resource: str, api_key: str) -> dict:
+    """The REST API (v1) proxy event API Gateway sends for `request` on route `resource`."""
+    return {
+        "resource": resource,
+        "path": request.url.path,
+        "httpMethod": request.method,
+        "headers": dict(request.headers),
+        "multiValueHeaders": {k: request.headers.getlist(k) for k in request.headers},
+        "queryStringParameters": dict(request.query_params) or None,
+        "multiValueQueryStringParameters": {k: request.query_params.getlist(k) for k in request.query_params}
+        or None,
+        "pathParameters": dict(request.path_params) or None,
+        "stageVariables": None,
+        "requestContext": {
+            "resourcePath": resource,
+            "httpMethod": request.method,
+            "path": f"/local{request.url.path}",
+            "stage": "local",
+            "requestId": str(uuid.uuid4()),
+            "accountId": ACCOUNT,
+            "identity": {
+                "sourceIp": request.client.host if request.client else "127.0.0.1",
+                "apiKey": api_key,
+            },
+        },
+        "body": body.decode("utf-8", errors="replace") if body else None,
+        "isBase64Encoded": False,
+    }
+
+
+def http_response(result: dict) -> Response:
+    """A Lambda proxy integration result as the HTTP response API Gateway makes of it."""
+    raw = result.get("body") or ""
+    payload = base64.b64decode(raw) if result.get("isBase64Encoded") else raw.encode()
+    headers = dict(result.get("headers") or {})
+    for k, values in (result.get("multiValueHeaders") or {}).items():
+        headers[k] = ", ".join(values)
+    return Response(payload, status_code=int(result.get("statusCode", 200)), headers=headers)
+
+
+def _cors_headers(stack: Stack) -> dict[str, str]:
+    cors = stack.resolve(stack.props("Api").get("Cors", {}))
+    return {
+        "Access-Control-Allow-Origin": str(cors.get("AllowOrigin", "'*'")).strip("'"),
+        "Access-Control-Allow-Headers": str(cors.get("AllowHeaders", "'Content-Type,X-Api-Key'")).strip("'"),
+        "Access-Control-Allow-Methods": str(cors.get("AllowMethods", "'GET,POST,OPTIONS'")).strip("'"),
+    }
+
+
+def _api_route(method: str, resource: str, function: ApiFunction, api_key: str, cors: dict) -> Route:
+    async def endpoint(request: Request) -> Response:
+        if request.method == "OPTIONS":
+            return Response(status_code=200, headers=cors)
+        if request.headers.get("x-api-key") != api_key:
+            return JSONResponse({"message": "Forbidden"}, status_code=403, headers=cors)
+        body = await request.body()
+        if len(body) > MAX_REQUEST_BYTES:
+            return JSONResponse({"error": "request body over the 6 MB limit"}, status_code=413)
+        event = proxy_event(request, body, resource, api_key)
+        result = await asyncio.get_running_loop().run_in_executor(None, function, event)
+        return http_response(result)
+
+    return Route(resource, endpoint, methods=[method, "OPTIONS"])  # API Gateway's {param} is Starlette's too
+
+
+def _static(ui_dir: Path):
+    async def static(request: Request) -> Response:
+        rel = request.path_params.get("path") or "index.html"
+        target = (ui_dir / rel).resolve()
+        if not target.is_relative_to(ui_dir.resolve()) or not target.is_file():
+            return JSONResponse({"error": f"not found: /{rel}"}, status_code=404)
+        return FileResponse(target)
+
+    return static
+
+
+def create_shim(stack: Stack, api_key: str, config: dict, ui_dir: Path = UI) -> Starlette:
+    """Starlette app: API Gateway REST proxy events for the real handlers, plus ui/ and its config.json."""
+    cors = _cors_headers(stack)
+    functions: dict[str, ApiFunction] = {}
+    routes = []
+    for method, resource, logical_id in stack.api_routes():
+        function = functions.setdefault(logical_id, ApiFunction(stack, logical_id))
+        routes.append(_api_route(method, resource, function, api_key, cors))
+
+    async def config_json(request: Request) -> Response:
+        return JSONResponse(config)
+
+    static = _static(ui_dir)
+    routes += [Route("/config.json", config_json), Route("/", static), Route("/{path:path}", static)]
+    return Starlette(routes=routes)

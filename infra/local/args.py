@@ -1,0 +1,23 @@
+"""Arguments of `ivadas local up`, kept free of heavy imports so `ivadas --help` stays instant."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+DEFAULT_STATE_DIR = Path(__file__).resolve().parents[2] / ".ivadas" / "local"
+
+
+def add_local_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--state-dir", default=str(DEFAULT_STATE_DIR))
+    p.add_argument("--patchcore", help="PatchCore artifact for the ivadas-<stage>-patchcore endpoint")
+    p.add_argument("--softpatch", help="SoftPatch artifact for the ivadas-<stage>-softpatch endpoint")
+    p.add_argument(
+        "--parameter", action="append", default=[], metavar="NAME=VALUE", help="template parameter"
+    )
+    p.add_argument("--worker-concurrency", type=int, default=4, help="concurrent worker invocations")
+    p.add_argument("--api-port", type=int, default=0)
+    p.add_argument("--timeout", type=float, default=300, help="seconds to wait for the stack to come up")
+    p.add_argument(
+        "--fresh", action="store_true", help="start empty instead of restoring the last run's state"
+    )

@@ -1,0 +1,47 @@
+"""Where a running local stack is: state.json in the state folder (ports, API key, resource names and the
+environment that points boto3 at it), written by the supervisor once every part answers."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from infra.local.args import DEFAULT_STATE_DIR
+from infra.template import REGION
+
+STATE_FILE = "state.json"
+
+
+def aws_environment(moto_port: int, model_port: int) -> dict[str, str]:
+    """What the handlers' plain boto3 clients need to talk to the local stack instead of AWS."""
+    return {
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{moto_port}",
+        "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": f"http://127.0.0.1:{model_port}",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_REGION": REGION,
+        "POWERTOOLS_TRACE_DISABLED": "true",  # no X-Ray daemon locally
+        "POWERTOOLS_DEV": "false",
+    }
+
+
+def state_path(state_dir: str | Path = DEFAULT_STATE_DIR) -> Path:
+    return Path(state_dir) / STATE_FILE
+
+
+def read_state(state_dir: str | Path = DEFAULT_STATE_DIR) -> dict:
+    path = state_path(state_dir)
+    if not path.exists():
+        raise SystemExit("the local stack is not running: start it with `ivadas local up`")
+    return json.loads(path.read_text())
+
+
+def write_state(state_dir: str | Path, state: dict) -> None:
+    state_path(state_dir).write_text(json.dumps(state, indent=2))
+
+
+def use_state(state: dict) -> None:
+    """Point this process's boto3 clients at the running local stack."""
+    os.environ.update(state["environment"])

@@ -1,0 +1,265 @@
+"""`model.tar.gz`: every trained class of one model type, as SageMaker loads it into /opt/ml/model.
+
+Layout (plain JSON and .npy, no pickles, so loading an artifact never runs code from it):
+
+    manifest.json                      format, model type and version, git commit, time, per-file SHA-256
+    classes/<class>/config.json        ModelConfig (features, coreset, SoftPatch, threshold settings)
+    classes/<class>/bank.npy           memory bank [M, dim] float32
+    classes/<class>/weights.npy        SoftPatch soft weights [M] float32 (softpatch only)
+    classes/<class>/calibration.json   threshold and normalisation
+    classes/<class>/model_card.json    metrics, data fingerprint, hyperparameters, timings
+    classes/<class>/model_card.md      the same for people
+
+A file that is missing, altered (checksum), from another format version, or inconsistent with its config is
+refused with an `ArtifactError` naming the problem.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+import subprocess
+import tarfile
+import zlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from ivadas_contract.models import MODELS
+from model_server import __version__
+from model_server.engine.calibration import Calibration
+from model_server.engine.class_model import ClassModel
+from model_server.engine.config import ModelConfig
+from model_server.engine.model_card import model_card_markdown
+from model_server.errors import ArtifactError, UnknownClassError
+
+FORMAT = "ivadas-model"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+#: Class names become folder names in the artifact and keys in S3: keep them to a safe alphabet.
+CLASS_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+@dataclass
+class Artifact:
+    model: str
+    model_version: str
+    created: str
+    git_commit: str | None
+    classes: dict[str, ClassModel]
+
+    def get(self, class_name: str) -> ClassModel:
+        try:
+            return self.classes[class_name]
+        except KeyError:
+            raise UnknownClassError(
+                f"class '{class_name}' is not in this {self.model} model "
+                f"(classes: {', '.join(sorted(self.classes))})"
+            ) from None
+
+
+def check_class_name(name: str) -> str:
+    if not CLASS_NAME_PATTERN.match(name):
+        raise ValueError(f"class name '{name}' must be 1-64 letters, digits, '_', '.' or '-'")
+    return name
+
+
+def git_commit() -> str | None:
+    """The code version that trained a model: HEAD, with "-dirty" when the tree has local changes."""
+    repo = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{head}-dirty" if dirty else head
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    return buf.getvalue()
+
+
+def _json_bytes(data: object) -> bytes:
+    return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
+
+
+def _class_files(model: ClassModel) -> dict[str, bytes]:
+    files = {
+        "config.json": _json_bytes(model.config.to_dict()),
+        "bank.npy": _npy_bytes(model.bank.astype(np.float32, copy=False)),
+        "calibration.json": _json_bytes(model.calibration.to_dict()),
+        "model_card.json": _json_bytes(model.card),
+        "model_card.md": model_card_markdown(model.card).encode(),
+    }
+    if model.weights is not None:
+        files["weights.npy"] = _npy_bytes(model.weights.astype(np.float32, copy=False))
+    return files
+
+
+def save_artifact(path: str | Path, models: dict[str, ClassModel]) -> Artifact:
+    """Write every class model into one gzipped tar; returns the artifact as a loader would see it."""
+    if not models:
+        raise ValueError("an artifact needs at least one class model")
+    kinds = {m.config.model for m in models.values()}
+    if len(kinds) != 1:
+        raise ValueError(f"one artifact holds one model type, got {sorted(kinds)}")
+    model = kinds.pop()
+    created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    files: dict[str, bytes] = {}
+    for name, class_model in sorted(models.items()):
+        check_class_name(name)
+        for fname, data in _class_files(class_model).items():
+            files[f"classes/{name}/{fname}"] = data
+    digest = hashlib.sha256()
+    for fname in sorted(files):
+        digest.update(fname.encode() + hashlib.sha256(files[fname]).digest())
+    version = f"{model}-{created[:10].replace('-', '')}-{digest.hexdigest()[:8]}"
+    commit = git_commit()
+    manifest = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "ivadas_version": __version__,
+        "model": model,
+        "model_version": version,
+        "created": created,
+        "git_commit": commit,
+        "classes": sorted(models),
+        "files": {fname: hashlib.sha256(data).hexdigest() for fname, data in sorted(files.items())},
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    with tarfile.open(tmp, "w:gz") as tar:
+        for fname, data in [(MANIFEST, _json_bytes(manifest)), *sorted(files.items())]:
+            info = tarfile.TarInfo(fname)
+            info.size = len(data)
+            info.mtime = int(datetime.now(UTC).timestamp())
+            tar.addfile(info, io.BytesIO(data))
+    tmp.replace(path)  # never leave a half-written artifact under the final name
+    return Artifact(model, version, created, commit, dict(models))
+
+
+def _read_tar(path: Path) -> dict[str, bytes]:
+    files: dict[str, bytes] = {}
+    try:
+        with tarfile.open(path, "r:*") as tar:
+            for member in tar:
+                if not member.isfile():
+                    continue
+                name = member.name.removeprefix("./")
+                if name.startswith("/") or ".." in name.split("/"):
+                    raise ArtifactError(f"{path}: unsafe path '{member.name}' in the archive")
+                handle = tar.extractfile(member)
+                if handle is not None:
+                    files[name] = handle.read()
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+        raise ArtifactError(f"{path} is not a readable model artifact (tar.gz): {exc}") from None
+    return files
+
+
+def _read_dir(path: Path) -> dict[str, bytes]:
+    files: dict[str, bytes] = {}
+    for p in sorted(path.rglob("*")):
+        if p.is_file():
+            files[p.relative_to(path).as_posix()] = p.read_bytes()
+    return files
+
+
+def _load_json(files: dict[str, bytes], name: str, where: str) -> dict:
+    try:
+        return json.loads(files[name])
+    except KeyError:
+        raise ArtifactError(f"{where}: {name} is missing") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{where}: {name} is not valid JSON ({exc})") from None
+
+
+def _load_npy(files: dict[str, bytes], name: str, where: str) -> np.ndarray:
+    try:
+        return np.load(io.BytesIO(files[name]), allow_pickle=False)
+    except KeyError:
+        raise ArtifactError(f"{where}: {name} is missing") from None
+    except (ValueError, OSError, EOFError) as exc:
+        raise ArtifactError(f"{where}: {name} is not a valid array ({exc})") from None
+
+
+def load_artifact(path: str | Path) -> Artifact:
+    """Load a model artifact: a model.tar.gz, or the folder SageMaker unpacks it into."""
+    path = Path(path)
+    if not path.exists():
+        raise ArtifactError(f"model artifact {path} does not exist")
+    files = _read_dir(path) if path.is_dir() else _read_tar(path)
+    where = str(path)
+    if MANIFEST not in files and path.is_dir():
+        inner = sorted(p for p in path.glob("*.tar.gz"))
+        if len(inner) == 1:  # a folder that holds the tarball itself
+            return load_artifact(inner[0])
+    manifest = _load_json(files, MANIFEST, where)
+    if manifest.get("format") != FORMAT:
+        raise ArtifactError(f"{where} is not an IVADAS model artifact (format {manifest.get('format')!r})")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise ArtifactError(
+            f"{where} has artifact format version {manifest.get('format_version')}; this IVADAS "
+            f"({__version__}) reads version {FORMAT_VERSION}: retrain the model"
+        )
+    model = manifest.get("model")
+    if model not in MODELS:
+        raise ArtifactError(f"{where}: unknown model type {model!r}")
+    for fname, expected in manifest.get("files", {}).items():
+        if fname not in files:
+            raise ArtifactError(f"{where}: {fname} is missing")
+        if hashlib.sha256(files[fname]).hexdigest() != expected:
+            raise ArtifactError(f"{where}: {fname} is corrupt (checksum mismatch)")
+    classes = {}
+    for name in manifest.get("classes", []):
+        classes[name] = _load_class(files, name, model, f"{where} class {name}")
+    if not classes:
+        raise ArtifactError(f"{where} holds no classes")
+    return Artifact(
+        model, manifest["model_version"], manifest["created"], manifest.get("git_commit"), classes
+    )
+
+
+def _load_class(files: dict[str, bytes], name: str, model: str, where: str) -> ClassModel:
+    prefix = f"classes/{name}/"
+    try:
+        config = ModelConfig.from_dict(_load_json(files, prefix + "config.json", where))
+        calibration = Calibration.from_dict(_load_json(files, prefix + "calibration.json", where))
+    except (TypeError, KeyError, ValueError) as exc:
+        raise ArtifactError(f"{where}: incompatible configuration ({exc})") from None
+    if config.model != model:
+        raise ArtifactError(f"{where}: config says {config.model}, manifest says {model}")
+    bank = _load_npy(files, prefix + "bank.npy", where)
+    expected_dim = config.features.dim
+    if bank.ndim != 2 or bank.shape[0] == 0 or bank.shape[1] != expected_dim or bank.dtype != np.float32:
+        raise ArtifactError(
+            f"{where}: memory bank {bank.dtype} {bank.shape} does not fit {config.features.backbone} "
+            f"features of dimension {expected_dim}"
+        )
+    weights = None
+    if prefix + "weights.npy" in files:
+        weights = _load_npy(files, prefix + "weights.npy", where)
+        if weights.shape != (bank.shape[0],):
+            raise ArtifactError(
+                f"{where}: {weights.shape[0]} SoftPatch weights for {bank.shape[0]} bank patches"
+            )
+    card = _load_json(files, prefix + "model_card.json", where)
+    return ClassModel(name, config, bank, weights, calibration, card)

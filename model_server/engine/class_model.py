@@ -1,0 +1,39 @@
+"""A trained model of one product class: its memory bank (and SoftPatch weights), threshold and model card.
+
+Plain data, so an artifact stores and loads it without pickling code. PatchCore and SoftPatch differ only in
+how the bank was chosen (training/fit.py) and in SoftPatch's weights on the distances.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from model_server.engine.calibration import Calibration
+from model_server.engine.config import ModelConfig
+from model_server.engine.memory_bank import NearestNeighbourScorer
+
+
+@dataclass
+class ClassModel:
+    class_name: str
+    config: ModelConfig
+    bank: np.ndarray  # [M, dim] float32
+    weights: np.ndarray | None  # [M] SoftPatch soft weights, None for PatchCore
+    calibration: Calibration
+    card: dict = field(default_factory=dict)
+    _scorer: NearestNeighbourScorer | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def scorer(self) -> NearestNeighbourScorer:
+        if self._scorer is None:
+            self._scorer = NearestNeighbourScorer(self.bank, self.weights)
+        return self._scorer
+
+    def patch_scores(self, features: torch.Tensor | np.ndarray) -> np.ndarray:
+        """Patch features [B, rows, cols, dim] -> patch scores [B, rows, cols]."""
+        f = np.asarray(features, dtype=np.float32)
+        scores, _ = self.scorer.search(f.reshape(-1, f.shape[-1]))
+        return scores.reshape(f.shape[:-1])

@@ -1,0 +1,102 @@
+"""Hyperparameters of a trained class model, as stored in its artifact: what a patch feature is
+(`FeatureConfig`) and how the memory bank and threshold were made (`ModelConfig`).
+
+Plain validated data, so the CLI, training and the artifact share one definition; a memory bank is only valid
+with the configuration it was built with.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from ivadas_contract.models import MODELS
+from model_server import defaults
+from model_server.engine.backbones import feature_channels, feature_strides, get_spec
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """Everything that decides what a patch feature is; a memory bank is only valid with the same config."""
+
+    backbone: str = defaults.BACKBONE
+    layers: tuple[int, ...] = defaults.LAYERS
+    input_size: int = defaults.INPUT_SIZE
+    patch_size: int = 3
+    #: None keeps every channel (the backbones here are narrow); a number averages each layer's channels
+    #: down to feature_dim // len(layers) as the official code's adaptive pooling does.
+    feature_dim: int | None = None
+
+    def __post_init__(self) -> None:
+        get_spec(self.backbone)  # raises on an unknown backbone
+        if not self.layers:
+            raise ValueError("at least one backbone layer is needed")
+        if self.input_size < 32 or self.input_size % 16:
+            raise ValueError(f"input size must be a multiple of 16 and at least 32, got {self.input_size}")
+        if self.patch_size < 1 or self.patch_size % 2 == 0:
+            raise ValueError(f"patch size must be odd and positive, got {self.patch_size}")
+        if self.feature_dim is not None and self.feature_dim < len(self.layers):
+            raise ValueError(
+                f"feature dimension must be at least the number of layers, got {self.feature_dim}"
+            )
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "layers": list(self.layers)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> FeatureConfig:
+        return cls(**{**data, "layers": tuple(data["layers"])})
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """(rows, cols) of the patch grid: the shallowest layer's resolution."""
+        stride = min(feature_strides(self.backbone, self.layers))
+        side = -(-self.input_size // stride)
+        return side, side
+
+    @property
+    def dim(self) -> int:
+        """Length of one patch feature vector."""
+        if self.feature_dim is None:
+            return sum(feature_channels(self.backbone, self.layers))
+        return (self.feature_dim // len(self.layers)) * len(self.layers)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Hyperparameters of one trained class model (stored in the artifact and the model card)."""
+
+    model: str = "patchcore"
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    coreset_ratio: float = defaults.CORESET_RATIO
+    projection_dim: int = 128
+    seed: int = 0
+    # SoftPatch (official defaults; lof_k really is used)
+    weight_method: str = defaults.WEIGHT_METHOD
+    lof_k: int = defaults.LOF_K
+    filter_fraction: float = defaults.FILTER_FRACTION
+    soft_weights: bool = True
+    # threshold calibration on held-out good training images
+    holdout_fraction: float = defaults.HOLDOUT_FRACTION
+    threshold_quantile: float = defaults.THRESHOLD_QUANTILE
+
+    def __post_init__(self) -> None:
+        if self.model not in MODELS:
+            raise ValueError(f"unknown model '{self.model}' (choose from {', '.join(MODELS)})")
+        if not 0.0 < self.coreset_ratio <= 1.0:
+            raise ValueError(f"coreset ratio must be in (0, 1], got {self.coreset_ratio}")
+        if self.weight_method not in defaults.WEIGHT_METHODS:
+            raise ValueError(
+                f"unknown SoftPatch method '{self.weight_method}' "
+                f"(choose from {', '.join(defaults.WEIGHT_METHODS)})"
+            )
+        if self.lof_k < 1:
+            raise ValueError(f"lof_k must be at least 1, got {self.lof_k}")
+        if not 0.0 <= self.filter_fraction < 1.0:
+            raise ValueError(f"filter fraction must be in [0, 1), got {self.filter_fraction}")
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "features": self.features.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ModelConfig:
+        return cls(**{**data, "features": FeatureConfig.from_dict(data["features"])})

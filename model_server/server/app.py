@@ -1,0 +1,127 @@
+"""The SageMaker inference container's routes: `GET /ping`, `POST /invocations`, and the runtime path
+`POST /endpoints/{name}/invocations` that boto3's sagemaker-runtime client sends, so one process can stand in
+for several named endpoints locally.
+
+Requests are parsed and images decoded on a thread pool; each endpoint runs a few forward passes at once on
+its model lanes (a lone pass gets every core, concurrent passes share them), with micro-batching.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from model_server.server.config import ServerConfig
+from model_server.server.endpoint import Endpoint
+from model_server.server.protocol import HttpError, describe, error_response, parse_request, read_body
+from model_server.server.scoring import score_instances
+
+log = logging.getLogger("ivadas.server")
+
+
+class Server:
+    """The endpoints of one process and the handlers of their routes."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        if not config.endpoints:
+            raise ValueError("the server needs at least one endpoint (artifact)")
+        self.config = config
+        self.endpoints = {name: Endpoint(name, path, config) for name, path in config.endpoints.items()}
+        self.default_endpoint = next(iter(self.endpoints))
+        self.io_pool = ThreadPoolExecutor(max_workers=config.io_threads, thread_name_prefix="io")
+
+    def load_all(self) -> None:
+        for ep in self.endpoints.values():
+            ep.load()
+
+    def shutdown(self) -> None:
+        self.io_pool.shutdown(wait=False, cancel_futures=True)
+        for ep in self.endpoints.values():
+            ep.model_executor.shutdown(wait=False, cancel_futures=True)
+
+    async def ping(self, request: Request) -> Response:
+        failed = {n: ep.load_error for n, ep in self.endpoints.items() if ep.load_error}
+        if failed:
+            return error_response(503, f"model failed to load: {failed}")
+        if any(ep.predictor is None for ep in self.endpoints.values()):
+            return error_response(503, "model is loading")
+        versions = {n: ep.predictor.model_version for n, ep in self.endpoints.items()}
+        return JSONResponse({"status": "ok", "endpoints": versions})
+
+    async def invoke(self, request: Request, name: str) -> Response:
+        t0 = time.perf_counter()
+        ep = self.endpoints.get(name)
+        try:
+            if ep is None:
+                known = ", ".join(self.endpoints)
+                raise HttpError(404, f"endpoint '{name}' not found (endpoints: {known})")
+            if ep.predictor is None:
+                raise HttpError(503, ep.load_error or "model is loading")
+            body = await read_body(request, self.config.max_body_bytes)
+            instances, is_batch = parse_request(
+                request.headers.get("content-type", ""),
+                body,
+                request.headers.get("x-amzn-sagemaker-custom-attributes"),
+            )
+            if not instances:  # {"describe": true}: what this endpoint serves (for GET /classes)
+                return JSONResponse(describe(ep.predictor))
+            results = await score_instances(ep, instances, self.io_pool)
+        except HttpError as exc:
+            return error_response(exc.status, exc.message)
+        except ClientDisconnect:
+            return Response(status_code=499)
+        total_ms = round((time.perf_counter() - t0) * 1000.0, 3)
+        for r in results:
+            r["timings_ms"]["server_total"] = total_ms
+        payload = {"predictions": results} if is_batch else results[0]
+        return Response(
+            json.dumps(payload, separators=(",", ":")),
+            media_type="application/json",
+            headers={"X-Ivadas-Model-Version": ep.predictor.model_version},
+        )
+
+    async def invocations(self, request: Request) -> Response:
+        return await self.invoke(request, self.default_endpoint)
+
+    async def endpoint_invocations(self, request: Request) -> Response:
+        return await self.invoke(request, request.path_params["name"])
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    return error_response(404, f"no route for {request.method} {request.url.path}")
+
+
+async def _method_not_allowed(request: Request, exc: Exception) -> Response:
+    return JSONResponse({"error": f"{request.method} not allowed on {request.url.path}"}, status_code=405)
+
+
+def create_app(config: ServerConfig) -> Starlette:
+    """The ASGI app; models load in a background thread once it starts (/ping answers 503 until then)."""
+    server = Server(config)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette):
+        threading.Thread(target=server.load_all, name="model-loader", daemon=True).start()
+        yield
+        server.shutdown()
+
+    app = Starlette(
+        routes=[
+            Route("/ping", server.ping, methods=["GET"]),
+            Route("/invocations", server.invocations, methods=["POST"]),
+            Route("/endpoints/{name}/invocations", server.endpoint_invocations, methods=["POST"]),
+        ],
+        lifespan=lifespan,
+        exception_handlers={404: _not_found, 405: _method_not_allowed},
+    )
+    app.state.endpoints = server.endpoints
+    return app
