@@ -224,6 +224,47 @@ def test_api_predict_results_and_classes(stack: dict, synthetic_root: Path) -> N
     assert err.value.code == 403
 
 
+def _encoded(path: Path, fmt: str) -> bytes:
+    buf = io.BytesIO()
+    Image.open(path).convert("RGB").save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def test_every_object_ends_as_one_result_whatever_its_name(stack: dict, synthetic_root: Path) -> None:
+    """No suffix list decides: upper-case suffixes, other formats and no suffix at all are inspected, what is
+    not an image is REJECTED with the reason, and a folder marker is ignored (no result, nothing retried).
+    Runs after the API test, which reads the newest widget image back as a PNG."""
+    scratch = synthetic_root / "widget/test/scratch/001.png"
+    good = synthetic_root / "widget/test/good/001.png"
+    inspected = {
+        "names/widget/IMG_0001.PNG": (scratch.read_bytes(), True),
+        "names/widget/IMG_0002.JPG": (_encoded(scratch, "JPEG"), True),
+        "names/widget/part.bmp": (_encoded(scratch, "BMP"), True),
+        "names/widget/part.tif": (_encoded(good, "TIFF"), False),
+        "names/widget/no-suffix": (scratch.read_bytes(), True),
+        "names 2/widget/Prüfteil Nr 8 (ß) ü.JPG": (_encoded(scratch, "JPEG"), True),
+    }
+    rejected = {
+        "names/widget/empty.PNG": (b"", "empty file"),
+        "names/widget/readme.txt": (b"line 2 camera notes", "not an image"),
+    }
+    ids = {put(stack, key, body): key for key, (body, _) in {**inspected, **rejected}.items()}
+    marker = "names/widget/"
+    put(stack, marker, b"")
+    items = wait_items(stack, list(ids))
+    assert len(items) == len(ids)
+    for iid, key in ids.items():
+        item = items[iid]
+        if key in inspected:
+            assert item["status"] == "INSPECTED" and item["key"] == key, item
+            assert item["is_anomaly"] == inspected[key][1], (key, item["normalized_score"])
+        else:
+            assert item["status"] == "REJECTED" and rejected[key][1] in item["reason"], item
+    time.sleep(2)  # the marker's notification has been handled by now
+    assert items_for_key(stack, marker) == []
+    assert queue_depth(stack, "InspectionQueue") == 0 and queue_depth(stack, "InspectionDeadLetterQueue") == 0
+
+
 def test_endpoint_down_retries_then_dead_letters_the_rest_inspected(
     stack: dict, synthetic_root: Path
 ) -> None:

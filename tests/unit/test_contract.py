@@ -16,6 +16,13 @@ def stack() -> Stack:
     return Stack(load_template(), {"Stage": "local"})
 
 
+def test_the_inbox_notifies_on_every_object(stack: Stack) -> None:
+    """No suffix filter: S3 matches suffixes case-sensitively, so `.png` would drop `IMG_0001.PNG`."""
+    configs = stack.props("InboxBucket")["NotificationConfiguration"]["QueueConfigurations"]
+    assert [c["Event"] for c in configs] == ["s3:ObjectCreated:*"]
+    assert "Filter" not in configs[0]
+
+
 def test_results_table_is_declared_as_the_contract_says(stack: Stack) -> None:
     props = stack.props("ResultsTable")
     for key in ("AttributeDefinitions", "KeySchema"):
