@@ -21,6 +21,7 @@ from infra.template import ACCOUNT, Stack
 from ivadas_contract.limits import MAX_REQUEST_BYTES
 
 UI = ROOT / "ui"
+_MB = MAX_REQUEST_BYTES // (1024 * 1024)
 
 
 class ApiFunction:
@@ -97,7 +98,7 @@ def _api_route(method: str, resource: str, function: ApiFunction, api_key: str, 
             return JSONResponse({"message": "Forbidden"}, status_code=403, headers=cors)
         body = await request.body()
         if len(body) > MAX_REQUEST_BYTES:
-            return JSONResponse({"error": "request body over the 6 MB limit"}, status_code=413)
+            return JSONResponse({"error": f"request body over the {_MB} MB limit"}, status_code=413)
         event = proxy_event(request, body, resource, api_key)
         result = await asyncio.get_running_loop().run_in_executor(None, function, event)
         return http_response(result)

@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ivadas_contract.models import MODELS
+
 DEFAULT_STATE_DIR = Path(__file__).resolve().parents[2] / ".ivadas" / "local"
 
 
 def add_local_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--state-dir", default=str(DEFAULT_STATE_DIR))
-    p.add_argument("--patchcore", help="PatchCore artifact for the ivadas-<stage>-patchcore endpoint")
-    p.add_argument("--softpatch", help="SoftPatch artifact for the ivadas-<stage>-softpatch endpoint")
+    for model in MODELS:
+        p.add_argument(f"--{model}", help=f"{model} artifact for the ivadas-<stage>-{model} endpoint")
     p.add_argument(
         "--parameter", action="append", default=[], metavar="NAME=VALUE", help="template parameter"
     )

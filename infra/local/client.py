@@ -14,12 +14,14 @@ from pathlib import Path
 
 from infra.local.processes import ROOT, wait_http
 from infra.local.state import read_state, state_path
+from ivadas_contract.models import MODELS
 
 
 def _supervisor_command(args: argparse.Namespace) -> list[str]:
     cmd = [sys.executable, "-m", "infra.local", "--state-dir", str(args.state_dir),
-           "--patchcore", args.patchcore or "", "--softpatch", args.softpatch or "",
            "--worker-concurrency", str(args.worker_concurrency)]  # fmt: skip
+    for model in MODELS:
+        cmd += [f"--{model}", getattr(args, model) or ""]
     for p in args.parameter:
         cmd += ["--parameter", p]
     if args.api_port:
