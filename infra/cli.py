@@ -79,6 +79,18 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         default=defaults.FILTER_FRACTION,
         help="SoftPatch: most outlying patches dropped",
     )
+    p.add_argument(
+        "--score-top-fraction",
+        type=_ratio,
+        default=defaults.SCORE_TOP_FRACTION,
+        help="image score: mean of this fraction of the highest patch scores (0: the highest)",
+    )
+    p.add_argument(
+        "--target-false-alarm-rate",
+        type=_ratio,
+        default=defaults.TARGET_FALSE_ALARM_RATE,
+        help="share of good parts the threshold may flag",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-evaluate", action="store_true", help="skip the test-split metrics in the model card")
     p.add_argument("--out", required=True, help="artifact path, e.g. model.tar.gz")

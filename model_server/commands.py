@@ -76,6 +76,8 @@ def model_config(args: argparse.Namespace) -> ModelConfig:
             weight_method=args.weight_method,
             lof_k=args.lof_k,
             filter_fraction=args.filter_fraction,
+            score_top_fraction=args.score_top_fraction,
+            target_false_alarm_rate=args.target_false_alarm_rate,
         )
     except ValueError as exc:
         raise IvadasError(str(exc)) from None

@@ -15,6 +15,7 @@ WEIGHT_METHODS = ("lof", "nearest", "gaussian")
 WEIGHT_METHOD = "lof"
 LOF_K = 6
 FILTER_FRACTION = 0.15
-#: Threshold: this quantile of the scores of good training images held out of the memory bank.
-THRESHOLD_QUANTILE = 0.99
-HOLDOUT_FRACTION = 0.1
+#: Image score: mean of this fraction of an image's highest patch scores (0: the single highest patch).
+SCORE_TOP_FRACTION = 0.0
+#: False alarms the threshold is set for: the share of good parts it may flag.
+TARGET_FALSE_ALARM_RATE = 0.01

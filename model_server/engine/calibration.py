@@ -14,10 +14,16 @@ import numpy as np
 @dataclass(frozen=True)
 class Calibration:
     threshold: float
-    #: median held-out good score: where the normalised score is 0
+    #: median good score (leave-one-out): where the normalised score is 0
     reference: float
+    #: share of good images expected below the threshold (1 - the target false-alarm rate)
     quantile: float
+    #: good images whose honest scores the threshold was fitted on
     n_images: int
+    #: how the threshold was fitted ("gumbel" tail model, "empirical" quantile)
+    method: str = "empirical"
+    #: share of those good images above the threshold
+    fitted_false_alarm_rate: float | None = None
 
     def normalize(self, score: float | np.ndarray) -> float | np.ndarray:
         """0 at the typical good score, 0.5 at the threshold, clipped to [0, 1]."""
@@ -33,9 +39,12 @@ class Calibration:
 
     @classmethod
     def from_dict(cls, data: dict) -> Calibration:
+        fitted = data.get("fitted_false_alarm_rate")
         return cls(
             threshold=float(data["threshold"]),
             reference=float(data["reference"]),
             quantile=float(data["quantile"]),
             n_images=int(data["n_images"]),
+            method=str(data.get("method", "empirical")),
+            fitted_false_alarm_rate=None if fitted is None else float(fitted),
         )

@@ -13,6 +13,7 @@ import torch
 
 from model_server.engine.calibration import Calibration
 from model_server.engine.config import ModelConfig
+from model_server.engine.maps import image_scores
 from model_server.engine.memory_bank import NearestNeighbourScorer
 
 
@@ -37,3 +38,7 @@ class ClassModel:
         f = np.asarray(features, dtype=np.float32)
         scores, _ = self.scorer.search(f.reshape(-1, f.shape[-1]))
         return scores.reshape(f.shape[:-1])
+
+    def image_scores(self, patch_scores: np.ndarray) -> np.ndarray:
+        """Patch scores [B, rows, cols] -> image scores [B], pooled as this model was configured."""
+        return image_scores(patch_scores, self.config.score_top_fraction)

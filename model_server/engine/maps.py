@@ -12,9 +12,19 @@ from scipy.ndimage import gaussian_filter
 MAP_SIGMA = 4.0
 
 
-def image_scores(patch_scores: np.ndarray) -> np.ndarray:
-    """Image score = the largest patch score (official PatchCore)."""
-    return patch_scores.reshape(len(patch_scores), -1).max(axis=1)
+def top_count(n_patches: int, top_fraction: float) -> int:
+    """How many of an image's highest patch scores its image score averages (1: the maximum)."""
+    return max(1, int(round(top_fraction * n_patches)))
+
+
+def image_scores(patch_scores: np.ndarray, top_fraction: float = 0.0) -> np.ndarray:
+    """Image score: the mean of the highest `top_fraction` of patch scores, or the largest one (0, official
+    PatchCore). Averaging a few top patches steadies the decision against a single noisy patch."""
+    flat = patch_scores.reshape(len(patch_scores), -1)
+    k = top_count(flat.shape[1], top_fraction)
+    if k == 1:
+        return flat.max(axis=1)
+    return np.partition(flat, flat.shape[1] - k, axis=1)[:, -k:].mean(axis=1)
 
 
 def anomaly_maps(patch_scores: np.ndarray, size: int, sigma: float = MAP_SIGMA) -> np.ndarray:

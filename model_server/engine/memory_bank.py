@@ -27,10 +27,15 @@ class NearestNeighbourScorer:
 
     def search(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(scores, nearest bank index) for each row of `queries`."""
+        dist, idx = self.neighbours(queries, 1)
+        return dist[:, 0], idx[:, 0]
+
+    def neighbours(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(scores [Q, k], bank indices [Q, k]) of the k nearest bank patches, nearest first; SoftPatch
+        weights scale the distances, so with weights the scores need not be sorted."""
         queries = np.ascontiguousarray(queries, dtype=np.float32)
-        sq_dist, idx = self.index.search(queries, 1)
-        dist = np.sqrt(np.maximum(sq_dist[:, 0], 0.0))
-        nearest = idx[:, 0]
+        sq_dist, idx = self.index.search(queries, k)
+        dist = np.sqrt(np.maximum(sq_dist, 0.0))
         if self.weights is not None:
-            dist = dist * self.weights[nearest]
-        return dist, nearest
+            dist = dist * self.weights[idx]
+        return dist, idx

@@ -15,6 +15,10 @@ def fmt(value: object, digits: int = 4) -> str:
     return str(value)
 
 
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f} %"
+
+
 def model_card_markdown(card: dict) -> str:
     """The model card for people: what was trained on what, how, and how well."""
     data, training, threshold = card.get("data", {}), card.get("training", {}), card.get("threshold", {})
@@ -23,12 +27,14 @@ def model_card_markdown(card: dict) -> str:
         "",
         f"- Data: {data.get('source')}",
         f"- Data fingerprint (SHA-256 of the training images): `{data.get('fingerprint')}`",
-        f"- Images: {data.get('n_fit')} in the memory bank, {data.get('n_holdout')} good images held out for "
-        f"the threshold, {data.get('n_noise_in_train')} known-defective images in train (noise study)",
+        f"- Images: {data.get('n_train')} in the memory bank, {data.get('n_threshold')} of them scored "
+        f"against the others for the threshold, {data.get('n_noise_in_train')} known-defective images in "
+        "train (noise study)",
         f"- Memory bank: {training.get('bank_patches')} of {training.get('n_patches')} patches, "
         f"{training.get('bank_bytes')} bytes; trained in {training.get('total_seconds')} s",
-        f"- Threshold: {fmt(threshold.get('threshold'))} (quantile {threshold.get('quantile')} of "
-        f"{threshold.get('n_images')} held-out good scores; normalised score 0.5)",
+        f"- Threshold: {fmt(threshold.get('threshold'))} for {_percent(1 - threshold.get('quantile', 1))} "
+        f"false alarms ({threshold.get('method')} fit to {threshold.get('n_images')} leave-one-out good "
+        f"scores, {_percent(threshold.get('fitted_false_alarm_rate'))} above it; normalised score 0.5)",
         f"- Code: git {card.get('git_commit')}, trained {card.get('trained_at')}",
         "",
         "## Hyperparameters",

@@ -23,7 +23,7 @@ from model_server.engine.config import FeatureConfig
 from model_server.engine.features import FeatureExtractor
 from model_server.engine.heatmap import heatmap_png, regions
 from model_server.engine.images import read_image
-from model_server.engine.maps import anomaly_maps, image_scores, resize_map
+from model_server.engine.maps import anomaly_maps, resize_map
 
 STAGES = ("decode", "preprocess", "backbone", "knn", "heatmap")
 
@@ -129,7 +129,7 @@ class Predictor:
         patch = model.patch_scores(features)
         shared["knn"] = _ms_since(t)
         t = time.perf_counter()
-        scores = image_scores(patch)
+        scores = model.image_scores(patch)
         maps = anomaly_maps(patch, cfg.input_size)
         cal = model.calibration
         out = []

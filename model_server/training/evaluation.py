@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from model_server.engine.class_model import ClassModel
 from model_server.engine.features import FeatureExtractor
-from model_server.engine.maps import anomaly_maps, image_scores
+from model_server.engine.maps import anomaly_maps
 from model_server.training import metrics
 from model_server.training.fit import extract_features
 from model_server.training.samples import ClassSplit
@@ -50,7 +50,7 @@ def evaluate_class(
     labels = np.array([s.label for s in test], dtype=np.int64)
     features = extract_features(extractor, test, desc=f"{split.class_name} test", progress=progress)
     patch = model.patch_scores(features)
-    scores = image_scores(patch)
+    scores = model.image_scores(patch)
     maps = anomaly_maps(patch, size)
     masks = None
     usable = None

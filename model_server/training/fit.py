@@ -1,16 +1,19 @@
 """Fitting PatchCore and SoftPatch on one product class: features of the good images, the memory bank, the
-threshold from held-out good images, the model card.
+threshold from leave-one-image-out scores, the model card.
 
 Both models share everything except how the memory bank is chosen: PatchCore takes a greedy coreset of all
 training patches; SoftPatch first scores each patch's outlierness (softpatch.py), keeps the most outlying
-fraction out of the coreset and weights the kept patches.
+fraction out of the coreset and weights the kept patches. Features are written to a temporary file batch by
+batch and the coreset is streamed (sampler.py), so memory and time grow linearly with the number of images.
 """
 
 from __future__ import annotations
 
+import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 from tqdm import tqdm
@@ -19,16 +22,18 @@ from model_server.engine.calibration import Calibration
 from model_server.engine.class_model import ClassModel
 from model_server.engine.config import ModelConfig
 from model_server.engine.features import FeatureExtractor, resize_rgb
-from model_server.engine.maps import image_scores
 from model_server.errors import DataError
-from model_server.training.datasets import ClassSplit, Sample
-from model_server.training.protocols import split_holdout
-from model_server.training.sampler import GreedyCoresetSampler
+from model_server.training.sampler import StreamingCoreset, projection_matrix
+from model_server.training.samples import ClassSplit, Sample
 from model_server.training.softpatch import patch_outlier_scores, select_clean
 from model_server.training.threshold import calibrate
 
 #: Images per backbone forward pass while training and evaluating.
 BATCH_SIZE = 8
+#: Training images whose leave-one-out scores set the threshold (a seeded subset when there are more).
+THRESHOLD_IMAGES = 120
+#: Bank neighbours searched per patch for the nearest one from another image.
+_LOO_NEIGHBOURS = 16
 
 
 def load_resized(samples: Sequence[Sample], size: int) -> list[np.ndarray]:
@@ -37,56 +42,151 @@ def load_resized(samples: Sequence[Sample], size: int) -> list[np.ndarray]:
         return list(pool.map(lambda s: resize_rgb(s.load_rgb(), size), samples))
 
 
-def extract_features(
+def feature_batches(
     extractor: FeatureExtractor, samples: Sequence[Sample], desc: str = "features", progress: bool = True
-) -> np.ndarray:
-    """Patch features [N, rows, cols, dim] of samples, in batches, with a progress bar."""
-    cfg = extractor.config
-    out = np.empty((len(samples), *cfg.grid, cfg.dim), dtype=np.float32)
+) -> Iterator[tuple[int, np.ndarray]]:
+    """(index of the first image, patch features [B, rows, cols, dim]) batch by batch, with a progress bar."""
+    size = extractor.config.input_size
     with tqdm(total=len(samples), desc=desc, unit="img", disable=not progress, leave=False) as bar:
         for start in range(0, len(samples), BATCH_SIZE):
             batch = samples[start : start + BATCH_SIZE]
-            out[start : start + len(batch)] = extractor(load_resized(batch, cfg.input_size)).numpy()
+            yield start, extractor(load_resized(batch, size)).numpy()
             bar.update(len(batch))
+
+
+def extract_features(
+    extractor: FeatureExtractor, samples: Sequence[Sample], desc: str = "features", progress: bool = True
+) -> np.ndarray:
+    """Patch features [N, rows, cols, dim] of samples, all in memory (test sets, small sets)."""
+    cfg = extractor.config
+    out = np.empty((len(samples), *cfg.grid, cfg.dim), dtype=np.float32)
+    for start, feats in feature_batches(extractor, samples, desc, progress):
+        out[start : start + len(feats)] = feats
     return out
+
+
+class FeatureStore:
+    """Patch features [N, rows, cols, dim] float32 of a class's training images in a temporary file: written
+    batch by batch, read back batch by batch, so training never holds every patch of every image at once."""
+
+    def __init__(self, n: int, grid: tuple[int, int], dim: int) -> None:
+        self.shape = (n, *grid, dim)
+        self._file = tempfile.TemporaryFile(prefix="ivadas-features-")  # noqa: SIM115 - closed in close()
+        self._row_bytes = grid[0] * grid[1] * dim * 4
+
+    @property
+    def patches_per_image(self) -> int:
+        return self.shape[1] * self.shape[2]
+
+    def write(self, start: int, features: np.ndarray) -> None:
+        self._file.seek(start * self._row_bytes)
+        self._file.write(np.ascontiguousarray(features, dtype=np.float32).tobytes())
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        self._file.seek(start * self._row_bytes)
+        data = self._file.read((stop - start) * self._row_bytes)
+        return np.frombuffer(data, dtype=np.float32).reshape(stop - start, *self.shape[1:])
+
+    def batches(self, size: int = BATCH_SIZE) -> Iterator[tuple[int, np.ndarray]]:
+        for start in range(0, self.shape[0], size):
+            yield start, self.read(start, min(start + size, self.shape[0]))
+
+    def close(self) -> None:
+        self._file.close()
+
+    @classmethod
+    def from_array(cls, features: np.ndarray) -> FeatureStore:
+        store = cls(features.shape[0], features.shape[1:3], features.shape[3])
+        store.write(0, features)
+        return store
+
+
+@dataclass
+class MemoryBank:
+    bank: np.ndarray  # [M, dim]
+    weights: np.ndarray | None  # SoftPatch soft weights [M]
+    source: np.ndarray  # [M] index of the training patch each bank patch is (image = source // patches)
+    stats: dict
+
+
+def _softpatch_eligibility(
+    store: FeatureStore, config: ModelConfig, stats: dict
+) -> tuple[np.ndarray, np.ndarray]:
+    """(eligible [N*P] bool, outlier score [N*P]) of every training patch, from features projected once."""
+    t0 = time.perf_counter()
+    n, p, dim = store.shape[0], store.patches_per_image, store.shape[3]
+    matrix = projection_matrix(dim, config.projection_dim, config.seed)
+    width = dim if matrix is None else matrix.shape[1]
+    projected = np.empty((n, p, width), dtype=np.float32)
+    for start, feats in store.batches():
+        flat = feats.reshape(len(feats), p, dim)
+        projected[start : start + len(feats)] = flat if matrix is None else flat @ matrix
+    outlier = patch_outlier_scores(projected, config.weight_method, config.lof_k, projection_dim=None)
+    del projected
+    eligible = select_clean(outlier, config.filter_fraction)
+    stats["n_filtered"] = int((~eligible).sum())
+    stats["filtered_per_image"] = (~eligible).mean(axis=1).round(4).tolist()
+    stats["outlier_seconds"] = round(time.perf_counter() - t0, 3)
+    return eligible.reshape(-1), np.clip(outlier, 0.0, None).reshape(-1).astype(np.float32)
+
+
+def memory_bank(store: FeatureStore, config: ModelConfig, progress: bool = False) -> MemoryBank:
+    """The memory bank of a class from its stored training features (PatchCore or SoftPatch)."""
+    n, p = store.shape[0], store.patches_per_image
+    stats: dict = {"n_patches": int(n * p)}
+    eligible = outlier = None
+    if config.model == "softpatch":
+        eligible, outlier = _softpatch_eligibility(store, config, stats)
+    t0 = time.perf_counter()
+    coreset = StreamingCoreset(config.coreset_ratio, config.projection_dim, seed=config.seed)
+    for start, feats in tqdm(list(store.batches(32)), desc="coreset", disable=not progress, leave=False):
+        ids = np.arange(start * p, (start + len(feats)) * p)
+        coreset.add(feats.reshape(-1, store.shape[3]), ids, None if eligible is None else eligible[ids])
+    bank, source = coreset.finish()
+    stats["coreset_seconds"] = round(time.perf_counter() - t0, 3)
+    stats["bank_patches"] = int(bank.shape[0])
+    weights = None
+    if outlier is not None and config.soft_weights:
+        weights = np.ascontiguousarray(outlier[source])
+    return MemoryBank(bank, weights, source, stats)
 
 
 def build_memory_bank(
     features: np.ndarray, config: ModelConfig, progress: bool = False
 ) -> tuple[np.ndarray, np.ndarray | None, dict]:
-    """Training patch features [N, rows, cols, dim] -> (bank, soft weights or None, statistics)."""
-    n = features.shape[0]
-    flat = features.reshape(-1, features.shape[-1])
-    stats: dict = {"n_patches": int(flat.shape[0])}
-    eligible = None
-    all_weights = None
-    if config.model == "softpatch":
-        t0 = time.perf_counter()
-        outlier = patch_outlier_scores(
-            features.reshape(n, -1, features.shape[-1]),
-            method=config.weight_method,
-            lof_k=config.lof_k,
-            projection_dim=config.projection_dim,
-            seed=config.seed,
-        )
-        eligible = select_clean(outlier, config.filter_fraction)
-        all_weights = np.clip(outlier, 0.0, None).reshape(-1).astype(np.float32)
-        eligible = eligible.reshape(-1)
-        stats["n_filtered"] = int((~eligible).sum())
-        stats["filtered_per_image"] = (~eligible).reshape(n, -1).mean(axis=1).round(4).tolist()
-        stats["outlier_seconds"] = round(time.perf_counter() - t0, 3)
-    t0 = time.perf_counter()
-    sampler = GreedyCoresetSampler(
-        config.coreset_ratio, config.projection_dim, seed=config.seed, progress=progress
-    )
-    chosen = sampler.select(flat, eligible)
-    stats["coreset_seconds"] = round(time.perf_counter() - t0, 3)
-    bank = np.ascontiguousarray(flat[chosen])
-    weights = None
-    if all_weights is not None and config.soft_weights:
-        weights = np.ascontiguousarray(all_weights[chosen])
-    stats["bank_patches"] = int(bank.shape[0])
-    return bank, weights, stats
+    """Training patch features [N, rows, cols, dim] in memory -> (bank, soft weights or None, statistics)."""
+    store = FeatureStore.from_array(features)
+    try:
+        mb = memory_bank(store, config, progress)
+    finally:
+        store.close()
+    return mb.bank, mb.weights, mb.stats
+
+
+def leave_one_out_scores(
+    model: ClassModel, store: FeatureStore, source: np.ndarray, images: np.ndarray
+) -> np.ndarray:
+    """Image scores of training images as if each were new: every patch is matched to its nearest bank patch
+    that came from another image. Honest scores for all of them, with no image kept out of the bank."""
+    p, dim = store.patches_per_image, store.shape[3]
+    bank_image = source // p
+    k = min(_LOO_NEIGHBOURS, len(source))
+    scores = []
+    for group in np.array_split(images, max(1, -(-len(images) // BATCH_SIZE))):
+        feats = np.concatenate([store.read(int(i), int(i) + 1) for i in group]).reshape(-1, dim)
+        dist, idx = model.scorer.neighbours(feats, k)  # one search per batch: BLAS-sized work
+        owner = np.repeat(group, p)[:, None]
+        others = np.where(bank_image[idx] == owner, np.inf, dist).min(axis=1)
+        # all k nearest from the image itself: its nearest other one is at least as far as the k-th
+        nearest = np.where(np.isfinite(others), others, dist.max(axis=1))
+        scores.extend(model.image_scores(nearest.reshape(len(group), *store.shape[1:3])))
+    return np.asarray(scores)
+
+
+def _threshold_images(n: int, seed: int) -> np.ndarray:
+    if n <= THRESHOLD_IMAGES:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, THRESHOLD_IMAGES, replace=False))
 
 
 def train_class(
@@ -96,44 +196,63 @@ def train_class(
     progress: bool = True,
     fingerprint: Callable[[Sequence[Sample]], str] | None = None,
 ) -> ClassModel:
-    """Fit one class: hold out good images, build the memory bank from the rest, calibrate the threshold."""
-    if not split.train:
-        raise DataError(f"class {split.class_name} has no training images")
-    fit, holdout = split_holdout(split.train, config.holdout_fraction, seed=config.seed)
-    if not holdout:
-        n_good = sum(1 for s in split.train if s.label == 0)
+    """Fit one class: every training image into the memory bank, the threshold from their leave-one-out
+    scores at the configured false-alarm rate."""
+    n_good = sum(1 for s in split.train if s.label == 0)
+    if n_good < 3:
         raise DataError(
-            f"class {split.class_name} has {n_good} good training images: at least 6 are needed "
-            "(some are held out to set the threshold)"
+            f"class {split.class_name} has {n_good} good training images: at least 3 are needed "
+            "(each one's score against the others sets the threshold)"
         )
-    if config.model == "softpatch" and len(fit) < 3:
-        raise DataError(f"class {split.class_name}: SoftPatch needs at least 3 training images after holdout")
     t_start = time.perf_counter()
-    features = extract_features(extractor, fit, desc=f"{split.class_name} train", progress=progress)
-    t_features = time.perf_counter() - t_start
-    bank, weights, stats = build_memory_bank(features, config, progress=progress)
-    del features
-    model = ClassModel(split.class_name, config, bank, weights, calibration=Calibration(0.0, 0.0, 0.0, 0))
-    held = extract_features(extractor, holdout, desc=f"{split.class_name} holdout", progress=progress)
-    model.calibration = calibrate(image_scores(model.patch_scores(held)), config.threshold_quantile)
-    model.card = {
+    cfg = extractor.config
+    store = FeatureStore(len(split.train), cfg.grid, cfg.dim)
+    try:
+        for start, feats in feature_batches(extractor, split.train, f"{split.class_name} train", progress):
+            store.write(start, feats)
+        t_features = time.perf_counter() - t_start
+        mb = memory_bank(store, config, progress=progress)
+        model = ClassModel(split.class_name, config, mb.bank, mb.weights, Calibration(0.0, 0.0, 0.0, 0))
+        t0 = time.perf_counter()
+        good = np.array([i for i, s in enumerate(split.train) if s.label == 0])
+        chosen = good[_threshold_images(len(good), config.seed)]
+        good_scores = leave_one_out_scores(model, store, mb.source, chosen)
+        model.calibration = calibrate(good_scores, config.target_false_alarm_rate)
+        mb.stats["threshold_seconds"] = round(time.perf_counter() - t0, 3)
+    finally:
+        store.close()
+    model.card = _card(split, config, mb, fingerprint, model.calibration, t_features, t_start)
+    # kept so a threshold for another false-alarm rate can be fitted without retraining
+    model.card["threshold"]["good_scores"] = [round(float(v), 5) for v in good_scores]
+    return model
+
+
+def _card(
+    split: ClassSplit,
+    config: ModelConfig,
+    mb: MemoryBank,
+    fingerprint: Callable[[Sequence[Sample]], str] | None,
+    calibration: Calibration,
+    t_features: float,
+    t_start: float,
+) -> dict:
+    weights_bytes = mb.weights.nbytes if mb.weights is not None else 0
+    return {
         "class_name": split.class_name,
         "model": config.model,
         "data": {
             "source": split.source,
             "fingerprint": fingerprint(split.train) if fingerprint else None,
             "n_train": len(split.train),
-            "n_fit": len(fit),
-            "n_holdout": len(holdout),
+            "n_threshold": calibration.n_images,
             "n_noise_in_train": sum(1 for s in split.train if s.label == 1),
             "noise_in_train": sorted(s.name for s in split.train if s.label == 1),
         },
         "training": {
-            **stats,
+            **mb.stats,
             "feature_seconds": round(t_features, 3),
             "total_seconds": round(time.perf_counter() - t_start, 3),
-            "bank_bytes": int(bank.nbytes + (weights.nbytes if weights is not None else 0)),
+            "bank_bytes": int(mb.bank.nbytes + weights_bytes),
         },
-        "threshold": model.calibration.to_dict(),
+        "threshold": calibration.to_dict(),
     }
-    return model

@@ -3,6 +3,11 @@
 PatchCore keeps a small subset of training patches that covers the whole feature set (minimax facility
 location). The greedy solution picks, one at a time, the point farthest from everything already chosen. Only
 the running vector of min distances is kept (O(N) beside the O(N*d) features): there is never an N x N matrix.
+
+A greedy pass over N patches picking k = ratio * N costs O(N^2): `StreamingCoreset` keeps training linear in
+the number of images. Patches arrive in chunks; each full chunk gets its own greedy coreset, `oversample`
+times larger than the target ratio (so no region a chunk covers is lost), and the union of those is reduced
+to the target size by a second greedy pass (per group of bounded size). Memory holds a chunk and the union.
 """
 
 from __future__ import annotations
@@ -61,6 +66,15 @@ class GreedyCoresetSampler:
         x = random_projection(x, self.projection_dim, generator)
         chosen = greedy_farthest_points(x, k, self.num_starting_points, generator, progress=self.progress)
         return candidates[chosen]
+
+
+def projection_matrix(d: int, dim: int | None, seed: int) -> np.ndarray | None:
+    """The matrix `random_projection` draws from a generator seeded with `seed` (None: no projection), for
+    callers that project their features chunk by chunk."""
+    if dim is None or dim >= d:
+        return None
+    generator = torch.Generator().manual_seed(seed)
+    return (torch.randn(d, dim, generator=generator) / dim**0.5).numpy()
 
 
 def random_projection(x: torch.Tensor, dim: int | None, generator: torch.Generator) -> torch.Tensor:
@@ -133,3 +147,76 @@ def _first_point(
 def _dist_to(x: torch.Tensor, sq_norms: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     sq = torch.mv(x, c).mul_(-2.0).add_(sq_norms).add_(torch.dot(c, c))
     return sq.clamp_(min=0.0).sqrt_()
+
+
+#: Patches per first-level chunk (7 images at 384 px): cache-sized, 2.6x faster per patch than 64k here.
+CHUNK_PATCHES = 16_384
+#: First-level picks per chunk, as a multiple of the target ratio.
+OVERSAMPLE = 4.0
+#: Largest union the second level reduces in one greedy pass; a larger one is reduced group by group.
+GROUP_PATCHES = 65_536
+
+
+class StreamingCoreset:
+    """Two-level greedy coreset over patches that arrive in chunks; remembers which image each bank patch
+    came from (for leave-one-image-out threshold scores)."""
+
+    def __init__(
+        self,
+        ratio: float,
+        projection_dim: int | None = 128,
+        seed: int = 0,
+        chunk_patches: int = CHUNK_PATCHES,
+        oversample: float = OVERSAMPLE,
+        progress: bool = False,
+    ) -> None:
+        if not 0.0 < ratio <= 1.0:
+            raise ValueError(f"coreset ratio must be in (0, 1], got {ratio}")
+        self.ratio, self.projection_dim, self.seed = ratio, projection_dim, seed
+        self.chunk_patches, self.oversample, self.progress = chunk_patches, oversample, progress
+        self._buffer: list[tuple[np.ndarray, np.ndarray]] = []
+        self._buffered = 0
+        self._kept: list[tuple[np.ndarray, np.ndarray]] = []
+        self.seen = 0  # eligible patches offered
+
+    def _sampler(self, ratio: float) -> GreedyCoresetSampler:
+        return GreedyCoresetSampler(min(1.0, ratio), self.projection_dim, seed=self.seed)
+
+    def add(self, features: np.ndarray, source: np.ndarray, eligible: np.ndarray | None = None) -> None:
+        """Offer patches [M, d] with the image index of each [M]; `eligible` (bool [M]) drops the others."""
+        if eligible is not None:
+            features, source = features[eligible], source[eligible]
+        if len(features) == 0:
+            return
+        self.seen += len(features)
+        self._buffer.append((np.ascontiguousarray(features, dtype=np.float32), np.asarray(source)))
+        self._buffered += len(features)
+        if self._buffered >= self.chunk_patches:
+            self._reduce_buffer()
+
+    def _reduce_buffer(self) -> None:
+        feats = np.concatenate([f for f, _ in self._buffer])
+        source = np.concatenate([s for _, s in self._buffer])
+        self._buffer, self._buffered = [], 0
+        chosen = self._sampler(self.ratio * self.oversample).select(feats)
+        self._kept.append((feats[chosen], source[chosen]))
+
+    def finish(self) -> tuple[np.ndarray, np.ndarray]:
+        """(bank [k, d], source image of each bank patch [k]) with k = round(ratio * patches offered)."""
+        if self._buffer:
+            self._reduce_buffer()
+        if not self._kept:
+            raise ValueError("no features to sample from")
+        feats = np.concatenate([f for f, _ in self._kept])
+        source = np.concatenate([s for _, s in self._kept])
+        target = max(1, int(round(self.seen * self.ratio)))
+        if target >= len(feats):
+            return feats, source
+        groups = -(-len(feats) // GROUP_PATCHES)
+        bank, bank_source = [], []
+        for g in np.array_split(np.arange(len(feats)), groups):
+            share = len(g) / len(feats)
+            chosen = self._sampler(max(1, round(target * share)) / len(g)).select(feats[g])
+            bank.append(feats[g][chosen])
+            bank_source.append(source[g][chosen])
+        return np.ascontiguousarray(np.concatenate(bank)), np.concatenate(bank_source)

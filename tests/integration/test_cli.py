@@ -22,7 +22,9 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_train_writes_a_complete_model_card(trained_artifact: Path) -> None:
     artifact = load_artifact(trained_artifact)
     card = artifact.get("widget").card
-    assert card["data"]["n_fit"] + card["data"]["n_holdout"] == 12
+    assert card["data"]["n_train"] == card["data"]["n_threshold"] == 12  # all in the bank, all scored LOO
+    assert len(card["threshold"]["good_scores"]) == 12
+    assert card["threshold"]["quantile"] == pytest.approx(0.99)
     assert len(card["data"]["fingerprint"]) == 64
     assert card["hyperparameters"]["features"]["input_size"] == 64
     assert card["git_commit"] is None or len(card["git_commit"]) >= 40

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from model_server.training.sampler import GreedyCoresetSampler, greedy_farthest_points
+from model_server.training.sampler import GreedyCoresetSampler, StreamingCoreset, greedy_farthest_points
 
 
 def _brute_force(points: torch.Tensor, k: int, first: int) -> list[int]:
@@ -44,3 +44,29 @@ def test_sampler_respects_ratio_and_eligibility() -> None:
 def test_sampler_rejects_bad_ratio() -> None:
     with pytest.raises(ValueError):
         GreedyCoresetSampler(0.0)
+
+
+def test_streaming_coreset_covers_every_cluster_at_the_target_size() -> None:
+    """Chunks arrive one image batch at a time; clusters that appear in only one chunk still get bank points,
+    the bank is ratio * offered patches, and each bank row is the offered row its source index names."""
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(40, 16)).astype(np.float32) * 10
+    labels = np.repeat(np.arange(40), 500)  # cluster c only in rows c*500..: one or two chunks each
+    feats = centres[labels] + rng.normal(size=(20_000, 16)).astype(np.float32) * 0.1
+    coreset = StreamingCoreset(0.01, projection_dim=None, chunk_patches=2048)
+    for start in range(0, 20_000, 1000):
+        ids = np.arange(start, start + 1000)
+        coreset.add(feats[ids], ids)
+    bank, source = coreset.finish()
+    assert len(bank) == 200 and len(coreset._kept) == 7  # noqa: SLF001 - every 3 batches fill a chunk
+    np.testing.assert_array_equal(bank, feats[source])
+    assert set(labels[source]) == set(range(40))
+
+
+def test_streaming_coreset_leaves_ineligible_patches_out() -> None:
+    feats = np.random.default_rng(1).normal(size=(3000, 8)).astype(np.float32)
+    eligible = np.arange(3000) % 3 != 0
+    coreset = StreamingCoreset(0.05, projection_dim=None, chunk_patches=1000)
+    coreset.add(feats, np.arange(3000), eligible)
+    bank, source = coreset.finish()
+    assert len(bank) == round(0.05 * eligible.sum()) and eligible[source].all()
