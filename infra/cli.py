@@ -56,9 +56,30 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-root", required=True, help="MVTec-layout folder, or 'elpv' for the packaged demo")
     p.add_argument("--classes", help="comma-separated class names (default: every class in the data root)")
     p.add_argument("--model", choices=MODELS, default=BASELINE)
-    p.add_argument("--backbone", choices=defaults.BACKBONE_NAMES, default=defaults.BACKBONE)
+    searched = "(default: chosen per class by the search; with --no-search {})"
+    p.add_argument("--backbone", choices=defaults.BACKBONE_NAMES, help=searched.format(defaults.BACKBONE))
     p.add_argument("--layers", type=_layers, default=defaults.LAYERS, help="backbone stages, e.g. 2,3")
-    p.add_argument("--input-size", type=int, default=defaults.INPUT_SIZE, help="square input side in pixels")
+    p.add_argument(
+        "--input-size",
+        type=int,
+        help="long side of the network input in pixels " + searched.format(defaults.INPUT_SIZE),
+    )
+    p.add_argument(
+        "--layer-weighting",
+        choices=defaults.LAYER_WEIGHTINGS,
+        help="'equal': each layer weighs alike in a distance " + searched.format(defaults.LAYER_WEIGHTING),
+    )
+    p.add_argument(
+        "--config-from",
+        metavar="ARTIFACT",
+        help="each class's features and pooling from this trained artifact (no search): e.g. SoftPatch with "
+        "the configuration PatchCore's search chose, so the two compare on the same features",
+    )
+    p.add_argument(
+        "--no-search",
+        action="store_true",
+        help="no configuration search: the fixed defaults for every choice not given as a flag",
+    )
     p.add_argument(
         "--feature-dim", type=int, default=None, help="patch feature length (default: all channels)"
     )
@@ -82,8 +103,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--score-top-fraction",
         type=_ratio,
-        default=defaults.SCORE_TOP_FRACTION,
-        help="image score: mean of this fraction of the highest patch scores (0: the highest)",
+        help="image score: mean of this fraction of the highest patch scores (0: the highest) "
+        + searched.format(defaults.SCORE_TOP_FRACTION),
     )
     p.add_argument(
         "--target-false-alarm-rate",

@@ -12,10 +12,12 @@ import json
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from model_server.engine.artifact import check_class_name, git_commit, load_artifact, save_artifact
+from model_server import defaults
+from model_server.engine.artifact import Artifact, check_class_name, git_commit, load_artifact, save_artifact
 from model_server.engine.config import FeatureConfig, ModelConfig
 from model_server.engine.features import FeatureExtractor
 from model_server.engine.heatmap import overlay, png_bytes
@@ -26,9 +28,10 @@ from model_server.errors import DataError, ImageError, IvadasError
 from model_server.training.datasets import list_classes, load_split
 from model_server.training.elpv import ELPV_CLASSES, ELPV_ROOT
 from model_server.training.evaluation import evaluate_class
-from model_server.training.fit import train_class
+from model_server.training.fit import train_class, with_class_geometry
 from model_server.training.protocols import apply_noise
 from model_server.training.samples import ClassSplit, Sample
+from model_server.training.search import SearchResult, SearchSpace, search_class
 
 
 def data_fingerprint(samples: Sequence[Sample]) -> str:
@@ -60,13 +63,44 @@ def parse_classes(text: str | None, data_root: str) -> list[str]:
     return names
 
 
+#: `ivadas train` flags the search may choose, with the fixed default each takes under --no-search.
+SEARCHED_FLAGS = {
+    "backbone": defaults.BACKBONE,
+    "input_size": defaults.INPUT_SIZE,
+    "layer_weighting": defaults.LAYER_WEIGHTING,
+    "score_top_fraction": defaults.SCORE_TOP_FRACTION,
+}
+
+
+def search_space(args: argparse.Namespace) -> SearchSpace | None:
+    """What the search varies: every searched flag the user left unset; None when nothing is left or the
+    user said --no-search."""
+    if getattr(args, "no_search", False):
+        return None
+    unset = {k for k in SEARCHED_FLAGS if getattr(args, k, None) is None}
+    if not unset:
+        return None
+    space = SearchSpace()
+    fixed = {
+        "backbone": ("backbones", (args.backbone,)),
+        "input_size": ("sizes", (args.input_size,)),
+        "layer_weighting": ("weightings", (args.layer_weighting,)),
+        "score_top_fraction": ("top_fractions", (args.score_top_fraction,)),
+    }
+    return replace(space, **dict(fixed[k] for k in SEARCHED_FLAGS if k not in unset))
+
+
 def model_config(args: argparse.Namespace) -> ModelConfig:
+    """The configuration from the flags; a searched flag left unset takes its fixed default here (the
+    search, when it runs, replaces it)."""
+    value = {k: v if getattr(args, k, None) is None else getattr(args, k) for k, v in SEARCHED_FLAGS.items()}
     try:
         features = FeatureConfig(
-            backbone=args.backbone,
+            backbone=value["backbone"],
             layers=tuple(args.layers),
-            input_size=args.input_size,
+            input_size=value["input_size"],
             feature_dim=args.feature_dim,
+            layer_weighting=value["layer_weighting"],
         )
         return ModelConfig(
             model=args.model,
@@ -76,7 +110,7 @@ def model_config(args: argparse.Namespace) -> ModelConfig:
             weight_method=args.weight_method,
             lof_k=args.lof_k,
             filter_fraction=args.filter_fraction,
-            score_top_fraction=args.score_top_fraction,
+            score_top_fraction=value["score_top_fraction"],
             target_false_alarm_rate=args.target_false_alarm_rate,
         )
     except ValueError as exc:
@@ -87,6 +121,32 @@ def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def _class_config(
+    config: ModelConfig,
+    split: ClassSplit,
+    space: SearchSpace | None,
+    source: Artifact | None,
+    progress: bool,
+) -> tuple[ModelConfig, SearchResult | None]:
+    """One class's configuration: its geometry, then the search's choice or that of `source`'s model."""
+    class_config = with_class_geometry(config, split.train)
+    name = split.class_name
+    if source is not None:
+        chosen = source.get(name).config
+        _log(f"{name}: configuration from {source.model_version}")
+        features = replace(chosen.features, source_size=class_config.features.source_size)
+        return replace(class_config, features=features, score_top_fraction=chosen.score_top_fraction), None
+    if space is None:
+        return class_config, None
+    _log(f"searching a configuration for {name} from its {len(split.train)} training images")
+    search = search_class(split.train, class_config, space, progress=progress)
+    _log(
+        f"  chose {search.chosen.candidate.label} (proxy {search.chosen.proxy:.4f}, "
+        f"{len(search.trials)} candidates, {search.seconds:.1f} s)"
+    )
+    return search.config, search
+
+
 def train(args: argparse.Namespace) -> int:
     config = model_config(args)
     classes = parse_classes(args.classes, args.data_root)
@@ -95,16 +155,23 @@ def train(args: argparse.Namespace) -> int:
     for name in classes:  # read every listing first: a typo in the last class fails before any training
         split = load_split(args.data_root, name)
         splits[name] = apply_noise(split, args.noise_ratio, seed=args.seed) if args.noise_ratio else split
-    extractor = FeatureExtractor(config.features)
+    space = search_space(args)
+    source = load_artifact(args.config_from) if getattr(args, "config_from", None) else None
     commit = git_commit()
     models = {}
     for name, split in splits.items():
+        class_config, search = _class_config(config, split, space, source, progress=not args.quiet)
+        extractor = FeatureExtractor(class_config.features)
         _log(f"training {config.model} on {name}: {len(split.train)} images ({split.source})")
-        model = train_class(split, config, extractor, progress=not args.quiet, fingerprint=data_fingerprint)
+        model = train_class(
+            split, class_config, extractor, progress=not args.quiet, fingerprint=data_fingerprint
+        )
         model.card.update(
             {
-                "hyperparameters": config.to_dict(),
+                "hyperparameters": class_config.to_dict(),
                 "noise_ratio": args.noise_ratio,
+                "search": None if search is None else search.to_dict(),
+                "configuration_from": None if source is None else source.model_version,
                 "git_commit": commit,
                 "trained_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             }

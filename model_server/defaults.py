@@ -10,6 +10,9 @@ BACKBONE = "efficientnet_lite0"
 LAYERS = (2, 3)
 INPUT_SIZE = 384
 CORESET_RATIO = 0.01
+#: How backbone layers weigh in a patch distance (engine/config.py FeatureConfig.layer_weighting).
+LAYER_WEIGHTINGS = ("channels", "equal")
+LAYER_WEIGHTING = "channels"
 #: SoftPatch outlier scores: local outlier factor, nearest other image, Gaussian (softpatch.py).
 WEIGHT_METHODS = ("lof", "nearest", "gaussian")
 WEIGHT_METHOD = "lof"

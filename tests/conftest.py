@@ -58,7 +58,7 @@ def _train(root: Path, out: Path, model: str) -> Path:
 
     code = main(
         ["train", "--data-root", str(root), "--classes", "widget", "--model", model,
-         "--input-size", "64", "--coreset-ratio", "0.25", "--quiet", "--out", str(out)]
+         "--input-size", "64", "--coreset-ratio", "0.25", "--no-search", "--quiet", "--out", str(out)]
     )  # fmt: skip
     assert code == 0
     return out

@@ -33,11 +33,17 @@ class ClassModel:
             self._scorer = NearestNeighbourScorer(self.bank, self.weights)
         return self._scorer
 
-    def patch_scores(self, features: torch.Tensor | np.ndarray) -> np.ndarray:
-        """Patch features [B, rows, cols, dim] -> patch scores [B, rows, cols]."""
+    def patch_scores(
+        self, features: torch.Tensor | np.ndarray, valid: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Patch features [B, rows, cols, dim] -> patch scores [B, rows, cols]; cells over padding
+        (`valid` False) score 0, so they never raise an image score."""
         f = np.asarray(features, dtype=np.float32)
         scores, _ = self.scorer.search(f.reshape(-1, f.shape[-1]))
-        return scores.reshape(f.shape[:-1])
+        scores = scores.reshape(f.shape[:-1])
+        if valid is not None:
+            scores = np.where(valid, scores, np.float32(0.0))
+        return scores
 
     def image_scores(self, patch_scores: np.ndarray) -> np.ndarray:
         """Patch scores [B, rows, cols] -> image scores [B], pooled as this model was configured."""

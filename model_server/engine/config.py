@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from ivadas_contract.models import MODELS
 from model_server import defaults
 from model_server.engine.backbones import feature_channels, feature_strides, get_spec
+from model_server.engine.geometry import canvas_shape
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,12 @@ class FeatureConfig:
     #: None keeps every channel (the backbones here are narrow); a number averages each layer's channels
     #: down to feature_dim // len(layers) as the official code's adaptive pooling does.
     feature_dim: int | None = None
+    #: "channels": layers as they come (a layer's weight in the distance grows with its width); "equal": each
+    #: layer scaled by 1/sqrt(its channels), the distance the official fixed-length averaging gives.
+    layer_weighting: str = defaults.LAYER_WEIGHTING
+    #: (H, W) box in source pixels that holds the class's training images: one scale for the class, aspect
+    #: kept, padding masked (geometry.py). None: every image stretched to the square canvas (older artifacts).
+    source_size: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         get_spec(self.backbone)  # raises on an unknown backbone
@@ -38,20 +45,41 @@ class FeatureConfig:
             raise ValueError(
                 f"feature dimension must be at least the number of layers, got {self.feature_dim}"
             )
+        if self.layer_weighting not in defaults.LAYER_WEIGHTINGS:
+            raise ValueError(
+                f"unknown layer weighting '{self.layer_weighting}' "
+                f"(choose from {', '.join(defaults.LAYER_WEIGHTINGS)})"
+            )
+        if self.source_size is not None and (len(self.source_size) != 2 or min(self.source_size) < 1):
+            raise ValueError(f"source size must be (height, width) in pixels, got {self.source_size}")
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "layers": list(self.layers)}
+        d = {**asdict(self), "layers": list(self.layers)}
+        d["source_size"] = None if self.source_size is None else list(self.source_size)
+        return d
 
     @classmethod
     def from_dict(cls, data: dict) -> FeatureConfig:
-        return cls(**{**data, "layers": tuple(data["layers"])})
+        source = data.get("source_size")
+        return cls(
+            **{
+                **data,
+                "layers": tuple(data["layers"]),
+                "source_size": None if source is None else (int(source[0]), int(source[1])),
+            }
+        )
+
+    @property
+    def canvas(self) -> tuple[int, int]:
+        """(H, W) of the network input; its long side is `input_size`."""
+        return canvas_shape(self.input_size, self.source_size)
 
     @property
     def grid(self) -> tuple[int, int]:
         """(rows, cols) of the patch grid: the shallowest layer's resolution."""
         stride = min(feature_strides(self.backbone, self.layers))
-        side = -(-self.input_size // stride)
-        return side, side
+        h, w = self.canvas
+        return -(-h // stride), -(-w // stride)
 
     @property
     def dim(self) -> int:

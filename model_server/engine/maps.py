@@ -27,10 +27,10 @@ def image_scores(patch_scores: np.ndarray, top_fraction: float = 0.0) -> np.ndar
     return np.partition(flat, flat.shape[1] - k, axis=1)[:, -k:].mean(axis=1)
 
 
-def anomaly_maps(patch_scores: np.ndarray, size: int, sigma: float = MAP_SIGMA) -> np.ndarray:
-    """Patch-score grids [B, rows, cols] -> smoothed maps [B, size, size] (float32)."""
+def anomaly_maps(patch_scores: np.ndarray, shape: tuple[int, int], sigma: float = MAP_SIGMA) -> np.ndarray:
+    """Patch-score grids [B, rows, cols] -> smoothed maps [B, H, W] at the canvas `shape` (float32)."""
     grid = torch.from_numpy(np.ascontiguousarray(patch_scores, dtype=np.float32)).unsqueeze(1)
-    up = F.interpolate(grid, size=(size, size), mode="bilinear", align_corners=False)[:, 0].numpy()
+    up = F.interpolate(grid, size=tuple(shape), mode="bilinear", align_corners=False)[:, 0].numpy()
     if sigma > 0:
         up = np.stack([gaussian_filter(m, sigma=sigma) for m in up])
     return up.astype(np.float32, copy=False)

@@ -21,6 +21,7 @@ from model_server.engine.artifact import Artifact, load_artifact
 from model_server.engine.class_model import ClassModel
 from model_server.engine.config import FeatureConfig
 from model_server.engine.features import FeatureExtractor
+from model_server.engine.geometry import crop
 from model_server.engine.heatmap import heatmap_png, regions
 from model_server.engine.images import read_image
 from model_server.engine.maps import anomaly_maps, resize_map
@@ -44,7 +45,7 @@ class Prediction:
     threshold: float
     is_anomaly: bool
     image_shape: tuple[int, int]  # (H, W) of the input image
-    anomaly_map: np.ndarray  # raw scores at the model's input size
+    anomaly_map: np.ndarray  # raw scores over the image's part of the model's canvas
     regions: list[dict]
     #: ms per stage of STAGES (the forward pass's stages are shared by its images), "total" (their sum) and
     #: "batch_size" (images in the forward pass)
@@ -120,17 +121,18 @@ class Predictor:
         extractor = self.extractor(cfg)
         shared: dict[str, float] = {}
         t = time.perf_counter()
-        x = extractor.preprocess([img.rgb for img in images])
+        x, placed = extractor.preprocess([img.rgb for img in images])
+        valid = extractor.valid(placed)
         shared["preprocess"] = _ms_since(t)
         t = time.perf_counter()
         features = extractor.embed(x)  # concurrent forward passes are safe: eval mode, no state
         shared["backbone"] = _ms_since(t)
         t = time.perf_counter()
-        patch = model.patch_scores(features)
+        patch = model.patch_scores(features, valid)
         shared["knn"] = _ms_since(t)
         t = time.perf_counter()
         scores = model.image_scores(patch)
-        maps = anomaly_maps(patch, cfg.input_size)
+        maps = [crop(m, hw) for m, hw in zip(anomaly_maps(patch, cfg.canvas), placed, strict=True)]
         cal = model.calibration
         out = []
         for img, score, amap in zip(images, scores, maps, strict=True):

@@ -14,7 +14,8 @@ import torch.nn.functional as F
 
 from model_server.engine.class_model import ClassModel
 from model_server.engine.features import FeatureExtractor
-from model_server.engine.maps import anomaly_maps
+from model_server.engine.geometry import crop
+from model_server.engine.maps import anomaly_maps, resize_map
 from model_server.training import metrics
 from model_server.training.fit import extract_features
 from model_server.training.samples import ClassSplit
@@ -26,17 +27,27 @@ class ClassEvaluation:
     names: list[str]
     labels: np.ndarray  # [N] 0 good, 1 anomalous
     scores: np.ndarray  # [N] raw image scores
-    maps: np.ndarray  # [N, S, S] anomaly maps at input size
-    masks: np.ndarray | None  # [N, S, S] bool, None without masks
+    maps: np.ndarray  # [N, H, W] anomaly maps at the canvas shape
+    masks: np.ndarray | None  # [N, H, W] bool, None without masks
     metrics: dict
 
 
-def _mask_at(sample, size: int) -> np.ndarray | None:
+def _mask_at(sample, shape: tuple[int, int]) -> np.ndarray | None:
     mask = sample.load_mask()
     if mask is None:
-        return np.zeros((size, size), dtype=bool) if sample.label == 0 else None
+        return np.zeros(shape, dtype=bool) if sample.label == 0 else None
     t = torch.from_numpy(mask.astype(np.float32))[None, None]
-    return F.interpolate(t, size=(size, size), mode="nearest")[0, 0].numpy() > 0.5
+    return F.interpolate(t, size=shape, mode="nearest")[0, 0].numpy() > 0.5
+
+
+def image_maps(patch: np.ndarray, placed: list[tuple[int, int]], shape: tuple[int, int]) -> np.ndarray:
+    """Maps [N, H, W] of the image part of each canvas, brought to one `shape` so masks and metrics line up
+    (padding never counts as a pixel)."""
+    maps = anomaly_maps(patch, shape)
+    out = np.empty_like(maps)
+    for i, hw in enumerate(placed):
+        out[i] = resize_map(crop(maps[i], hw), shape)
+    return out
 
 
 def evaluate_class(
@@ -46,19 +57,19 @@ def evaluate_class(
     test = split.test
     excluded = set(model.card.get("data", {}).get("noise_in_train", []))
     test = [s for s in test if s.name not in excluded]  # an image trained on is never scored as a test image
-    size = model.config.features.input_size
+    shape = model.config.features.canvas
     labels = np.array([s.label for s in test], dtype=np.int64)
-    features = extract_features(extractor, test, desc=f"{split.class_name} test", progress=progress)
-    patch = model.patch_scores(features)
+    features, placed = extract_features(extractor, test, desc=f"{split.class_name} test", progress=progress)
+    patch = model.patch_scores(features, extractor.valid(placed))
     scores = model.image_scores(patch)
-    maps = anomaly_maps(patch, size)
+    maps = image_maps(patch, placed, shape)
     masks = None
     usable = None
     if split.has_masks:
-        masks = np.zeros((len(test), size, size), dtype=bool)
+        masks = np.zeros((len(test), *shape), dtype=bool)
         usable = np.zeros(len(test), dtype=bool)
         for i, s in enumerate(test):
-            m = _mask_at(s, size)
+            m = _mask_at(s, shape)
             if m is not None:
                 masks[i], usable[i] = m, True
     result = class_metrics(labels, scores, maps, masks, model, usable)
@@ -103,6 +114,10 @@ def class_metrics(
             "false_negatives": int((~predicted & (labels == 1)).sum()),
             "true_negatives": int((~predicted & (labels == 0)).sum()),
             "recall": tp / max(int((labels == 1).sum()), 1),
+            "recall_ci95": [round(v, 4) for v in metrics.wilson_interval(tp, int((labels == 1).sum()))],
             "false_positive_rate": fp / max(int((labels == 0).sum()), 1),
+            "false_positive_rate_ci95": [
+                round(v, 4) for v in metrics.wilson_interval(fp, int((labels == 0).sum()))
+            ],
         },
     }

@@ -13,7 +13,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from tqdm import tqdm
@@ -21,10 +21,10 @@ from tqdm import tqdm
 from model_server.engine.calibration import Calibration
 from model_server.engine.class_model import ClassModel
 from model_server.engine.config import ModelConfig
-from model_server.engine.features import FeatureExtractor, resize_rgb
+from model_server.engine.features import FeatureExtractor
 from model_server.errors import DataError
 from model_server.training.sampler import StreamingCoreset, projection_matrix
-from model_server.training.samples import ClassSplit, Sample
+from model_server.training.samples import ClassSplit, Sample, source_box
 from model_server.training.softpatch import patch_outlier_scores, select_clean
 from model_server.training.threshold import calibrate
 
@@ -36,33 +36,55 @@ THRESHOLD_IMAGES = 120
 _LOO_NEIGHBOURS = 16
 
 
-def load_resized(samples: Sequence[Sample], size: int) -> list[np.ndarray]:
-    """Decode and resize samples on two threads (PIL releases the GIL while decoding)."""
+def with_class_geometry(config: ModelConfig, samples: Sequence[Sample]) -> ModelConfig:
+    """`config` with the box of the class's training images as its source size (one scale per class)."""
+    return replace(config, features=replace(config.features, source_size=source_box(list(samples))))
+
+
+def load_placed(
+    extractor: FeatureExtractor, images: Sequence[Sample | np.ndarray]
+) -> tuple[list[np.ndarray], list[tuple[int, int]]]:
+    """Decode (samples) and place images on the canvas on two threads (PIL releases the GIL)."""
+
+    def one(item: Sample | np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+        return extractor.place(item if isinstance(item, np.ndarray) else item.load_rgb())
+
     with ThreadPoolExecutor(max_workers=2) as pool:
-        return list(pool.map(lambda s: resize_rgb(s.load_rgb(), size), samples))
+        placed = list(pool.map(one, images))
+    return [c for c, _ in placed], [hw for _, hw in placed]
 
 
 def feature_batches(
-    extractor: FeatureExtractor, samples: Sequence[Sample], desc: str = "features", progress: bool = True
-) -> Iterator[tuple[int, np.ndarray]]:
-    """(index of the first image, patch features [B, rows, cols, dim]) batch by batch, with a progress bar."""
-    size = extractor.config.input_size
-    with tqdm(total=len(samples), desc=desc, unit="img", disable=not progress, leave=False) as bar:
-        for start in range(0, len(samples), BATCH_SIZE):
-            batch = samples[start : start + BATCH_SIZE]
-            yield start, extractor(load_resized(batch, size)).numpy()
+    extractor: FeatureExtractor,
+    images: Sequence[Sample | np.ndarray],
+    desc: str = "features",
+    progress: bool = True,
+) -> Iterator[tuple[int, np.ndarray, list[tuple[int, int]]]]:
+    """(index of the first image, patch features [B, rows, cols, dim], the (h, w) each image covers on the
+    canvas) batch by batch, with a progress bar."""
+    with tqdm(total=len(images), desc=desc, unit="img", disable=not progress, leave=False) as bar:
+        for start in range(0, len(images), BATCH_SIZE):
+            batch = images[start : start + BATCH_SIZE]
+            canvases, placed = load_placed(extractor, batch)
+            feats = extractor.embed(extractor.normalise(canvases)).numpy()
+            yield start, feats, placed
             bar.update(len(batch))
 
 
 def extract_features(
-    extractor: FeatureExtractor, samples: Sequence[Sample], desc: str = "features", progress: bool = True
-) -> np.ndarray:
-    """Patch features [N, rows, cols, dim] of samples, all in memory (test sets, small sets)."""
+    extractor: FeatureExtractor,
+    images: Sequence[Sample | np.ndarray],
+    desc: str = "features",
+    progress: bool = True,
+) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """(patch features [N, rows, cols, dim], the (h, w) each image covers), all in memory (test sets)."""
     cfg = extractor.config
-    out = np.empty((len(samples), *cfg.grid, cfg.dim), dtype=np.float32)
-    for start, feats in feature_batches(extractor, samples, desc, progress):
+    out = np.empty((len(images), *cfg.grid, cfg.dim), dtype=np.float32)
+    placed: list[tuple[int, int]] = []
+    for start, feats, hw in feature_batches(extractor, images, desc, progress):
         out[start : start + len(feats)] = feats
-    return out
+        placed.extend(hw)
+    return out, placed
 
 
 class FeatureStore:
@@ -73,14 +95,18 @@ class FeatureStore:
         self.shape = (n, *grid, dim)
         self._file = tempfile.TemporaryFile(prefix="ivadas-features-")  # noqa: SIM115 - closed in close()
         self._row_bytes = grid[0] * grid[1] * dim * 4
+        #: cells over image rather than padding [N, rows, cols] (small: kept in memory)
+        self.valid = np.ones((n, *grid), dtype=bool)
 
     @property
     def patches_per_image(self) -> int:
         return self.shape[1] * self.shape[2]
 
-    def write(self, start: int, features: np.ndarray) -> None:
+    def write(self, start: int, features: np.ndarray, valid: np.ndarray | None = None) -> None:
         self._file.seek(start * self._row_bytes)
         self._file.write(np.ascontiguousarray(features, dtype=np.float32).tobytes())
+        if valid is not None:
+            self.valid[start : start + len(features)] = valid
 
     def read(self, start: int, stop: int) -> np.ndarray:
         self._file.seek(start * self._row_bytes)
@@ -95,9 +121,9 @@ class FeatureStore:
         self._file.close()
 
     @classmethod
-    def from_array(cls, features: np.ndarray) -> FeatureStore:
+    def from_array(cls, features: np.ndarray, valid: np.ndarray | None = None) -> FeatureStore:
         store = cls(features.shape[0], features.shape[1:3], features.shape[3])
-        store.write(0, features)
+        store.write(0, features, valid)
         return store
 
 
@@ -123,25 +149,27 @@ def _softpatch_eligibility(
         projected[start : start + len(feats)] = flat if matrix is None else flat @ matrix
     outlier = patch_outlier_scores(projected, config.weight_method, config.lof_k, projection_dim=None)
     del projected
-    eligible = select_clean(outlier, config.filter_fraction)
-    stats["n_filtered"] = int((~eligible).sum())
-    stats["filtered_per_image"] = (~eligible).mean(axis=1).round(4).tolist()
+    valid = store.valid.reshape(n, p)
+    filtered = ~select_clean(outlier, config.filter_fraction) & valid
+    eligible = valid & ~filtered
+    stats["n_filtered"] = int(filtered.sum())
+    stats["filtered_per_image"] = (filtered.sum(axis=1) / np.maximum(valid.sum(axis=1), 1)).round(4).tolist()
     stats["outlier_seconds"] = round(time.perf_counter() - t0, 3)
     return eligible.reshape(-1), np.clip(outlier, 0.0, None).reshape(-1).astype(np.float32)
 
 
 def memory_bank(store: FeatureStore, config: ModelConfig, progress: bool = False) -> MemoryBank:
     """The memory bank of a class from its stored training features (PatchCore or SoftPatch)."""
-    n, p = store.shape[0], store.patches_per_image
-    stats: dict = {"n_patches": int(n * p)}
-    eligible = outlier = None
+    p = store.patches_per_image
+    stats: dict = {"n_patches": int(store.valid.sum())}
+    eligible, outlier = store.valid.reshape(-1), None
     if config.model == "softpatch":
         eligible, outlier = _softpatch_eligibility(store, config, stats)
     t0 = time.perf_counter()
     coreset = StreamingCoreset(config.coreset_ratio, config.projection_dim, seed=config.seed)
     for start, feats in tqdm(list(store.batches(32)), desc="coreset", disable=not progress, leave=False):
         ids = np.arange(start * p, (start + len(feats)) * p)
-        coreset.add(feats.reshape(-1, store.shape[3]), ids, None if eligible is None else eligible[ids])
+        coreset.add(feats.reshape(-1, store.shape[3]), ids, eligible[ids])
     bank, source = coreset.finish()
     stats["coreset_seconds"] = round(time.perf_counter() - t0, 3)
     stats["bank_patches"] = int(bank.shape[0])
@@ -152,10 +180,10 @@ def memory_bank(store: FeatureStore, config: ModelConfig, progress: bool = False
 
 
 def build_memory_bank(
-    features: np.ndarray, config: ModelConfig, progress: bool = False
+    features: np.ndarray, config: ModelConfig, progress: bool = False, valid: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray | None, dict]:
     """Training patch features [N, rows, cols, dim] in memory -> (bank, soft weights or None, statistics)."""
-    store = FeatureStore.from_array(features)
+    store = FeatureStore.from_array(features, valid)
     try:
         mb = memory_bank(store, config, progress)
     finally:
@@ -179,6 +207,7 @@ def leave_one_out_scores(
         others = np.where(bank_image[idx] == owner, np.inf, dist).min(axis=1)
         # all k nearest from the image itself: its nearest other one is at least as far as the k-th
         nearest = np.where(np.isfinite(others), others, dist.max(axis=1))
+        nearest = np.where(store.valid[group].reshape(-1), nearest, np.float32(0.0))
         scores.extend(model.image_scores(nearest.reshape(len(group), *store.shape[1:3])))
     return np.asarray(scores)
 
@@ -208,8 +237,10 @@ def train_class(
     cfg = extractor.config
     store = FeatureStore(len(split.train), cfg.grid, cfg.dim)
     try:
-        for start, feats in feature_batches(extractor, split.train, f"{split.class_name} train", progress):
-            store.write(start, feats)
+        for start, feats, placed in feature_batches(
+            extractor, split.train, f"{split.class_name} train", progress
+        ):
+            store.write(start, feats, extractor.valid(placed))
         t_features = time.perf_counter() - t_start
         mb = memory_bank(store, config, progress=progress)
         model = ClassModel(split.class_name, config, mb.bank, mb.weights, Calibration(0.0, 0.0, 0.0, 0))

@@ -204,6 +204,17 @@ def aupro(masks: ArrayLike, maps: ArrayLike, fpr_limit: float = 0.3) -> float | 
     return _normalised_partial_area(fpr, pro, fpr_limit)
 
 
+def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval of a rate: honest at the counts a test split has (1 of 20 is not 5 %)."""
+    if trials <= 0:
+        return 0.0, 1.0
+    p = successes / trials
+    denom = 1 + z * z / trials
+    centre = (p + z * z / (2 * trials)) / denom
+    half = z * np.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denom
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+
+
 def _first_value(value: object) -> float | None:
     """A metric as a float; f1_max may be stored as its (f1, threshold) pair."""
     if value is None:

@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from model_server.engine.features import resize_rgb  # noqa: E402
+from model_server.engine.geometry import resize_to  # noqa: E402
 from model_server.engine.model_card import fmt as _fmt  # noqa: E402
 from model_server.training import metrics  # noqa: E402
 from model_server.training.evaluation import ClassEvaluation  # noqa: E402
@@ -59,13 +59,12 @@ def plot_heatmaps(ev: ClassEvaluation, samples: Sequence[Sample], path: Path) ->
     k = min(EXAMPLES, len(order))
     rows = [("worst", order[:k]), ("best", order[::-1][:k])]
     by_name = {s.name: s for s in samples}
-    size = ev.maps.shape[-1]
     vmax = max(float(np.percentile(ev.maps, 99.9)), ev.metrics["threshold"] * 1.5)
     fig, axes = plt.subplots(2, k, figsize=(2.6 * k, 5.8), squeeze=False)
     for r, (title, idx) in enumerate(rows):
         for c, i in enumerate(idx):
             ax = axes[r][c]
-            image = resize_rgb(by_name[ev.names[i]].load_rgb(), size)
+            image = resize_to(by_name[ev.names[i]].load_rgb(), ev.maps.shape[1:])
             ax.imshow(image)
             ax.imshow(ev.maps[i], cmap="jet", alpha=0.45, vmin=0, vmax=vmax)
             if ev.masks is not None and ev.masks[i].any():
@@ -77,6 +76,64 @@ def plot_heatmaps(ev: ClassEvaluation, samples: Sequence[Sample], path: Path) ->
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def _configuration(card: dict) -> str:
+    hp = card.get("hyperparameters") or {}
+    f = hp.get("features") or {}
+    if not f:
+        return "n/a"
+    layers = ",".join(map(str, f.get("layers", [])))
+    weighting = f.get("layer_weighting", "channels")
+    box = f.get("source_size") or "square stretch"
+    top = hp.get("score_top_fraction") or 0
+    pooling = "max" if not top else f"mean of top {top:g}"
+    return (
+        f"{f.get('backbone')} stages {layers} at {f.get('input_size')} px ({weighting} layer weighting, "
+        f"canvas for {box}), image score {pooling}"
+    )
+
+
+def _threshold_lines(m: dict, card: dict) -> list[str]:
+    """Expected against measured false alarms, with counts and 95 % intervals: a plant sets its trust here."""
+    at = m["at_threshold"]
+    th = card.get("threshold", {})
+    target = (card.get("hyperparameters") or {}).get("target_false_alarm_rate")
+    fpr_ci, rec_ci = at.get("false_positive_rate_ci95"), at.get("recall_ci95")
+    fitted = th.get("fitted_false_alarm_rate")
+    return [
+        f"Threshold {_fmt(m['threshold'], 4)} ({th.get('method', 'n/a')} fit on {th.get('n_images')} "
+        f"leave-one-out good scores) for a target false-alarm rate of {_fmt(target, 3)}"
+        + (f" (fitted: {_fmt(fitted, 4)})" if fitted is not None else "")
+        + f". Measured on the test split: false alarms {at['false_positives']}/{m['n_good']} = "
+        f"{_fmt(at['false_positive_rate'], 3)}"
+        + (f" (95 % CI {fpr_ci[0]:.3f}-{fpr_ci[1]:.3f})" if fpr_ci else "")
+        + f", recall {at['true_positives']}/{m['n_anomalous']} = {_fmt(at['recall'], 3)}"
+        + (f" (95 % CI {rec_ci[0]:.3f}-{rec_ci[1]:.3f})" if rec_ci else "")
+        + ".",
+        "",
+    ]
+
+
+def _search_lines(search: dict | None, top: int = 8) -> list[str]:
+    """The configuration search: what it tried, the proxy of each, the choice."""
+    if not search:
+        return []
+    ranked = sorted(search["candidates"], key=lambda c: -c["proxy"])[:top]
+    kinds = search.get("kinds", [])
+    lines = [
+        f"Configuration search ({search['seconds']} s; {search['n_fit']} fit, "
+        f"{search['n_held_out']} held-out and {search['n_synthetic']} synthetic images; "
+        f"proxy: {search['proxy']}): chose **{search['chosen']['label']}** "
+        f"(proxy {search['chosen']['proxy']}). Best {len(ranked)} of {len(search['candidates'])} candidates:",
+        "",
+        "| candidate | proxy | spread | " + " | ".join(kinds) + " |",
+        "|---|---|---|" + "---|" * len(kinds),
+    ]
+    for c in ranked:
+        per = " | ".join(_fmt(c["per_kind"].get(k), 3) for k in kinds)
+        lines.append(f"| {c['label']} | {c['proxy']:.4f} | {c['spread']:.3f} | {per} |")
+    return [*lines, ""]
 
 
 def write_report(
@@ -122,8 +179,11 @@ def write_report(
             f"## {ev.class_name}",
             "",
             f"Data: {card.get('data', {}).get('source')}. Memory bank {training.get('bank_patches')} patches "
-            f"({training.get('bank_bytes')} bytes), trained in {training.get('total_seconds')} s.",
+            f"({training.get('bank_bytes')} bytes), trained in {training.get('total_seconds')} s. "
+            f"Configuration: {_configuration(card)}.",
             "",
+            *_threshold_lines(ev.metrics, card),
+            *_search_lines(card.get("search")),
             f"![{ev.class_name} heatmaps](heatmaps_{ev.class_name}.png)",
             "",
         ]

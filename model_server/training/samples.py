@@ -71,6 +71,15 @@ class Sample:
             return self.loader()
         raise DataError(f"sample {self.name} has neither a file nor a loader")
 
+    def size(self) -> tuple[int, int]:
+        """(height, width) as `load_rgb` returns it, from the file header when there is a file."""
+        if self.path is not None:
+            try:
+                return _display_size(self.path)
+            except Exception:  # let read_image produce the proper error message
+                pass
+        return tuple(self.load_rgb().shape[:2])  # type: ignore[return-value]
+
     def load_mask(self, image_shape: tuple[int, int] | None = None) -> np.ndarray | None:
         """The defect mask as bool HxW at the image's size, or None when there is no mask file.
 
@@ -82,17 +91,17 @@ class Sample:
             return None
         mask = read_mask(self.mask_path)
         if image_shape is None:
-            if self.path is not None:
-                try:
-                    image_shape = _display_size(self.path)
-                except Exception:  # let read_image produce the proper error message
-                    image_shape = read_image(self.path).shape[:2]
-            else:
-                image_shape = self.load_rgb().shape[:2]
+            image_shape = self.size()
         shape = (int(image_shape[0]), int(image_shape[1]))
         if mask.shape != shape:
             mask = _resize_mask(mask, shape)
         return mask
+
+
+def source_box(samples: list[Sample]) -> tuple[int, int]:
+    """(H, W) that holds every one of the samples; the class scale comes from it (engine/geometry.py)."""
+    sizes = [s.size() for s in samples]
+    return max(h for h, _ in sizes), max(w for _, w in sizes)
 
 
 @dataclass

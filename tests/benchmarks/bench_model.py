@@ -46,7 +46,7 @@ def train_and_evaluate(out: Path, data_root: str, classes: str, model: str, *ext
     """Train, evaluate, and return {class: {metrics..., train_seconds, bank_bytes}}."""
     artifact = out / f"{model}.tar.gz"
     run(["train", "--data-root", data_root, "--classes", classes, "--model", model, "--no-evaluate",
-         *extra, "--out", str(artifact)])  # fmt: skip
+         "--no-search", *extra, "--out", str(artifact)])  # fmt: skip
     report = out / f"report_{model}"
     run(["evaluate", "--artifact", str(artifact), "--data-root", data_root, "--report-dir", str(report)])
     doc = json.loads((report / "metrics.json").read_text())

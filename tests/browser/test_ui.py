@@ -54,6 +54,7 @@ def scenario(
                     "bottle",
                     "--model",
                     model,
+                    "--no-search",
                     "--input-size",
                     "128",
                     "--coreset-ratio",

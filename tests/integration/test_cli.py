@@ -130,7 +130,8 @@ def test_errors_reach_the_shell_without_traceback(tmp_path: Path) -> None:
 def test_softpatch_noise_study_keeps_moved_images_out_of_test(synthetic_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "soft.tar.gz"
     code = main(["train", "--data-root", str(synthetic_root), "--classes", "widget", "--model", "softpatch",
-                 "--noise-ratio", "0.25", "--input-size", "64", "--quiet", "--out", str(out)])  # fmt: skip
+                 "--noise-ratio", "0.25", "--input-size", "64", "--no-search", "--quiet",
+                 "--out", str(out)])  # fmt: skip
     assert code == 0
     model = load_artifact(out).get("widget")
     assert model.weights is not None and np.all(model.weights > 0)
@@ -170,3 +171,33 @@ def test_inspect_reports_the_images_it_could_not_upload(
     summary = json.loads(out.strip().splitlines()[-1])
     assert summary["not_uploaded"] == 3 and summary["uploaded"] == summary["missing"] == 0
     assert out.count("NOT_UPLOADED") == 3 and out.count("upload failed") == 3
+
+
+def test_train_searches_what_no_flag_fixes_and_records_it(synthetic_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "searched.tar.gz"
+    code = main(["train", "--data-root", str(synthetic_root), "--classes", "widget", "--input-size", "64",
+                 "--backbone", "mobilenetv2_100", "--quiet", "--no-evaluate", "--out", str(out)])  # fmt: skip
+    assert code == 0
+    model = load_artifact(out).get("widget")
+    search = model.card["search"]
+    tried = {(c["backbone"], c["input_size"]) for c in search["candidates"]}
+    assert tried == {("mobilenetv2_100", 64)}  # the flags win; weighting and pooling were searched
+    assert {c["layer_weighting"] for c in search["candidates"]} == {"channels", "equal"}
+    features = model.card["hyperparameters"]["features"]
+    assert features["layer_weighting"] == search["chosen"]["layer_weighting"]
+    assert model.config.score_top_fraction == search["chosen"]["score_top_fraction"]
+    assert features["source_size"] == [96, 96]
+    report = tmp_path / "report"
+    assert main(["evaluate", "--artifact", str(out), "--data-root", str(synthetic_root),
+                 "--report-dir", str(report), "--quiet"]) == 0  # fmt: skip
+    text = (report / "report.md").read_text()
+    assert f"chose **{search['chosen']['label']}**" in text and "| candidate | proxy |" in text
+    assert "for a target false-alarm rate of 0.010" in text and "false alarms 0/4" in text
+
+    again = tmp_path / "softpatch.tar.gz"
+    code = main(["train", "--data-root", str(synthetic_root), "--classes", "widget", "--model", "softpatch",
+                 "--config-from", str(out), "--quiet", "--no-evaluate", "--out", str(again)])  # fmt: skip
+    assert code == 0
+    copied = load_artifact(again).get("widget")
+    assert copied.config.features == model.config.features and copied.card["search"] is None
+    assert copied.config.score_top_fraction == model.config.score_top_fraction

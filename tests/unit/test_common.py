@@ -71,7 +71,7 @@ def test_feature_config_validates() -> None:
 def test_anomaly_map_is_upsampled_and_smoothed() -> None:
     grid = np.zeros((1, 8, 8), np.float32)
     grid[0, 4, 4] = 1.0
-    amap = anomaly_maps(grid, 64)
+    amap = anomaly_maps(grid, (64, 64))
     assert amap.shape == (1, 64, 64)
     peak = np.unravel_index(amap[0].argmax(), amap[0].shape)
     assert abs(peak[0] - 36) <= 2 and abs(peak[1] - 36) <= 2
