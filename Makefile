@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint demo bench-model bench-server bench-pipeline clean
+.PHONY: install test lint demo bench-model bench-quality bench-server bench-pipeline clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -49,6 +49,11 @@ demo: install $(DEMO)/patchcore.tar.gz $(DEMO)/softpatch.tar.gz
 # Quality, speed and size figures of the engine (bottle needs ../shared/data/mvtec or IVADAS_MVTEC_ROOT).
 bench-model: install
 	$(PY) tests/benchmarks/bench_model.py
+
+# Detection quality, old defaults against the per-class search (bottle, bottle_crops, ELPV), the search's
+# proxy against real defects, SoftPatch under real unlabelled ELPV defects, training cost against N (~45 min).
+bench-quality: install
+	$(PY) tests/benchmarks/bench_quality.py
 
 # Model server latency, throughput at concurrency 1/4/16 and overhead (MVTec bottle; trains the model if needed).
 bench-server: install

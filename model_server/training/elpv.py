@@ -15,9 +15,9 @@ ELPV_ROOT = "elpv"
 ELPV_CLASSES = ("elpv_mono", "elpv_poly")
 #: Defect-free ELPV cells per type held out as good test images.
 ELPV_TEST_GOOD = 100
-#: At most this many defect-free cells per type are used for training: enough for a memory bank, and small
-#: enough that the demo trains in about a minute on two CPU cores.
-ELPV_MAX_TRAIN = 250
+#: At most this many defect-free cells per type are used for training (None: every one not held out for
+#: test). Training is linear in the number of images, and more good cells widen the bank's coverage.
+ELPV_MAX_TRAIN: int | None = None
 
 
 def _elpv_records() -> tuple[Path, str, list[tuple[str, float, str]]]:
@@ -50,8 +50,27 @@ def _elpv_records() -> tuple[Path, str, list[tuple[str, float, str]]]:
     return data_dir / "images", version, records
 
 
+def _sample(images_dir: Path, fname: str, label: int, defect_type: str | None = None) -> Sample:
+    defect_type = defect_type or ("good" if label == 0 else "defect")
+    return Sample(name=fname, label=label, defect_type=defect_type, path=images_dir / fname)
+
+
+def uncertain_cells(class_name: str) -> list[Sample]:
+    """Cells the annotators gave defect probability 1/3 or 2/3: real, subtle defects that no test split holds,
+    the unlabelled defects of SoftPatch's real-noise study (label 1, defect type "p0.33" / "p0.67")."""
+    if class_name not in ELPV_CLASSES:
+        raise UnknownClassError(f"class '{class_name}' not found in the ELPV demo")
+    cell_type = class_name.removeprefix("elpv_")
+    images_dir, _, records = _elpv_records()
+    return [
+        _sample(images_dir, name, 1, f"p{prob:.2f}")
+        for name, prob, kind in sorted(records)
+        if kind == cell_type and 0.0 < prob < 1.0
+    ]
+
+
 def load_elpv_split(
-    class_name: str, seed: int = 0, max_train: int = ELPV_MAX_TRAIN, n_test_good: int = ELPV_TEST_GOOD
+    class_name: str, seed: int = 0, max_train: int | None = ELPV_MAX_TRAIN, n_test_good: int = ELPV_TEST_GOOD
 ) -> ClassSplit:
     """ELPV solar cells of one type ("elpv_mono" or "elpv_poly") as an anomaly detection task.
 
@@ -72,11 +91,11 @@ def load_elpv_split(
         raise DataError(f"ELPV labels list too few {cell_type} cells: {len(good)} good, {len(bad)} defective")
     order = np.random.default_rng(seed).permutation(len(good))
     test_good = sorted(good[i] for i in order[:n_test_good])
-    train_good = sorted(good[i] for i in order[n_test_good : n_test_good + max_train])
+    stop = None if max_train is None else n_test_good + max_train
+    train_good = sorted(good[i] for i in order[n_test_good:stop])
 
     def sample(fname: str, label: int) -> Sample:
-        defect_type = "good" if label == 0 else "defect"
-        return Sample(name=fname, label=label, defect_type=defect_type, path=images_dir / fname)
+        return _sample(images_dir, fname, label)
 
     return ClassSplit(
         class_name=class_name,

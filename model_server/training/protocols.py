@@ -64,6 +64,30 @@ def apply_noise(split: ClassSplit, ratio: float, seed: int = 0) -> ClassSplit:
     )
 
 
+def add_unlabelled(split: ClassSplit, extra: list[Sample], ratio: float, seed: int = 0) -> ClassSplit:
+    """A training set in which `ratio` of the images are real defects nobody labelled (e.g. ELPV's uncertain
+    cells): round(ratio / (1 - ratio) * n_train) of `extra`, drawn with `seed`. The test split is unchanged
+    (it must not hold any of `extra`); the added samples keep label 1 so reports can count them."""
+    if not 0.0 <= ratio < 1.0:
+        raise ValueError(f"noise ratio must be in [0, 1), got {ratio}")
+    n_add = _round_half_up(ratio / (1.0 - ratio) * len(split.train))
+    if n_add > len(extra):
+        raise DataError(
+            f"{ratio:.0%} noise in {split.class_name} needs {n_add} extra images, {len(extra)} exist"
+        )
+    overlap = {s.name for s in extra} & {s.name for s in split.test}
+    if overlap:
+        raise DataError(f"{len(overlap)} of the extra images are in the test split of {split.class_name}")
+    picks = np.random.default_rng(seed).permutation(len(extra))[:n_add]
+    added = [extra[i] for i in sorted(picks)]
+    return ClassSplit(
+        class_name=split.class_name,
+        train=list(split.train) + added,
+        test=list(split.test),
+        source=f"{split.source}; {len(added)} unlabelled defective images added (seed {seed})",
+    )
+
+
 def split_holdout(
     train: list[Sample], fraction: float = 0.1, seed: int = 0, min_holdout: int = 3
 ) -> tuple[list[Sample], list[Sample]]:

@@ -15,8 +15,8 @@ from PIL import Image
 from model_server.engine.images import read_image
 from model_server.errors import DataError, ImageError, IvadasError, UnknownClassError
 from model_server.training.datasets import list_classes, load_split
-from model_server.training.elpv import ELPV_MAX_TRAIN, ELPV_TEST_GOOD, load_elpv_split
-from model_server.training.protocols import apply_noise, split_holdout
+from model_server.training.elpv import ELPV_MAX_TRAIN, ELPV_TEST_GOOD, load_elpv_split, uncertain_cells
+from model_server.training.protocols import add_unlabelled, apply_noise, split_holdout
 from model_server.training.samples import ClassSplit, Sample, read_mask
 from tests.paths import require_bottle
 
@@ -322,12 +322,13 @@ def test_split_holdout_deterministic_and_good_only() -> None:
 # ----------------------------------------------------------------------------------------------- ELPV
 
 
-@pytest.mark.parametrize("class_name, n_bad", [("elpv_mono", 313), ("elpv_poly", 402)])
-def test_elpv_split(class_name: str, n_bad: int) -> None:
+@pytest.mark.parametrize("class_name, n_bad, n_good", [("elpv_mono", 313, 588), ("elpv_poly", 402, 920)])
+def test_elpv_split(class_name: str, n_bad: int, n_good: int) -> None:
     pytest.importorskip("elpv_dataset")
     split = load_split("elpv", class_name)
     assert split.class_name == class_name and not split.has_masks
-    assert len(split.train) == ELPV_MAX_TRAIN and all(s.label == 0 for s in split.train)
+    assert ELPV_MAX_TRAIN is None  # every defect-free cell that is not a test image trains
+    assert len(split.train) == n_good - ELPV_TEST_GOOD and all(s.label == 0 for s in split.train)
     assert sum(s.label == 0 for s in split.test) == ELPV_TEST_GOOD
     assert sum(s.label == 1 for s in split.test) == n_bad
     names = [s.name for s in split.train + split.test]
@@ -337,6 +338,23 @@ def test_elpv_split(class_name: str, n_bad: int) -> None:
     assert load_elpv_split(class_name, seed=0) == split
     other = load_elpv_split(class_name, seed=1, max_train=50)
     assert len(other.train) == 50 and {s.name for s in other.train} != {s.name for s in split.train[:50]}
+
+
+@pytest.mark.parametrize("class_name, counts", [("elpv_mono", (117, 56)), ("elpv_poly", (178, 50))])
+def test_elpv_uncertain_cells_become_unlabelled_noise(class_name: str, counts: tuple[int, int]) -> None:
+    pytest.importorskip("elpv_dataset")
+    cells = uncertain_cells(class_name)
+    kinds = [s.defect_type for s in cells]
+    assert (kinds.count("p0.33"), kinds.count("p0.67")) == counts and all(s.label == 1 for s in cells)
+    split = load_split("elpv", class_name)
+    noisy = add_unlabelled(split, cells, 0.1, seed=2)
+    added = noisy.train[len(split.train) :]
+    assert round(len(added) / len(noisy.train), 2) == 0.10 and noisy.test == split.test
+    assert add_unlabelled(split, cells, 0.1, seed=2) == noisy != add_unlabelled(split, cells, 0.1, seed=3)
+    with pytest.raises(DataError, match="extra images"):
+        add_unlabelled(split, cells, 0.4)
+    with pytest.raises(DataError, match="test split"):
+        add_unlabelled(split, split.test[-3:], 0.001)
 
 
 def test_elpv_unknown_class() -> None:
