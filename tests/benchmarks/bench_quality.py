@@ -266,15 +266,26 @@ def _train_process(root: Path, cls: str, out: Path, *extra: str) -> dict:
     }
 
 
+def _flags(artifact: Path, cls: str) -> tuple[str, ...]:
+    """The searched choices of a trained class as `ivadas train` flags."""
+    from model_server.engine.artifact import load_artifact
+
+    config = load_artifact(artifact).get(cls).config
+    f = config.features
+    return ("--backbone", f.backbone, "--input-size", str(f.input_size), "--layer-weighting",
+            f.layer_weighting, "--score-top-fraction", str(config.score_top_fraction))  # fmt: skip
+
+
 def run_scaling(results: dict) -> None:
     if not (MVTEC / "bottle").is_dir():
         print("MVTec bottle not found: scaling skipped")
         return
     out = results.setdefault("scaling", {})
-    searched = WORK / "bottle1024_400.tar.gz"
     for n in (400, 100, 200):
+        if str(n) in out:  # --resume
+            continue
         root = make_bottle_1024(WORK / "data", n)
-        extra = () if n == 400 else ("--config-from", str(searched))
+        extra = () if n == 400 else _flags(WORK / "bottle1024_400.tar.gz", "bottle1024_400")
         row = _train_process(root, f"bottle1024_{n}", WORK / f"bottle1024_{n}.tar.gz", *extra)
         row["train_ms_per_image"] = round(1000 * row["train_seconds"] / n, 1)
         out[str(n)] = row

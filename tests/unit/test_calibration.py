@@ -30,6 +30,16 @@ def test_tail_model_keeps_the_rate_on_heavy_tailed_scores() -> None:
     assert abs(np.median(thresholds) - truth) < 0.8  # 0.3 of the scale: a few tenths of a per cent of rate
 
 
+def test_a_tail_fit_its_own_scores_contradict_gives_way_to_the_empirical_quantile() -> None:
+    """Mostly tight good scores with a few far ones (a bottle-like LOO set): a GEV bent to the bulk puts its
+    1 % threshold below several of them; the empirical quantile flags at most the target share."""
+    rng = np.random.default_rng(0)
+    scores = np.r_[rng.normal(10, 0.3, 116), [13.0, 14.0, 15.0, 16.0]]
+    cal = calibrate(scores, target_false_alarm_rate=0.01)
+    assert cal.method == "empirical" and cal.fitted_false_alarm_rate <= 2 / 120  # the 0.99 quantile of 120
+    assert float(stats.genextreme.ppf(0.99, *stats.genextreme.fit(scores))) < 15.0  # what the fit said
+
+
 def test_normalisation_is_anchored_at_the_median_and_the_threshold() -> None:
     scores = stats.gumbel_r.rvs(loc=5, scale=1, size=200, random_state=0)
     cal = calibrate(scores, target_false_alarm_rate=0.05)

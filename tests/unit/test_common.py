@@ -51,6 +51,20 @@ def test_aggregation_reduces_to_feature_dim() -> None:
     assert aggregate_patches(maps, 3, feature_dim=64).shape == (2, 8, 8, 64)
 
 
+def test_equal_layer_weighting_gives_each_layer_the_same_say() -> None:
+    """Scaled by 1/sqrt(channels), a layer's squared distances no longer grow with its width: what the
+    official fixed-length averaging does by stretching every layer to one length."""
+    maps = [torch.randn(1, 40, 8, 8), torch.randn(1, 112, 4, 4)]
+    plain = aggregate_patches(maps, 3, None)
+    equal = aggregate_patches(maps, 3, None, layer_weighting="equal")
+    torch.testing.assert_close(equal[..., :40], plain[..., :40] / np.sqrt(40))
+    torch.testing.assert_close(equal[..., 40:], plain[..., 40:] / np.sqrt(112))
+    cfg = FeatureConfig(layer_weighting="equal", source_size=(300, 200))
+    assert FeatureConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="layer weighting"):
+        FeatureConfig(layer_weighting="loud")
+
+
 def test_feature_extractor_on_odd_sized_grey_like_images() -> None:
     cfg = FeatureConfig(input_size=64)
     extractor = FeatureExtractor(cfg)
