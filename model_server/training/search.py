@@ -78,6 +78,8 @@ class Trial:
     per_kind: dict[str, float]
     spread: float  # (q90 - q10) / median of held-out good scores: lower is a steadier threshold
     audit_auroc: float | None = None  # benchmarks only: AUROC on labelled images never used for the choice
+    #: image scores of the held-out, synthetic (and audit) images, for ensembles; not stored in cards
+    scores: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     def to_dict(self) -> dict:
         return {
@@ -116,6 +118,7 @@ class SearchResult:
     n_held_out: int
     n_synthetic: int
     stages: list[str] = field(default_factory=list)
+    kinds: list[str] = field(default_factory=list)  # of each synthetic image, in order
 
     def to_dict(self) -> dict:
         return {
@@ -195,21 +198,43 @@ class _Scored:
         return out
 
 
-def _judge(candidate: Candidate, patch: dict[str, np.ndarray], kinds: np.ndarray, audit_labels) -> Trial:
-    held = image_scores(patch["held"], candidate.score_top_fraction)
-    synth = image_scores(patch["synthetic"], candidate.score_top_fraction)
+def _proxy(held: np.ndarray, synth: np.ndarray, kinds: np.ndarray) -> tuple[float, dict[str, float]]:
+    """(mean over kinds, per kind) of the AUROC of synthetic anomalies against clean held-out images."""
     per_kind = {}
     for kind in KINDS:
         sel = synth[kinds == kind]
         if len(sel):
             y = np.r_[np.zeros(len(held)), np.ones(len(sel))]
             per_kind[kind] = float(roc_auc_score(y, np.r_[held, sel]))
-    q10, q50, q90 = np.quantile(held, [0.1, 0.5, 0.9])
-    trial = Trial(candidate, float(np.mean(list(per_kind.values()))), per_kind, float((q90 - q10) / q50))
+    return float(np.mean(list(per_kind.values()))), per_kind
+
+
+def _judge(candidate: Candidate, patch: dict[str, np.ndarray], kinds: np.ndarray, audit_labels) -> Trial:
+    scores = {name: image_scores(p, candidate.score_top_fraction) for name, p in patch.items()}
+    proxy, per_kind = _proxy(scores["held"], scores["synthetic"], kinds)
+    q10, q50, q90 = np.quantile(scores["held"], [0.1, 0.5, 0.9])
+    trial = Trial(candidate, proxy, per_kind, float((q90 - q10) / q50), scores=scores)
     if audit_labels is not None:
-        audit = image_scores(patch["audit"], candidate.score_top_fraction)
-        trial.audit_auroc = float(roc_auc_score(audit_labels, audit))
+        trial.audit_auroc = float(roc_auc_score(audit_labels, scores["audit"]))
     return trial
+
+
+def judge_ensemble(members: Sequence[Trial], kinds: Sequence[str], audit_labels=None) -> dict:
+    """Proxy (and audit AUROC) of averaging members' image scores, each standardised by its held-out good
+    scores, as the official PatchCore ensemble averages normalised scores: what an ensemble would buy."""
+
+    def combined(name: str) -> np.ndarray:
+        parts = []
+        for t in members:
+            held = t.scores["held"]
+            parts.append((t.scores[name] - held.mean()) / (held.std() + 1e-12))
+        return np.mean(parts, axis=0)
+
+    proxy, per_kind = _proxy(combined("held"), combined("synthetic"), np.asarray(kinds))
+    out = {"members": [t.candidate.label for t in members], "proxy": round(proxy, 4)}
+    if audit_labels is not None and all("audit" in t.scores for t in members):
+        out["audit_auroc"] = round(float(roc_auc_score(audit_labels, combined("audit"))), 4)
+    return out
 
 
 def best(trials: Sequence[Trial]) -> Trial:
@@ -284,4 +309,5 @@ def search_class(
         n_held_out=len(held),
         n_synthetic=len(synthetic),
         stages=stages,
+        kinds=kinds,
     )

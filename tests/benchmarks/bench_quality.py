@@ -51,7 +51,7 @@ from model_server.training.evaluation import evaluate_class  # noqa: E402
 from model_server.training.fit import train_class, with_class_geometry  # noqa: E402
 from model_server.training.metrics import wilson_interval  # noqa: E402
 from model_server.training.protocols import add_unlabelled  # noqa: E402
-from model_server.training.search import search_class  # noqa: E402
+from model_server.training.search import judge_ensemble, search_class  # noqa: E402
 
 MVTEC = Path(os.environ.get("IVADAS_MVTEC_ROOT", ROOT.parent / "shared/data/mvtec"))
 WORK = ROOT / "runs/bench-quality"
@@ -156,13 +156,34 @@ def dataset_splits() -> dict:
     return splits
 
 
+def ensemble_check(search, audit_labels: np.ndarray) -> dict:
+    """What an ensemble of backbones would buy: the best trial of each backbone at the base size, the top two
+    and all of them averaged (standardised scores), by proxy and by real AUROC."""
+    base = search.trials[0].candidate.input_size
+    per_backbone: dict = {}
+    for t in (t for t in search.trials if t.candidate.input_size == base):
+        if t.proxy >= per_backbone.get(t.candidate.backbone, t).proxy:
+            per_backbone[t.candidate.backbone] = t
+    ranked = sorted(per_backbone.values(), key=lambda t: -t.proxy)
+    best_single = ranked[0]
+    return {
+        "best_single": {
+            "label": best_single.candidate.label,
+            "proxy": round(best_single.proxy, 4),
+            "audit_auroc": round(best_single.audit_auroc, 4),
+        },  # fmt: skip
+        "top2": judge_ensemble(ranked[:2], search.kinds, audit_labels),
+        "all": judge_ensemble(ranked, search.kinds, audit_labels),
+    }
+
+
 def proxy_check(search) -> dict:
     proxies = [t.proxy for t in search.trials]
     real = [t.audit_auroc for t in search.trials]
     rho = spearmanr(proxies, real).statistic
     return {
         "candidates": len(real),
-        "spearman": round(float(rho), 3),
+        "spearman": round(float(rho), 3) if np.isfinite(rho) else None,  # None: every real AUROC alike
         "picked_real": round(search.chosen.audit_auroc, 4),
         "best_real": round(max(real), 4),
         "best_real_candidate": search.trials[int(np.argmax(real))].candidate.label,
@@ -182,10 +203,13 @@ def run_datasets(results: dict) -> None:
         print(f"  after  {json.dumps(after)}", flush=True)
         check = proxy_check(search)
         print(f"  proxy  {json.dumps(check)}", flush=True)
+        ensemble = ensemble_check(search, np.array([s.label for s in split.test]))
+        print(f"  ensemble {json.dumps(ensemble)}", flush=True)
         results.setdefault("datasets", {})[name] = {
             "before": before,
             "after": after,
             "proxy_check": check,
+            "ensemble_check": ensemble,
             "candidates": [t.to_dict() for t in search.trials],
             "config": search.config.to_dict(),
         }
@@ -328,6 +352,11 @@ def _table(header: list[str], rows: list[list]) -> None:
         print("| " + " | ".join("n/a" if v is None else str(v) for v in row) + " |")
 
 
+def _ensemble_cell(e: dict) -> str:
+    label = e.get("label") or " + ".join(m.split("@")[0] for m in e["members"])
+    return f"{label}: {e['proxy']} / {e.get('audit_auroc')}"
+
+
 def print_tables(results: dict) -> None:
     ds = results.get("datasets", {})
     if ds:
@@ -341,6 +370,14 @@ def print_tables(results: dict) -> None:
                   "best real candidate", "median real"]  # fmt: skip
         keys = ["candidates", "spearman", "picked_real", "best_real", "best_real_candidate", "median_real"]
         _table(header, [[n, *(r["proxy_check"][k] for k in keys)] for n, r in ds.items()])
+        header = ["data set", "best single backbone (proxy / real)", "top-2 ensemble (proxy / real)",
+                  "all-4 ensemble (proxy / real)"]  # fmt: skip
+        rows = []
+        for n, r in ds.items():
+            e = r.get("ensemble_check")
+            if e:
+                rows.append([n, *(_ensemble_cell(e[k]) for k in ("best_single", "top2", "all"))])
+        _table(header, rows)
     sp = results.get("softpatch", {})
     if sp:
         print("\n| class @ noise | seeds | PatchCore | SoftPatch | gain | per seed (PC/SP) |")
