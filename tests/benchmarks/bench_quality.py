@@ -219,8 +219,20 @@ def run_datasets(results: dict) -> None:
 # ---------------------------------------------------------------------------------------- SoftPatch study
 
 
-def run_softpatch(results: dict) -> None:
-    plan = [(0.1, (0, 1, 2)), (0.2, (0,))]
+#: SoftPatch study: (share of unlabelled defects in training, seeds); --softpatch-plan overrides.
+SOFTPATCH_PLAN = "0.1:0,1,2;0.2:0"
+
+
+def _plan(text: str) -> list[tuple[float, tuple[int, ...]]]:
+    plan = []
+    for part in text.split(";"):
+        ratio, seeds = part.split(":")
+        plan.append((float(ratio), tuple(int(x) for x in seeds.split(","))))
+    return plan
+
+
+def run_softpatch(results: dict, plan_text: str = SOFTPATCH_PLAN) -> None:
+    plan = _plan(plan_text)
     out = results.setdefault("softpatch", {})
     for name in ("elpv_mono", "elpv_poly"):
         split = load_elpv_split(name, max_train=SOFTPATCH_GOOD)
@@ -345,11 +357,19 @@ def verdicts(results: dict) -> list[str]:
 LABELS = ("before", "after")
 
 
+def _cell(value: object) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.4f}" if value <= 1.0 else f"{value:.1f}"
+    return str(value)
+
+
 def _table(header: list[str], rows: list[list]) -> None:
     print("\n| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for row in rows:
-        print("| " + " | ".join("n/a" if v is None else str(v) for v in row) + " |")
+        print("| " + " | ".join(_cell(v) for v in row) + " |")
 
 
 def _ensemble_cell(e: dict) -> str:
@@ -399,6 +419,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default="datasets,softpatch,scaling")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--softpatch-plan", default=SOFTPATCH_PLAN, help="ratio:seeds;... e.g. 0.1:0,1,2")
     parser.add_argument("--resume", action="store_true", help="keep the last report's other sections")
     args = parser.parse_args()
     set_threads(args.threads)
@@ -406,7 +427,11 @@ def main() -> int:
     results: dict = {}
     if args.resume and REPORT.exists():
         results = json.loads(REPORT.read_text())
-    sections = {"datasets": run_datasets, "softpatch": run_softpatch, "scaling": run_scaling}
+    sections = {
+        "datasets": run_datasets,
+        "softpatch": lambda r: run_softpatch(r, args.softpatch_plan),
+        "scaling": run_scaling,
+    }
     for name in args.only.split(","):
         sections[name](results)
         save(results)
