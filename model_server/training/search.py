@@ -175,11 +175,15 @@ def _weighted(features: np.ndarray, channels: Sequence[int], weighting: str) -> 
 class _Scored:
     """Features of the fit, held-out and synthetic images for one backbone and size."""
 
-    def __init__(self, cfg: FeatureConfig, fit: Sequence, held: Sequence, synthetic: Sequence) -> None:
+    def __init__(
+        self, cfg: FeatureConfig, fit: Sequence, held: Sequence, synthetic: Sequence, audit: Sequence | None
+    ) -> None:
         extractor = FeatureExtractor(cfg)
         self.channels = feature_channels(cfg.backbone, cfg.layers)
         self.parts = {}
-        for name, images in (("fit", fit), ("held", held), ("synthetic", synthetic)):
+        sets = [("fit", fit), ("held", held), ("synthetic", synthetic)]
+        sets += [("audit", audit)] if audit else []
+        for name, images in sets:
             feats, placed = extract_features(extractor, images, progress=False)
             self.parts[name] = (feats, extractor.valid(placed))
 
@@ -271,13 +275,10 @@ def search_class(
     stages: list[str] = []
 
     def run(backbone: str, size: int) -> None:
-        cfg = replace(config.features, backbone=backbone, input_size=size, source_size=box)
-        cfg = replace(cfg, layer_weighting="channels")
-        scored = _Scored(cfg, fit, held, synthetic)
-        if audit is not None:
-            extractor = FeatureExtractor(cfg)
-            feats, placed = extract_features(extractor, audit, progress=False)
-            scored.parts["audit"] = (feats, extractor.valid(placed))
+        cfg = replace(
+            config.features, backbone=backbone, input_size=size, source_size=box, layer_weighting="channels"
+        )
+        scored = _Scored(cfg, fit, held, synthetic, audit)
         for weighting in space.weightings:
             patch = scored.patch_scores(weighting, ratio, config.seed)
             for top in space.top_fractions:
