@@ -240,14 +240,16 @@ def run_softpatch(results: dict, plan_text: str = SOFTPATCH_PLAN) -> None:
         base = ModelConfig.from_dict(chosen) if chosen else with_class_geometry(OLD_DEFAULT, split.train)
         extra = uncertain_cells(name)
         for ratio, seeds in plan:
-            rows = []
-            for seed in seeds:
+            done = {r["seed"]: r for r in out.get(f"{name}@{ratio:g}", {}).get("rows", [])}  # --resume
+            rows = [done[s] for s in seeds if s in done]
+            for seed in (s for s in seeds if s not in done):
                 noisy = add_unlabelled(split, extra, ratio, seed=seed)
                 row = {"seed": seed, "n_noise": len(noisy.train) - len(split.train)}
                 for model in ("patchcore", "softpatch"):
                     row[model] = _train_eval(noisy, replace(base, model=model, seed=seed))["image_auroc"]
                 rows.append(row)
                 print(f"  {name} noise {ratio:.0%} {json.dumps(row)}", flush=True)
+            rows.sort(key=lambda r: r["seed"])
             pc = float(np.mean([r["patchcore"] for r in rows]))
             sp = float(np.mean([r["softpatch"] for r in rows]))
             out[f"{name}@{ratio:g}"] = {"rows": rows, "patchcore": pc, "softpatch": sp, "gain": sp - pc}
