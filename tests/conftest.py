@@ -53,12 +53,13 @@ def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_mvtec(tmp_path_factory.mktemp("mvtec"))
 
 
-def _train(root: Path, out: Path, model: str) -> Path:
+def _train(root: Path, out: Path, model: str, coreset_ratio: float = 0.25) -> Path:
     from infra.cli import main
 
     code = main(
         ["train", "--data-root", str(root), "--classes", "widget", "--model", model,
-         "--input-size", "64", "--coreset-ratio", "0.25", "--no-search", "--quiet", "--out", str(out)]
+         "--input-size", "64", "--coreset-ratio", str(coreset_ratio), "--no-search", "--quiet",
+         "--out", str(out)]
     )  # fmt: skip
     assert code == 0
     return out
@@ -71,17 +72,28 @@ def trained_artifact(synthetic_root: Path, tmp_path_factory: pytest.TempPathFact
 
 
 @pytest.fixture(scope="session")
+def retrained_artifact(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A second PatchCore artifact of the same class (a larger bank): the next version to roll out."""
+    out = tmp_path_factory.mktemp("artifact") / "model-v2.tar.gz"
+    return _train(synthetic_root, out, "patchcore", coreset_ratio=0.5)
+
+
+@pytest.fixture(scope="session")
 def trained_softpatch(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _train(synthetic_root, tmp_path_factory.mktemp("artifact") / "softpatch.tar.gz", "softpatch")
 
 
 @contextlib.contextmanager
-def local_stack(state_dir: Path, patchcore: Path, softpatch: Path, parameters: list[str]) -> Iterator[dict]:
-    """`ivadas local up` in a subprocess; this process's boto3 points at it until `local down`."""
+def local_stack(
+    state_dir: Path, patchcore: Path | None, softpatch: Path | None, parameters: list[str]
+) -> Iterator[dict]:
+    """`ivadas local up` in a subprocess; this process's boto3 points at it until `local down`. A model
+    without an artifact serves what was last deployed to it (if anything)."""
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": str(root)}
-    cmd = [sys.executable, "-m", "infra.cli", "local", "up", "--state-dir", str(state_dir),
-           "--patchcore", str(patchcore), "--softpatch", str(softpatch)]  # fmt: skip
+    cmd = [sys.executable, "-m", "infra.cli", "local", "up", "--state-dir", str(state_dir)]
+    for flag, artifact in (("--patchcore", patchcore), ("--softpatch", softpatch)):
+        cmd += [flag, str(artifact)] if artifact else []
     for p in parameters:
         cmd += ["--parameter", p]
     up = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)

@@ -1,6 +1,7 @@
 """The SageMaker inference container's routes: `GET /ping`, `POST /invocations`, and the runtime path
 `POST /endpoints/{name}/invocations` that boto3's sagemaker-runtime client sends, so one process can stand in
-for several named endpoints locally.
+for several named endpoints locally; there (`admin`) also `PUT /endpoints/{name}/artifact`, the endpoint
+update that swaps an endpoint's artifact while it serves.
 
 Requests are parsed and images decoded on a thread pool; each endpoint runs a few forward passes at once on
 its model lanes (a lone pass gets every core, concurrent passes share them), with micro-batching.
@@ -8,6 +9,7 @@ its model lanes (a lone pass gets every core, concurrent passes share them), wit
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
@@ -54,7 +56,7 @@ class Server:
             return error_response(503, f"model failed to load: {failed}")
         if any(ep.predictor is None for ep in self.endpoints.values()):
             return error_response(503, "model is loading")
-        versions = {n: ep.predictor.model_version for n, ep in self.endpoints.items()}
+        versions = {n: ep.current.model_version for n, ep in self.endpoints.items()}
         return JSONResponse({"status": "ok", "endpoints": versions})
 
     async def invoke(self, request: Request, name: str) -> Response:
@@ -64,7 +66,8 @@ class Server:
             if ep is None:
                 known = ", ".join(self.endpoints)
                 raise HttpError(404, f"endpoint '{name}' not found (endpoints: {known})")
-            if ep.predictor is None:
+            gen = ep.current  # this request is answered by this artifact even if a swap happens meanwhile
+            if gen is None:
                 raise HttpError(503, ep.load_error or "model is loading")
             body = await read_body(request, self.config.max_body_bytes)
             instances, is_batch = parse_request(
@@ -73,8 +76,8 @@ class Server:
                 request.headers.get("x-amzn-sagemaker-custom-attributes"),
             )
             if not instances:  # {"describe": true}: what this endpoint serves (for GET /classes)
-                return JSONResponse(describe(ep.predictor))
-            results = await score_instances(ep, instances, self.io_pool)
+                return JSONResponse(describe(gen.predictor))
+            results = await score_instances(gen, instances, self.io_pool)
         except HttpError as exc:
             return error_response(exc.status, exc.message)
         except ClientDisconnect:
@@ -86,8 +89,29 @@ class Server:
         return Response(
             json.dumps(payload, separators=(",", ":")),
             media_type="application/json",
-            headers={"X-Ivadas-Model-Version": ep.predictor.model_version},
+            headers={"X-Ivadas-Model-Version": gen.model_version},
         )
+
+    async def swap(self, request: Request) -> Response:
+        """Local stack only (`serve --admin`): serve another artifact on an endpoint, new or existing, as an
+        endpoint update would. The old artifact answers until the new one is loaded and warm."""
+        name = request.path_params["name"]
+        try:
+            body = json.loads(await read_body(request, 64 * 1024) or b"{}")
+            path = body["artifact"] if isinstance(body, dict) else None
+            if not isinstance(path, str) or not path:
+                raise HttpError(400, 'the body must be {"artifact": "<path>"}')
+        except (ValueError, KeyError):
+            return error_response(400, 'the body must be {"artifact": "<path>"}')
+        except HttpError as exc:
+            return error_response(exc.status, exc.message)
+        ep = self.endpoints.get(name) or Endpoint(name, path, self.config)
+        try:
+            gen = await asyncio.get_running_loop().run_in_executor(None, ep.swap, path)
+        except Exception as exc:  # noqa: BLE001 - the caller learns why; the endpoint keeps its old model
+            return error_response(422, f"cannot load {path}: {type(exc).__name__}: {exc}")
+        self.endpoints[name] = ep
+        return JSONResponse({"endpoint": name, "artifact": path, "model_version": gen.model_version})
 
     async def invocations(self, request: Request) -> Response:
         return await self.invoke(request, self.default_endpoint)
@@ -119,6 +143,7 @@ def create_app(config: ServerConfig) -> Starlette:
             Route("/ping", server.ping, methods=["GET"]),
             Route("/invocations", server.invocations, methods=["POST"]),
             Route("/endpoints/{name}/invocations", server.endpoint_invocations, methods=["POST"]),
+            *([Route("/endpoints/{name}/artifact", server.swap, methods=["PUT"])] if config.admin else []),
         ],
         lifespan=lifespan,
         exception_handlers={404: _not_found, 405: _method_not_allowed},

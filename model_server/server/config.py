@@ -31,6 +31,8 @@ class ServerConfig:
     model_lanes: int = MODEL_LANES
     cores: int = field(default_factory=lambda: len(os.sched_getaffinity(0)))
     io_threads: int = 4
+    #: the local stack's swap route (PUT /endpoints/{name}/artifact); never on in the container
+    admin: bool = False
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__)

@@ -12,7 +12,7 @@ from concurrent.futures import Executor
 
 from model_server.engine.predictor import DecodedImage, Prediction, Predictor
 from model_server.errors import ImageError, IvadasError, UnknownClassError
-from model_server.server.endpoint import Endpoint
+from model_server.server.endpoint import Generation
 from model_server.server.protocol import HttpError, Instance, prediction_body
 
 log = logging.getLogger("ivadas.server")
@@ -45,7 +45,7 @@ async def decode_all(predictor: Predictor, instances: list[Instance], pool: Exec
 
 
 async def run_models(
-    ep: Endpoint, instances: list[Instance], decoded: list[DecodedImage]
+    gen: Generation, instances: list[Instance], decoded: list[DecodedImage]
 ) -> tuple[list[Prediction], float]:
     """Predictions in request order (one forward pass per class group, coalesced with concurrent requests),
     and the ms spent waiting for and running the model."""
@@ -55,12 +55,12 @@ async def run_models(
     t = time.perf_counter()
     try:
         groups = await asyncio.gather(
-            *(ep.batcher(c).score([decoded[i] for i in idx]) for c, idx in by_class.items())
+            *(gen.batcher(c).score([decoded[i] for i in idx]) for c, idx in by_class.items())
         )
     except IvadasError as exc:
         raise HttpError(422, str(exc)) from None
     except Exception as exc:  # noqa: BLE001 - a failure inside the model: 424 ModelError
-        log.exception("model failure on endpoint %s", ep.name)
+        log.exception("model failure on endpoint %s", gen.endpoint.name)
         raise HttpError(424, f"the model failed: {type(exc).__name__}: {exc}") from None
     preds: list[Prediction] = [None] * len(instances)  # type: ignore[list-item]
     for idx, group in zip(by_class.values(), groups, strict=True):
@@ -78,13 +78,13 @@ def finish(predictor: Predictor, pred: Prediction, heatmap: bool, model_ms: floa
     return prediction_body(pred)
 
 
-async def score_instances(ep: Endpoint, instances: list[Instance], pool: Executor) -> list[dict]:
-    """Response bodies, in request order, for instances already parsed (see protocol.parse_request)."""
-    predictor = ep.predictor
-    assert predictor is not None
+async def score_instances(gen: Generation, instances: list[Instance], pool: Executor) -> list[dict]:
+    """Response bodies, in request order, for instances already parsed (see protocol.parse_request), all
+    from the one generation (artifact) of the endpoint that was current when the request started."""
+    predictor = gen.predictor
     check_classes(predictor, instances)
     decoded = await decode_all(predictor, instances, pool)
-    preds, model_ms = await run_models(ep, instances, decoded)
+    preds, model_ms = await run_models(gen, instances, decoded)
     loop = asyncio.get_running_loop()
     return list(
         await asyncio.gather(

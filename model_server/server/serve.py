@@ -40,6 +40,9 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-coalesce", type=int, default=MAX_COALESCE, help="concurrent requests per pass")
     p.add_argument("--model-lanes", type=int, default=MODEL_LANES, help="forward passes at once")
     p.add_argument("--batch-window-ms", type=float, default=BATCH_WINDOW_MS)
+    p.add_argument(
+        "--admin", action="store_true", help="local stack: PUT /endpoints/NAME/artifact swaps an artifact"
+    )
     p.add_argument("--log-level", default=os.environ.get("IVADAS_LOG_LEVEL", "info"))
 
 
@@ -59,6 +62,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         max_coalesce=args.max_coalesce,
         model_lanes=args.model_lanes,
         batch_window_ms=args.batch_window_ms,
+        admin=args.admin,
     )
 
 
@@ -78,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     config = config_from_args(args)
+    if config.admin and args.workers > 1:
+        raise SystemExit("serve: --admin swaps artifacts in one process; use --workers 1")
     os.environ[CONFIG_ENV] = config.to_json()
     os.environ["IVADAS_WORKERS"] = str(args.workers)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")

@@ -32,7 +32,7 @@ def endpoint(trained_artifact: Path) -> Endpoint:
 def _score(ep: Endpoint, instances: list[Instance]) -> list[dict]:
     async def run() -> list[dict]:
         with ThreadPoolExecutor(2) as pool:
-            return await score_instances(ep, instances, pool)
+            return await score_instances(ep.current, instances, pool)  # the generation now serving
 
     return asyncio.run(run())
 
