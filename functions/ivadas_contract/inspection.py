@@ -108,3 +108,21 @@ def inspected_record(
     if record["is_anomaly"]:
         record["anomaly_class"] = class_name  # only anomalies enter the sparse anomalies-by-class index
     return record
+
+
+def shadow_fields(model: str, answer: tuple[dict, float] | None, baseline: dict, error: str | None) -> dict:
+    """What the shadow candidate said about an image, stored beside the baseline's fields in the same item:
+    its score, verdict and version (and whether it agrees), or the error that kept it from answering."""
+    if answer is None:
+        return {"shadow": {"model": model, "error": (error or "no answer")[:500]}}
+    result, latency_ms = answer
+    shadow = {
+        "model": result.get("model", model),
+        "model_version": result.get("model_version"),
+        "anomaly_score": result.get("anomaly_score"),
+        "normalized_score": result.get("normalized_score"),
+        "threshold": result.get("threshold"),
+        "is_anomaly": bool(result.get("is_anomaly")),
+        "endpoint_latency_ms": round(latency_ms, 3),
+    }
+    return {"shadow": shadow, "shadow_agrees": shadow["is_anomaly"] == baseline["is_anomaly"]}

@@ -20,18 +20,25 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ivadas_contract.limits import MAX_IMAGE_BYTES
-from ivadas_contract.models import BASELINE, MODELS, endpoint_variable
+from ivadas_contract.models import BASELINE, CANDIDATE, MODELS, endpoint_variable
 
 
 @dataclass(frozen=True)
 class Settings:
     results_table: str
+    stats_table: str
     results_bucket: str
     inbox_bucket: str
     idempotency_table: str
     endpoints: dict[str, str]  # model -> endpoint name
     default_model: str
     max_image_bytes: int
+    #: the model that also scores every inbox image in shadow (template: ShadowCandidate), or None
+    shadow_model: str | None = None
+    #: longest wait for the shadow answer once the baseline result is stored
+    shadow_timeout_s: float = 10.0
+    #: days a stats slot is kept (template: RetentionDays, as for results)
+    retention_days: int = 90
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -49,12 +56,16 @@ class Settings:
             raise RuntimeError(f"DEFAULT_MODEL={default_model} is not one of {', '.join(MODELS)}")
         return cls(
             results_table=required("RESULTS_TABLE"),
+            stats_table=required("STATS_TABLE"),
             results_bucket=required("RESULTS_BUCKET"),
             inbox_bucket=required("INBOX_BUCKET"),
             idempotency_table=required("IDEMPOTENCY_TABLE"),
             endpoints={model: required(endpoint_variable(model)) for model in MODELS},
             default_model=default_model,
             max_image_bytes=int(env.get("MAX_IMAGE_BYTES", str(MAX_IMAGE_BYTES))),
+            shadow_model=CANDIDATE if env.get("SHADOW_CANDIDATE", "false").lower() == "true" else None,
+            shadow_timeout_s=float(env.get("SHADOW_TIMEOUT_SECONDS", "10")),
+            retention_days=int(env.get("RETENTION_DAYS", "90")),
         )
 
 

@@ -4,12 +4,18 @@ result item. Plain functions: the worker handler adds idempotency, logging and m
 Permanent problems (no class, empty, too large, not an image, unknown class) end as a REJECTED record and are
 not retried; transient ones raise `TransientFailure`, so SQS delivers the message again and finally moves it
 to the dead-letter queue.
+
+In shadow mode the candidate scores the same bytes at the same time as the baseline; the baseline's result is
+stored first, whatever the candidate does, and the candidate's answer (or its error) is then added to the same
+item. A candidate failure never fails, retries or delays the baseline result.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from urllib.parse import unquote_plus
 
 from aws_lambda_powertools.utilities.data_classes import S3Event
@@ -23,11 +29,16 @@ from ivadas_contract.inspection import (
     inspection_id,
     is_folder_marker,
     rejected_record,
+    shadow_fields,
 )
 from ivadas_contract.results_table import to_dynamo
+from ivadas_contract.stats import counts_for, shadow_counts
+from ivadas_functions import counters
 from ivadas_functions.aws import RejectedImage, Settings, TransientFailure, client, invoke_endpoint, table
 
 _MISSING = ("404", "NoSuchKey", "NotFound", "412", "PreconditionFailed")
+#: Shadow calls run beside the baseline's (a few at once: the worker handles one object at a time per thread).
+_shadow_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="shadow")
 
 
 def inbox_objects(message_body: str) -> list[dict]:
@@ -82,16 +93,49 @@ def inspect(obj: dict, settings: Settings) -> dict:
         return reject(obj, class_name, problem, settings)
     model = settings.default_model
     endpoint = settings.endpoints[model]
+    image = got["Body"].read()
+    shadow = None
+    if settings.shadow_model and settings.shadow_model != model:
+        shadow = _shadow_pool.submit(invoke_endpoint, settings.endpoints[settings.shadow_model], class_name,
+                                     image, False)  # fmt: skip
     try:
-        answer = invoke_endpoint(endpoint, class_name, got["Body"].read())
+        answer = invoke_endpoint(endpoint, class_name, image)
     except RejectedImage as exc:  # the model's decoder decides what is an image, whatever the key says
         return reject(obj, class_name, str(exc), settings)
-    return store(obj, class_name, model, endpoint, answer.result, answer.latency_ms, settings)
+    record = store(obj, class_name, model, endpoint, answer.result, answer.latency_ms, settings)
+    if shadow is not None:
+        record.update(add_shadow(record, shadow, settings))
+    return record
+
+
+def add_shadow(record: dict, call: Future, settings: Settings) -> dict:
+    """The candidate's fields, added to the stored item; its failure is recorded, never raised."""
+    try:
+        answer = call.result(timeout=settings.shadow_timeout_s)
+        fields = shadow_fields(settings.shadow_model, (answer.result, answer.latency_ms), record, None)
+    except FutureTimeout:
+        fields = shadow_fields(
+            settings.shadow_model, None, record, f"no answer in {settings.shadow_timeout_s} s"
+        )
+    except Exception as exc:  # noqa: BLE001 - the candidate must never fail the baseline's result
+        fields = shadow_fields(settings.shadow_model, None, record, f"{type(exc).__name__}: {exc}")
+    try:
+        table(settings.results_table).update_item(
+            Key={"inspection_id": record["inspection_id"]},
+            UpdateExpression="SET " + ", ".join(f"#{k} = :{k}" for k in fields),
+            ExpressionAttributeNames={f"#{k}": k for k in fields},
+            ExpressionAttributeValues={f":{k}": to_dynamo(v) for k, v in fields.items()},
+        )
+    except Exception:  # noqa: BLE001 - the baseline's item is already whole
+        return {}
+    counters.add(settings, record, shadow_counts(fields))
+    return fields
 
 
 def reject(obj: dict, class_name: str | None, reason: str, settings: Settings) -> dict:
     record = rejected_record(obj, class_name, reason, settings.default_model)
     table(settings.results_table).put_item(Item=to_dynamo(record))
+    counters.add(settings, record, counts_for(record))
     return record
 
 
@@ -117,4 +161,5 @@ def store(
         ContentType="application/json",
     )
     table(settings.results_table).put_item(Item=to_dynamo(record))
+    counters.add(settings, record, counts_for(record))
     return record

@@ -4,12 +4,15 @@
   paginated (by-class index; anomalies-by-class when anomalous=true; a scan only when no class is given).
 - `GET /results/{inspection_id}`: one item, with presigned URLs for its image and heatmap.
 - `GET /classes`: the classes each deployed model serves, with model version and threshold.
+- `GET /stats?class_name=&line=&since=ISO&until=ISO`: images inspected, anomaly rate, rejects by reason,
+  endpoint latency percentiles and candidate agreement, from the stats table's counters; and the DLQ depth.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import os
 import time
 
 from aws_lambda_powertools import Logger, Tracer
@@ -29,6 +32,7 @@ from ivadas_functions.aws import (
     invoke_endpoint_json,
     table,
 )
+from ivadas_functions.stats_query import stats_view
 
 logger = Logger()
 tracer = Tracer()
@@ -144,6 +148,16 @@ def list_classes() -> dict:
     models = _classes_cache["value"]
     names = sorted({c for m in models.values() for c in m.get("classes", {})})
     return {"classes": names, "models": models}
+
+
+@app.get("/stats")
+@tracer.capture_method
+def get_stats() -> dict:
+    q = app.current_event.query_string_parameters or {}
+    return stats_view(
+        settings.stats_table, os.environ.get("DLQ_NAME"), q.get("class_name"), q.get("line"), q.get("since"),
+        q.get("until"),
+    )  # fmt: skip
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

@@ -56,6 +56,10 @@ def observe(record: dict) -> None:
     if record["is_anomaly"]:
         _metric("AnomaliesFound", record)
     _metric("EndpointLatency", record, record["endpoint_latency_ms"], MetricUnit.Milliseconds)
+    if "shadow_agrees" in record:  # the dashboard's baseline/candidate agreement (mean of 0/1)
+        _metric("CandidateAgreement", record, 1 if record["shadow_agrees"] else 0)
+    elif "shadow" in record:
+        _metric("CandidateErrors", record)
 
 
 @idempotent_function(data_keyword_argument="obj", config=idempotency_config, persistence_store=persistence)

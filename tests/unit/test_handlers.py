@@ -15,9 +15,9 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from ivadas_contract import results_table
+from ivadas_contract import results_table, stats
 
-INBOX, RESULTS, TABLE, IDEM = "inbox-b", "results-b", "results-t", "idem-t"
+INBOX, RESULTS, TABLE, IDEM, STATS = "inbox-b", "results-b", "results-t", "idem-t", "stats-t"
 
 
 class Context:
@@ -40,6 +40,7 @@ def aws(monkeypatch: pytest.MonkeyPatch):
         "RESULTS_BUCKET": RESULTS,
         "INBOX_BUCKET": INBOX,
         "IDEMPOTENCY_TABLE": IDEM,
+        "STATS_TABLE": STATS,
         "POWERTOOLS_TRACE_DISABLED": "true",
         "MAX_IMAGE_BYTES": "1000",
         "PATCHCORE_ENDPOINT": "ivadas-local-patchcore",
@@ -53,6 +54,7 @@ def aws(monkeypatch: pytest.MonkeyPatch):
         s3.create_bucket(Bucket=RESULTS)
         ddb = boto3.client("dynamodb")
         ddb.create_table(TableName=TABLE, BillingMode="PAY_PER_REQUEST", **results_table.SCHEMA)
+        ddb.create_table(TableName=STATS, BillingMode="PAY_PER_REQUEST", **stats.SCHEMA)
         ddb.create_table(
             TableName=IDEM,
             BillingMode="PAY_PER_REQUEST",
@@ -272,3 +274,37 @@ def test_results_lists_newest_first_and_pages(aws) -> None:
     assert one["statusCode"] == 200 and "image_url" in json.loads(one["body"])
     missing = results.handler(api_event("GET", "/results/zzz", params={"inspection_id": "zzz"}), Context())
     assert missing["statusCode"] == 404
+
+
+def test_stats_counters_are_kept_as_results_are_written(aws, monkeypatch) -> None:
+    """Every stored result adds to its class/hour/line/model slot; GET /stats sums the slots."""
+    worker = importlib.import_module("ivadas_functions.worker")
+    verdicts = iter([True, False, False])
+    monkeypatch.setattr(
+        worker.inspector, "invoke_endpoint", lambda *a, **k: fake_answer(aws, anomalous=next(verdicts))
+    )
+    bodies = [s3_body(k, put(k, b"img")) for k in ("l1/bottle/a.png", "l1/bottle/b.png", "l2/bottle/c.png")]
+    bodies += [s3_body("l1/bottle/e.png", put("l1/bottle/e.png", b"")), s3_body("x.png", put("x.png", b"a"))]
+    assert worker.handler(sqs_event(*bodies), Context()) == {"batchItemFailures": []}
+    slots = boto3.resource("dynamodb").Table(STATS).scan()["Items"]
+    lines = {s["slot"].split("#", 1)[1] for s in slots if s["class_name"] == "bottle"}
+    assert lines == {"l1#patchcore", "l2#patchcore"}
+    results = importlib.import_module("ivadas_functions.results")
+    view = json.loads(
+        results.handler(api_event("GET", "/stats", query={"class_name": "bottle"}), Context())["body"]
+    )
+    total = view["total"]
+    assert total["inspected"] == 3 and total["anomalies"] == 1
+    assert total["anomaly_rate"] == pytest.approx(1 / 3, abs=1e-4)
+    assert total["rejected_by_reason"] == {"empty": 1} and total["latency_ms"]["p50"] == 25.0
+    by_line = {g["line"]: g for g in view["groups"]}
+    assert by_line["l1"]["inspected"] == 2 and by_line["l2"]["inspected"] == 1
+    one_line = results.handler(
+        api_event("GET", "/stats", query={"class_name": "bottle", "line": "l2"}), Context()
+    )
+    assert json.loads(one_line["body"])["total"]["inspected"] == 1
+    everything = json.loads(results.handler(api_event("GET", "/stats"), Context())["body"])["total"]
+    assert everything["rejected_by_reason"] == {"empty": 1, "no_class": 1}
+    later = {"since": "2999-01-01T00:00:00Z"}
+    assert json.loads(results.handler(api_event("GET", "/stats", query=later), Context())["body"])["total"][
+        "inspected"] == 0  # fmt: skip

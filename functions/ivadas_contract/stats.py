@@ -1,0 +1,129 @@
+"""The stats table: counters kept as results are written, one item per class, hour, line and model, so the
+dashboard's figures (images inspected, anomaly rate, rejects by reason, endpoint latency percentiles,
+candidate agreement) come from a few hundred small items whatever the number of results.
+
+Latency is counted in fixed buckets; a percentile is the upper edge of the bucket where it falls.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+PARTITION_KEY = "class_name"
+SORT_KEY = "slot"  # "<hour>#<line>#<model>", hour as "2026-12-02T04"
+TTL_ATTRIBUTE = "expires_at"
+#: CreateTable arguments besides the name and billing (template.yaml's StatsTable is held to them).
+SCHEMA: dict[str, Any] = {
+    "AttributeDefinitions": [
+        {"AttributeName": PARTITION_KEY, "AttributeType": "S"},
+        {"AttributeName": SORT_KEY, "AttributeType": "S"},
+    ],
+    "KeySchema": [
+        {"AttributeName": PARTITION_KEY, "KeyType": "HASH"},
+        {"AttributeName": SORT_KEY, "KeyType": "RANGE"},
+    ],
+}
+#: Upper edges (ms) of the latency buckets; the last bucket is everything slower.
+LATENCY_EDGES_MS = (25, 50, 100, 200, 400, 800, 1600, 3200, 6400, 12800)
+NO_LINE = "-"
+#: Reject reasons, by the words their messages carry (ivadas_functions.inspector and the model server).
+REASONS = (
+    ("no_class", ("no class",)),
+    ("empty", ("empty file",)),
+    ("too_large", ("byte limit", "too large", "pixels")),
+    ("unknown_class", ("is not in this",)),
+    ("gone", ("no longer exists",)),
+    ("not_an_image", ("not an image", "cannot decode", "cannot be decoded", "image")),
+)
+
+
+def hour_of(iso: str) -> str:
+    return iso[:13]
+
+
+def slot(hour: str, line: str | None, model: str) -> str:
+    return f"{hour}#{line or NO_LINE}#{model}"
+
+
+def reason_code(reason: str) -> str:
+    text = reason.lower()
+    return next((code for code, words in REASONS if any(w in text for w in words)), "other")
+
+
+def latency_bucket(ms: float) -> str:
+    for edge in LATENCY_EDGES_MS:
+        if ms <= edge:
+            return f"lat_le_{edge}"
+    return "lat_gt_max"
+
+
+def expires_at(hour: str, retention_days: int) -> int:
+    start = datetime.strptime(hour, "%Y-%m-%dT%H").replace(tzinfo=UTC)
+    return int((start + timedelta(days=retention_days)).timestamp())
+
+
+def counts_for(record: dict) -> dict[str, int]:
+    """The counters one result record adds to its slot."""
+    if record["status"] != "INSPECTED":
+        return {"rejected": 1, f"rejected_{reason_code(record.get('reason', ''))}": 1}
+    counts = {"inspected": 1, latency_bucket(record["endpoint_latency_ms"]): 1}
+    if record["is_anomaly"]:
+        counts["anomalies"] = 1
+    return counts
+
+
+def shadow_counts(fields: dict) -> dict[str, int]:
+    """The counters a shadow answer (ivadas_contract.inspection.shadow_fields) adds."""
+    if "shadow_agrees" not in fields:
+        return {"shadow_errors": 1}
+    return {"shadow_answers": 1, "shadow_agree": 1 if fields["shadow_agrees"] else 0}
+
+
+def _percentile(buckets: dict[str, int], q: float) -> float | None:
+    total = sum(buckets.values())
+    if not total:
+        return None
+    seen = 0
+    for edge in LATENCY_EDGES_MS:
+        seen += buckets.get(f"lat_le_{edge}", 0)
+        if seen >= q * total:
+            return float(edge)
+    return float("inf")
+
+
+def _rate(num: int, den: int) -> float | None:
+    return round(num / den, 4) if den else None
+
+
+def summarize(items: list[dict], group_by: tuple[str, ...] = ("class_name", "line", "model")) -> dict:
+    """Totals and per-group figures from stats items (numbers as int); groups by class, line and model."""
+    groups: dict[tuple, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    total: dict[str, int] = defaultdict(int)
+    for item in items:
+        hour, line, model = item[SORT_KEY].split("#", 2)
+        key = {"class_name": item[PARTITION_KEY], "line": line, "model": model, "hour": hour}
+        counters = {k: int(v) for k, v in item.items() if k not in (PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE)}
+        for name, value in counters.items():
+            groups[tuple(key[g] for g in group_by)][name] += value
+            total[name] += value
+    rows = [{**dict(zip(group_by, k, strict=True)), **_figures(v)} for k, v in sorted(groups.items())]
+    return {"total": _figures(total), "groups": rows}
+
+
+def _figures(c: dict[str, int]) -> dict:
+    buckets = {k: v for k, v in c.items() if k.startswith("lat_")}
+    return {
+        "inspected": c.get("inspected", 0),
+        "anomalies": c.get("anomalies", 0),
+        "anomaly_rate": _rate(c.get("anomalies", 0), c.get("inspected", 0)),
+        "rejected": c.get("rejected", 0),
+        "rejected_by_reason": {
+            k.removeprefix("rejected_"): v for k, v in sorted(c.items()) if k.startswith("rejected_") and v
+        },
+        "latency_ms": {f"p{int(q * 100)}": _percentile(buckets, q) for q in (0.5, 0.9, 0.99)},
+        "candidate_answers": c.get("shadow_answers", 0),
+        "candidate_agreement": _rate(c.get("shadow_agree", 0), c.get("shadow_answers", 0)),
+        "candidate_errors": c.get("shadow_errors", 0),
+    }
