@@ -26,6 +26,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "inspect": ("infra.inspect_cli", "inspect"),
     "results": ("infra.inspect_cli", "results"),
     "publish-ui": ("infra.publish_ui", "run"),
+    "register": ("infra.lifecycle.commands", "register"),
+    "models": ("infra.lifecycle.commands", "models"),
+    "approve": ("infra.lifecycle.commands", "approve"),
+    "reject": ("infra.lifecycle.commands", "reject"),
+    "deploy": ("infra.lifecycle.commands", "deploy"),
+    "rollback": ("infra.lifecycle.commands", "rollback"),
+    "compare": ("infra.lifecycle.commands", "compare"),
+    "promote": ("infra.lifecycle.commands", "promote"),
+    "stats": ("infra.lifecycle.commands", "stats"),
 }
 
 
@@ -170,6 +179,68 @@ def _add_stack_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--state-dir", default=str(DEFAULT_STATE_DIR))
 
 
+def _add_lifecycle_commands(sub: argparse._SubParsersAction) -> None:
+    from infra.lifecycle.context import add_context_arguments
+
+    p = sub.add_parser("register", help="register an artifact as a model version (pending approval)")
+    p.add_argument("--artifact", required=True)
+    p.add_argument("--model", choices=MODELS, required=True)
+    add_context_arguments(p)
+
+    p = sub.add_parser("models", help="the registry: versions, status, metrics, what is deployed")
+    p.add_argument("--model", choices=MODELS)
+    p.add_argument("--json", action="store_true")
+    add_context_arguments(p)
+
+    p = sub.add_parser("approve", help="approve a version for deployment, e.g. patchcore-3")
+    p.add_argument("version")
+    p.add_argument("--note", help="why (kept with the decision)")
+    add_context_arguments(p)
+
+    p = sub.add_parser("reject", help="reject a version")
+    p.add_argument("version")
+    p.add_argument("--why", required=True)
+    add_context_arguments(p)
+
+    for name, text in (("deploy", "point a model's endpoint at an approved version"),
+                       ("rollback", "put a model's endpoint back on its previous deployment")):  # fmt: skip
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--model", choices=MODELS, required=True)
+        if name == "deploy":
+            p.add_argument("--version", required=True, help="e.g. patchcore-3")
+        p.add_argument("--timeout", type=float, default=1800, help="seconds to wait for InService")
+        add_context_arguments(p)
+
+
+def _add_monitoring_commands(sub: argparse._SubParsersAction) -> None:
+    from infra.lifecycle.context import add_context_arguments
+
+    p = sub.add_parser("compare", help="baseline against candidate: stored shadow results, or a labelled set")
+    p.add_argument("--class-name", required=True)
+    p.add_argument("--since", help="ISO time")
+    p.add_argument("--until", help="ISO time")
+    p.add_argument(
+        "--data-root", help="labelled test folder (MVTec layout, or 'elpv'): both deployed versions"
+    )
+    p.add_argument("--limit", type=int, default=20, help="disagreements listed")
+    p.add_argument("--json", action="store_true")
+    add_context_arguments(p)
+
+    p = sub.add_parser("promote", help="make an approved candidate version the production model, if no worse")
+    p.add_argument("--model", choices=MODELS, required=True)
+    p.add_argument("--version", required=True, help="e.g. softpatch-2")
+    p.add_argument("--timeout", type=float, default=1800)
+    add_context_arguments(p)
+
+    p = sub.add_parser("stats", help="images inspected, anomaly rate, rejects, latency, agreement, DLQ depth")
+    p.add_argument("--class-name")
+    p.add_argument("--line")
+    p.add_argument("--since", help="ISO time")
+    p.add_argument("--until", help="ISO time")
+    p.add_argument("--json", action="store_true")
+    add_context_arguments(p)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ivadas", description="Industrial Visual Anomaly Detection as a Service"
@@ -178,6 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_engine_commands(sub)
     _add_stack_commands(sub)
+    _add_lifecycle_commands(sub)
+    _add_monitoring_commands(sub)
     return parser
 
 

@@ -1,8 +1,9 @@
 """The local stack's AWS: moto's documented `ThreadedMotoServer`, in a process of its own.
 
 Unlike `python -m moto.server` it runs without Flask's debug mode and without a log line per request (werkzeug
-logs warnings and errors only): both cost CPU on the cores the model server shares with it.
-Run: python -m infra.moto_server --port PORT [--host 127.0.0.1]
+logs warnings and errors only): both cost CPU on the cores the model server shares with it. It also answers
+SageMaker's UpdateEndpoint, which moto lacks (moto_sagemaker.py).
+Run: python -m infra.local.moto_server --port PORT [--host 127.0.0.1]
 """
 
 from __future__ import annotations
@@ -23,6 +24,10 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     from moto.server import ThreadedMotoServer
+
+    from infra.local.moto_sagemaker import install
+
+    install()
 
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

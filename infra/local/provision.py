@@ -28,6 +28,8 @@ def create_buckets(stack: Stack) -> dict[str, str]:
     for logical in _of_type(stack, "AWS::S3::Bucket"):
         names[logical] = stack.ref(logical)
         s3.create_bucket(Bucket=names[logical])
+    names["ModelBucket"] = stack.values["ModelBucketName"]  # made outside the stack on AWS; here with it
+    s3.create_bucket(Bucket=names["ModelBucket"])
     return names
 
 

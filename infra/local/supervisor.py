@@ -16,7 +16,7 @@ from pathlib import Path
 
 import uvicorn
 
-from infra.local import snapshot
+from infra.local import endpoints, snapshot
 from infra.local.api_shim import create_shim
 from infra.local.args import add_local_arguments
 from infra.local.poller import WORKER, Poller
@@ -24,11 +24,11 @@ from infra.local.processes import free_port, spawn, wait_http
 from infra.local.provision import provision
 from infra.local.state import aws_environment, state_path, write_state
 from infra.template import Stack, load_template
-from ivadas_contract.models import MODELS, endpoint_variable
+from ivadas_contract.models import MODELS, endpoint_name
 
 log = logging.getLogger("ivadas.local")
 #: Buckets whose contents survive a restart (the UI bucket is filled from ui/ instead); every table does.
-STATEFUL_BUCKETS = ("InboxBucket", "ResultsBucket")
+STATEFUL_BUCKETS = ("InboxBucket", "ResultsBucket", "ModelBucket")
 
 
 class Supervisor:
@@ -52,33 +52,47 @@ class Supervisor:
         self.model_server: subprocess.Popen | None = None
         self.names: dict[str, str] = {}
 
-    def start_children(self) -> None:
-        """moto and the model server (every model given an artifact, on its template endpoint name)."""
+    def _start_moto(self) -> None:
         self.moto = spawn(
             ["-m", "infra.local.moto_server", "--port", str(self.moto_port)], self.logs / "moto.log"
         )
         self.children.append(self.moto)
-        endpoint_args = []
-        for model in MODELS:
-            artifact = getattr(self.args, model)
-            if artifact:
-                endpoint_args += ["--endpoint", f"{os.environ[endpoint_variable(model)]}={artifact}"]
+
+    def _start_model_server(self, served: list[endpoints.Served]) -> None:
+        """The model server with every endpoint that has an artifact; --admin: the follower swaps them."""
+        endpoint_args = [a for s in served for a in ("--endpoint", f"{s.endpoint}={s.artifact}")]
         serve = ["-m", "model_server.server.serve", "--host", "127.0.0.1", "--port", str(self.model_port)]
         self.model_server = spawn(
-            [*serve, "--log-level", "warning", *endpoint_args], self.logs / "model_server.log"
+            [*serve, "--admin", "--log-level", "warning", *endpoint_args], self.logs / "model_server.log"
         )
         self.children.append(self.model_server)
 
     def _restore(self, names: dict[str, str]) -> None:
         if not self.args.fresh and self.snapshot_dir.exists():
             counts = snapshot.restore(self.snapshot_dir)
-            log.info("restored %d objects and %d items", counts["objects"], counts["items"])
+            log.info(
+                "restored %d objects, %d items, %d parameters and %d model versions",
+                counts["objects"], counts["items"], counts["parameters"], counts["packages"],
+            )  # fmt: skip
 
     def bring_up(self) -> None:
-        self.start_children()
+        """moto, the resources (and the last run's state), the endpoints, then the model server with them."""
+        self._start_moto()
         wait_http(f"http://127.0.0.1:{self.moto_port}/moto-api/", 60, self.moto)
         self.names = provision(self.stack, self._restore)
+        stage = self.stack.values["Stage"]
+        artifacts = {model: getattr(self.args, model) for model in MODELS}
+        cache = self.state_dir / "artifacts"
+        served = endpoints.bring_up(artifacts, stage, self.names["ModelBucket"], cache)
+        if not served:
+            raise RuntimeError("no model to serve: give --patchcore (and --softpatch) or deploy a version")
+        self._start_model_server(served)
         wait_http(f"http://127.0.0.1:{self.model_port}/ping", 300, self.model_server, ok=lambda s: s == 200)
+        names = [endpoint_name(stage, model) for model in MODELS]
+        self.follower = endpoints.EndpointFollower(
+            served, names, f"http://127.0.0.1:{self.model_port}", cache
+        )
+        self.follower.start()
 
     def requeue(self) -> None:
         """Inbox objects that were still waiting when the stack stopped are announced again."""

@@ -201,9 +201,8 @@ def _load_npy(files: dict[str, bytes], name: str, where: str) -> np.ndarray:
         raise ArtifactError(f"{where}: {name} is not a valid array ({exc})") from None
 
 
-def load_artifact(path: str | Path) -> Artifact:
-    """Load a model artifact: a model.tar.gz, or the folder SageMaker unpacks it into."""
-    path = Path(path)
+def _checked_files(path: Path) -> tuple[dict[str, bytes], dict, str]:
+    """The artifact's files, its manifest and a name for messages, every checksum verified."""
     if not path.exists():
         raise ArtifactError(f"model artifact {path} does not exist")
     files = _read_dir(path) if path.is_dir() else _read_tar(path)
@@ -211,7 +210,7 @@ def load_artifact(path: str | Path) -> Artifact:
     if MANIFEST not in files and path.is_dir():
         inner = sorted(p for p in path.glob("*.tar.gz"))
         if len(inner) == 1:  # a folder that holds the tarball itself
-            return load_artifact(inner[0])
+            return _checked_files(inner[0])
     manifest = _load_json(files, MANIFEST, where)
     if manifest.get("format") != FORMAT:
         raise ArtifactError(f"{where} is not an IVADAS model artifact (format {manifest.get('format')!r})")
@@ -228,6 +227,13 @@ def load_artifact(path: str | Path) -> Artifact:
             raise ArtifactError(f"{where}: {fname} is missing")
         if hashlib.sha256(files[fname]).hexdigest() != expected:
             raise ArtifactError(f"{where}: {fname} is corrupt (checksum mismatch)")
+    return files, manifest, where
+
+
+def load_artifact(path: str | Path) -> Artifact:
+    """Load a model artifact: a model.tar.gz, or the folder SageMaker unpacks it into."""
+    files, manifest, where = _checked_files(Path(path))
+    model = manifest["model"]
     classes = {}
     for name in manifest.get("classes", []):
         classes[name] = _load_class(files, name, model, f"{where} class {name}")
@@ -236,6 +242,16 @@ def load_artifact(path: str | Path) -> Artifact:
     return Artifact(
         model, manifest["model_version"], manifest["created"], manifest.get("git_commit"), classes
     )
+
+
+def read_cards(path: str | Path) -> tuple[dict, dict[str, dict]]:
+    """The manifest and every class's model card, checksums verified, no memory bank loaded: what the model
+    registry records about an artifact."""
+    files, manifest, where = _checked_files(Path(path))
+    cards = {}
+    for name in manifest.get("classes", []):
+        cards[name] = _load_json(files, f"classes/{name}/model_card.json", f"{where} class {name}")
+    return manifest, cards
 
 
 def _load_class(files: dict[str, bytes], name: str, model: str, where: str) -> ClassModel:

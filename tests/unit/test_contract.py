@@ -55,6 +55,25 @@ def test_every_model_has_its_endpoint_and_cli_choice(stack: Stack) -> None:
         models.endpoint_variable("resnet")
 
 
+def test_lifecycle_names_match_the_template(stack: Stack) -> None:
+    """The endpoints, the deployed-artifact SSM parameters the template resolves, and the version names."""
+    params = stack.template["Parameters"]
+    stage = params["Stage"]["Default"]
+    for model, logical in zip(models.MODELS, ("PatchCore", "SoftPatch"), strict=True):
+        assert stack.resolve(stack.props(f"{logical}Endpoint")["EndpointName"]) == models.endpoint_name(
+            "local", model
+        )
+        spec = params[f"{logical}ModelDataUrl"]
+        assert spec["Type"] == "AWS::SSM::Parameter::Value<String>"
+        assert spec["Default"] == models.deployed_url_parameter(stage, model)
+        variants = stack.props(f"{logical}EndpointConfig")["ProductionVariants"]
+        assert [v["VariantName"] for v in variants] == [models.VARIANT]
+    assert models.parse_version(models.version_name("softpatch", 12)) == ("softpatch", 12)
+    for bad in ("patchcore", "patchcore-0", "resnet-1", "softpatch-1a", "patchcore-3 "):
+        with pytest.raises(ValueError):
+            models.parse_version(bad)
+
+
 def test_lambda_settings_name_what_the_template_creates(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:

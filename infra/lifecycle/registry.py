@@ -1,0 +1,237 @@
+"""Model versions in the SageMaker Model Registry: one package group per model family and stage, one package
+per distinct artifact (content hash), its per-class quality metrics as a JSON document in S3 that the package
+references, and the approval decision stored with the package (status, who, when, why)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from statistics import mean
+
+from infra.lifecycle.context import Context
+from ivadas_contract.models import package_group, parse_version, version_name
+from model_server import __version__
+from model_server.engine.artifact import read_cards
+from model_server.errors import IvadasError
+
+PENDING, APPROVED, REJECTED = "PendingManualApproval", "Approved", "Rejected"
+#: Model-card metrics summarised per version (their means over classes) in the package's metadata.
+SUMMARY_METRICS = ("image_auroc", "pixel_auroc", "aupro", "recall_at_threshold")
+#: Request and response types of the model server (SageMaker container contract).
+CONTENT_TYPES = ["application/json", "image/png", "image/jpeg", "application/x-image"]
+
+
+@dataclass
+class ModelVersion:
+    name: str
+    model: str
+    number: int
+    arn: str
+    status: str
+    created: datetime
+    model_data_url: str
+    image: str
+    metrics_url: str | None
+    metadata: dict[str, str]
+
+    @classmethod
+    def from_package(cls, desc: dict, model: str) -> ModelVersion:
+        container = desc["InferenceSpecification"]["Containers"][0]
+        quality = desc.get("ModelMetrics", {}).get("ModelQuality", {}).get("Statistics", {})
+        number = int(desc["ModelPackageVersion"])
+        return cls(
+            name=version_name(model, number),
+            model=model,
+            number=number,
+            arn=desc["ModelPackageArn"],
+            status=desc["ModelApprovalStatus"],
+            created=desc["CreationTime"],
+            model_data_url=container["ModelDataUrl"],
+            image=container["Image"],
+            metrics_url=quality.get("S3Uri"),
+            metadata=dict(desc.get("CustomerMetadataProperties") or {}),
+        )
+
+    @property
+    def classes(self) -> list[str]:
+        return [c for c in self.metadata.get("classes", "").split(",") if c]
+
+    def summary(self, metric: str) -> float | None:
+        value = self.metadata.get(f"mean_{metric}")
+        return None if value is None else float(value)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def class_metrics(card: dict) -> dict:
+    """What the registry shows of one class's model card (None where the card has no test-split metrics)."""
+    metrics = card.get("metrics") or {}
+    at = metrics.get("at_threshold") or {}
+    threshold = card.get("threshold") or {}
+    return {
+        "image_auroc": metrics.get("image_auroc"),
+        "pixel_auroc": metrics.get("pixel_auroc"),
+        "aupro": metrics.get("aupro"),
+        "f1_max": metrics.get("f1_max"),
+        "threshold": threshold.get("threshold"),
+        "recall_at_threshold": at.get("recall"),
+        "false_positive_rate_at_threshold": at.get("false_positive_rate"),
+        "n_good": metrics.get("n_good"),
+        "n_anomalous": metrics.get("n_anomalous"),
+    }
+
+
+def quality_document(manifest: dict, cards: dict[str, dict]) -> dict:
+    """The model quality metrics document the package references: per class, the card's metrics, data
+    fingerprint and hyperparameters."""
+    return {
+        "model": manifest["model"],
+        "artifact_version": manifest["model_version"],
+        "code_version": manifest.get("git_commit"),
+        "classes": {
+            name: {
+                "metrics": class_metrics(card),
+                "data_fingerprint": (card.get("data") or {}).get("fingerprint"),
+                "hyperparameters": card.get("hyperparameters"),
+                "training_seconds": (card.get("training") or {}).get("total_seconds"),
+                "trained_at": card.get("trained_at"),
+            }
+            for name, card in sorted(cards.items())
+        },
+    }
+
+
+def _metadata(sha: str, manifest: dict, doc: dict) -> dict[str, str]:
+    classes = doc["classes"]
+    fingerprints = "".join(c["data_fingerprint"] or "" for c in classes.values())
+    meta = {
+        "content_sha256": sha,
+        "artifact_version": manifest["model_version"],
+        "classes": ",".join(classes),
+        "code_version": str(manifest.get("git_commit") or "unknown"),
+        "ivadas_version": __version__,
+        "trained_at": manifest.get("created", ""),
+        "training_seconds": f"{sum(c['training_seconds'] or 0 for c in classes.values()):.1f}",
+        "data_fingerprint": hashlib.sha256(fingerprints.encode()).hexdigest(),
+    }
+    for metric in SUMMARY_METRICS:
+        values = [c["metrics"][metric] for c in classes.values() if c["metrics"][metric] is not None]
+        if values:  # metadata values may not be empty: a metric no class has is left out
+            meta[f"mean_{metric}"] = f"{mean(values):.4f}"
+    return meta
+
+
+def ensure_group(ctx: Context, model: str) -> str:
+    group = package_group(ctx.stage, model)
+    try:
+        ctx.sagemaker.describe_model_package_group(ModelPackageGroupName=group)
+    except ctx.sagemaker.exceptions.ClientError:
+        ctx.sagemaker.create_model_package_group(
+            ModelPackageGroupName=group,
+            ModelPackageGroupDescription=f"IVADAS {model} versions, stage {ctx.stage}",
+        )
+    return group
+
+
+def versions(ctx: Context, model: str) -> list[ModelVersion]:
+    """Every version of `model`, oldest first."""
+    group = package_group(ctx.stage, model)
+    arns = []
+    try:
+        for page in ctx.sagemaker.get_paginator("list_model_packages").paginate(ModelPackageGroupName=group):
+            arns += [s["ModelPackageArn"] for s in page["ModelPackageSummaryList"]]
+    except ctx.sagemaker.exceptions.ClientError:
+        return []
+    found = [
+        ModelVersion.from_package(ctx.sagemaker.describe_model_package(ModelPackageName=arn), model)
+        for arn in arns
+    ]
+    return sorted(found, key=lambda v: v.number)
+
+
+def get_version(ctx: Context, name: str) -> ModelVersion:
+    try:
+        model, number = parse_version(name)
+    except ValueError as exc:
+        raise IvadasError(str(exc)) from None
+    for version in versions(ctx, model):
+        if version.number == number:
+            return version
+    raise IvadasError(f"no version {name} in {package_group(ctx.stage, model)}")
+
+
+def register(ctx: Context, artifact: str | Path, model: str) -> tuple[ModelVersion, bool]:
+    """(version, True) for a new package; (the existing version, False) when this artifact is registered."""
+    path = Path(artifact)
+    manifest, cards = read_cards(path)
+    if manifest["model"] != model:
+        raise IvadasError(f"{path} is a {manifest['model']} artifact, not {model}")
+    sha = file_sha256(path)
+    group = ensure_group(ctx, model)
+    for version in versions(ctx, model):
+        if version.metadata.get("content_sha256") == sha:
+            return version, False
+    prefix = f"{ctx.stage}/{model}/{sha[:16]}"
+    doc = quality_document(manifest, cards)
+    try:
+        ctx.s3.upload_file(str(path), ctx.model_bucket, f"{prefix}/model.tar.gz")
+        ctx.s3.put_object(
+            Bucket=ctx.model_bucket,
+            Key=f"{prefix}/metrics.json",
+            Body=json.dumps(doc, indent=2).encode(),
+            ContentType="application/json",
+        )
+    except ctx.s3.exceptions.NoSuchBucket:
+        raise IvadasError(f"model bucket {ctx.model_bucket} does not exist (--model-bucket)") from None
+    url = f"s3://{ctx.model_bucket}/{prefix}"
+    created = ctx.sagemaker.create_model_package(
+        ModelPackageGroupName=group,
+        ModelPackageDescription=f"{manifest['model_version']}: {', '.join(doc['classes'])}",
+        InferenceSpecification={
+            "Containers": [{"Image": ctx.image_uri, "ModelDataUrl": f"{url}/model.tar.gz"}],
+            "SupportedContentTypes": CONTENT_TYPES,
+            "SupportedResponseMIMETypes": ["application/json"],
+        },
+        ModelMetrics={
+            "ModelQuality": {
+                "Statistics": {"ContentType": "application/json", "S3Uri": f"{url}/metrics.json"}
+            }
+        },
+        MetadataProperties={
+            "CommitId": str(manifest.get("git_commit") or "unknown"),
+            "GeneratedBy": "ivadas",
+        },
+        CustomerMetadataProperties=_metadata(sha, manifest, doc),
+        ModelApprovalStatus=PENDING,
+    )
+    desc = ctx.sagemaker.describe_model_package(ModelPackageName=created["ModelPackageArn"])
+    return ModelVersion.from_package(desc, model), True
+
+
+def decide(ctx: Context, name: str, status: str, note: str | None) -> ModelVersion:
+    """Approve or reject `name`; the decision, its author, time and note are kept with the package."""
+    version = get_version(ctx, name)
+    meta = {
+        **version.metadata,
+        "decision": status,
+        "decided_by": ctx.caller,
+        "decided_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    if note:
+        meta["decision_note"] = note[:256]
+    ctx.sagemaker.update_model_package(
+        ModelPackageArn=version.arn,
+        ModelApprovalStatus=status,
+        ApprovalDescription=(note or status)[:1024],
+        CustomerMetadataProperties=meta,
+    )
+    return get_version(ctx, name)
