@@ -132,6 +132,18 @@ class Stack:
         env.update(self.props(logical_id).get("Environment", {}).get("Variables", {}))
         return {k: str(self.resolve(v)) for k, v in env.items()}
 
+    def functions_environment(self) -> dict[str, str]:
+        """Every function's environment in one: the local stack runs them all in one process, so a variable
+        two functions set differently would make one of them wrong (refused)."""
+        merged: dict[str, str] = {}
+        for logical_id, resource in self.resources.items():
+            if resource["Type"] != "AWS::Serverless::Function":
+                continue
+            for name, value in self.function_environment(logical_id).items():
+                if merged.setdefault(name, value) != value:
+                    raise ValueError(f"{name} differs between functions ({merged[name]!r} and {value!r})")
+        return merged
+
     def api_routes(self) -> list[tuple[str, str, str]]:
         """(method, path, function logical id) of each API event: ("POST", "/predict", "PredictFunction")."""
         routes = []

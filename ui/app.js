@@ -1,10 +1,10 @@
-// IVADAS web UI: talks only to the API (/predict, /results, /classes). The API base URL and key come from
+// IVADAS web UI: talks only to the API (/predict, /results, /classes, /models). The API base URL and key come from
 // config.json next to this page (written by the deploy, served by the local stack).
 "use strict";
 
 const MAX_UPLOAD_BYTES = 4 * 1024 * 1024; // base64 grows 4/3: stays under API Gateway and Lambda's 6 MB
 const MAX_SIDE = 2048;
-const state = { config: null, nextToken: null, tokens: [], timer: null, file: null };
+const state = { config: null, nextToken: null, tokens: [], timer: null, file: null, models: {} };
 
 const $ = (sel) => document.querySelector(sel);
 
@@ -273,24 +273,105 @@ function setupResults() {
   }, 3000);
 }
 
+// ------------------------------------------------------------------------------------------ models
+
+const fmt = (v) => (v === null || v === undefined ? "-" : Number(v).toFixed(4));
+const pct = (v) => (v === null || v === undefined ? "-" : (100 * v).toFixed(1) + " %");
+
+function decisionCell(version, enabled) {
+  const cell = el("td", { class: "decision" });
+  if (version.decided_at) {
+    cell.append(el("span", { text: `${version.decided_at} by ${version.decided_by}` +
+      (version.decision_note ? ` ("${version.decision_note}")` : "") }));
+  }
+  if (version.status !== "PendingManualApproval" || !enabled) return cell;
+  const id = "why-" + version.version;
+  const why = el("input", { id, type: "text", placeholder: "note, or the reason to reject" });
+  const approve = el("button", { type: "button", class: "approve", text: "Approve" });
+  const reject = el("button", { type: "button", class: "reject", text: "Reject" });
+  approve.addEventListener("click", () => decide(version.version, "approve", { note: why.value || null }));
+  reject.addEventListener("click", () => {
+    if (!why.value.trim()) { showError("Say why " + version.version + " is rejected (the note field)."); return; }
+    decide(version.version, "reject", { why: why.value });
+  });
+  cell.append(el("label", { for: id, class: "sr-only", text: "Decision note for " + version.version }), why, approve, reject);
+  return cell;
+}
+
+function modelTable(model, info, enabled) {
+  const table = el("table", { class: "models", "data-model": model });
+  table.append(el("caption", { text: `${model}: endpoint ${info.endpoint}, serving ${info.deployed.version || "an unregistered artifact"}` +
+    (info.deployed.promoted ? " (promoted)" : "") }));
+  const head = el("tr");
+  for (const h of ["Version", "Status", "Classes", "Image AUROC", "Pixel AUROC", "AUPRO", "Recall at threshold",
+                   "Deployed", "Created", "Decision"]) head.append(el("th", { scope: "col", text: h }));
+  table.append(el("thead", {}, head));
+  const body = el("tbody");
+  for (const v of info.versions) {
+    const deployed = Object.values(state.models).some((m) => m.deployed.version === v.version);
+    const tr = el("tr", { "data-version": v.version });
+    tr.append(el("td", { text: v.version }), el("td", { class: "status", text: v.status }),
+      el("td", { text: v.classes.join(", ") }), el("td", { text: fmt(v.metrics.image_auroc) }),
+      el("td", { text: fmt(v.metrics.pixel_auroc) }), el("td", { text: fmt(v.metrics.aupro) }),
+      el("td", { text: fmt(v.metrics.recall_at_threshold) }), el("td", { text: deployed ? "deployed" : "" }),
+      el("td", { text: new Date(v.created).toLocaleString() }), decisionCell(v, enabled));
+    body.append(tr);
+  }
+  if (!info.versions.length) body.append(el("tr", {}, el("td", { colspan: "10", text: "no versions registered" })));
+  table.append(body);
+  return table;
+}
+
+async function loadModels() {
+  clearError();
+  try {
+    const view = await api("/models");
+    state.models = view.models;
+    $("#approvals-note").textContent = view.approvals_enabled
+      ? "Pending versions can be approved or rejected here; the decision is recorded with the version."
+      : "Approving and rejecting from the UI is off (stack parameter UiApprovals); use ivadas approve / reject.";
+    $("#models").replaceChildren(...Object.entries(view.models).map(([m, info]) => modelTable(m, info, view.approvals_enabled)));
+    $("#agreement-table tbody").replaceChildren(...view.agreement.map((a) => el("tr", {},
+      el("td", { text: a.class_name }), el("td", { text: String(a.inspected) }),
+      el("td", { text: String(a.candidate_answers) }), el("td", { text: pct(a.candidate_agreement) }),
+      el("td", { text: String(a.candidate_errors) }))));
+  } catch (err) {
+    showError(err.message);
+  }
+}
+
+async function decide(version, action, body) {
+  clearError();
+  try {
+    const decided = await api(`/models/${encodeURIComponent(version)}/${action}`, { method: "POST", body: JSON.stringify(body) });
+    notice(`${decided.version} ${decided.status.toLowerCase()}`);
+    await loadModels();
+  } catch (err) {
+    showError(err.message);
+  }
+}
+
 // ------------------------------------------------------------------------------------------ start
 
+const TABS = ["inspect", "results", "models"];
+
 function selectTab(name) {
-  for (const tab of ["inspect", "results"]) {
+  for (const tab of TABS) {
     const on = tab === name;
     $("#tab-" + tab).setAttribute("aria-selected", String(on));
     $("#tab-" + tab).tabIndex = on ? 0 : -1;
     $("#view-" + tab).hidden = !on;
   }
   if (name === "results") loadResults(null);
+  if (name === "models") loadModels();
 }
 
 async function start() {
-  $("#tab-inspect").addEventListener("click", () => selectTab("inspect"));
-  $("#tab-results").addEventListener("click", () => selectTab("results"));
+  for (const tab of TABS) $("#tab-" + tab).addEventListener("click", () => selectTab(tab));
   document.querySelector("nav").addEventListener("keydown", (e) => {
     if (e.key === "ArrowRight" || e.key === "ArrowLeft") {
-      const next = $("#tab-inspect").getAttribute("aria-selected") === "true" ? "results" : "inspect";
+      const current = TABS.findIndex((t) => $("#tab-" + t).getAttribute("aria-selected") === "true");
+      const next = TABS[(current + (e.key === "ArrowRight" ? 1 : TABS.length - 1)) % TABS.length];
       selectTab(next);
       $("#tab-" + next).focus();
     }

@@ -127,3 +127,24 @@ def _figures(c: dict[str, int]) -> dict:
         "candidate_agreement": _rate(c.get("shadow_agree", 0), c.get("shadow_answers", 0)),
         "candidate_errors": c.get("shadow_errors", 0),
     }
+
+
+def drift_z(anomalies: int, inspected: int, ref_anomalies: int, ref_inspected: int) -> float:
+    """How far an hour's anomaly rate lies from the recent rate, in binomial standard errors of that hour
+    (the recent rate kept off 0 and 1 by one pseudo-count each, so a class that never had an anomaly still
+    has a finite error)."""
+    p = (ref_anomalies + 1) / (ref_inspected + 2)
+    return (anomalies / inspected - p) / (p * (1 - p) / inspected) ** 0.5
+
+
+def per_class(items: list[dict], model: str) -> dict[str, dict[str, dict[str, int]]]:
+    """{class: {hour: {"inspected": n, "anomalies": k}}} of one model, every line summed."""
+    out: dict[str, dict[str, dict[str, int]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(int)))
+    for item in items:
+        hour, _, slot_model = item[SORT_KEY].split("#", 2)
+        if slot_model != model:
+            continue
+        counts = out[item[PARTITION_KEY]][hour]
+        counts["inspected"] += int(item.get("inspected", 0))
+        counts["anomalies"] += int(item.get("anomalies", 0))
+    return out

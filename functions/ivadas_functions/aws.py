@@ -78,6 +78,13 @@ def client(service: str) -> Any:
     return boto3.client(service, config=config)
 
 
+def error_response(status: int, message: str) -> Any:
+    """The API's one error shape: {"error": message}."""
+    from aws_lambda_powertools.event_handler import Response, content_types
+
+    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body={"error": message})
+
+
 def cors_config() -> Any:
     """CORS headers on every API answer (API Gateway itself only answers the preflight)."""
     from aws_lambda_powertools.event_handler import CORSConfig

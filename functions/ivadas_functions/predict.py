@@ -14,14 +14,21 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.exceptions import BadRequestError, ServiceError
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from ivadas_contract.models import MODELS
-from ivadas_functions.aws import RejectedImage, Settings, TransientFailure, cors_config, invoke_endpoint
+from ivadas_functions.aws import (
+    RejectedImage,
+    Settings,
+    TransientFailure,
+    cors_config,
+    error_response,
+    invoke_endpoint,
+)
 
 logger = Logger()
 tracer = Tracer()
@@ -29,10 +36,6 @@ metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "IVAD
 app = APIGatewayRestResolver(cors=cors_config())
 settings = Settings.from_env()
 _pool = ThreadPoolExecutor(max_workers=len(MODELS))
-
-
-def _error(status: int, message: str) -> Response:
-    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body={"error": message})
 
 
 def _score(model: str, class_name: str, image: bytes, heatmap: bool) -> dict:
@@ -67,7 +70,9 @@ def predict() -> Response | dict:
     start = time.perf_counter()
     class_name, image, model, heatmap = _parse(app.current_event.json_body)
     if len(image) > settings.max_image_bytes:
-        return _error(413, f"image of {len(image)} bytes is over the {settings.max_image_bytes} byte limit")
+        return error_response(
+            413, f"image of {len(image)} bytes is over the {settings.max_image_bytes} byte limit"
+        )
     models = list(MODELS) if model == "both" else [model]
     futures = {m: _pool.submit(_score, m, class_name, image, heatmap) for m in models}
     results: dict[str, dict] = {}
@@ -75,7 +80,7 @@ def predict() -> Response | dict:
         try:
             results[m] = future.result()
         except RejectedImage as exc:
-            return _error(422, str(exc))
+            return error_response(422, str(exc))
         except TransientFailure as exc:
             logger.error("endpoint failure", extra={"model": m, "error": str(exc)})
             raise ServiceError(503, f"the {m} model is not available right now, try again") from None

@@ -9,7 +9,6 @@ from pathlib import Path
 from infra.lifecycle import registry, rollout
 from infra.lifecycle.context import context_from_args
 from ivadas_contract.models import MODELS
-from model_server.errors import IvadasError
 
 
 def register(args: argparse.Namespace) -> int:
@@ -68,11 +67,7 @@ def approve(args: argparse.Namespace) -> int:
 
 
 def reject(args: argparse.Namespace) -> int:
-    ctx = context_from_args(args)
-    record = rollout.deployment(ctx, registry.get_version(ctx, args.version).model)
-    if record and record["version"] == args.version:
-        raise IvadasError(f"{args.version} is deployed: deploy another version or roll back first")
-    v = registry.decide(ctx, args.version, registry.REJECTED, args.why)
+    v = registry.decide(context_from_args(args), args.version, registry.REJECTED, args.why)
     print(f"{v.name} rejected by {v.metadata['decided_by']}: {args.why}")
     return 0
 

@@ -6,62 +6,26 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from statistics import mean
 
 from infra.lifecycle.context import Context
-from ivadas_contract.models import package_group, parse_version, version_name
+from ivadas_contract.models import package_group
+from ivadas_functions import registry as shared
+from ivadas_functions.registry import (  # noqa: F401 - the lifecycle's names, re-exported
+    APPROVED,
+    PENDING,
+    REJECTED,
+    SUMMARY_METRICS,
+    ModelVersion,
+    RegistryError,
+)
 from model_server import __version__
 from model_server.engine.artifact import read_cards
 from model_server.errors import IvadasError
 
-PENDING, APPROVED, REJECTED = "PendingManualApproval", "Approved", "Rejected"
-#: Model-card metrics summarised per version (their means over classes) in the package's metadata.
-SUMMARY_METRICS = ("image_auroc", "pixel_auroc", "aupro", "recall_at_threshold")
 #: Request and response types of the model server (SageMaker container contract).
 CONTENT_TYPES = ["application/json", "image/png", "image/jpeg", "application/x-image"]
-
-
-@dataclass
-class ModelVersion:
-    name: str
-    model: str
-    number: int
-    arn: str
-    status: str
-    created: datetime
-    model_data_url: str
-    image: str
-    metrics_url: str | None
-    metadata: dict[str, str]
-
-    @classmethod
-    def from_package(cls, desc: dict, model: str) -> ModelVersion:
-        container = desc["InferenceSpecification"]["Containers"][0]
-        quality = desc.get("ModelMetrics", {}).get("ModelQuality", {}).get("Statistics", {})
-        number = int(desc["ModelPackageVersion"])
-        return cls(
-            name=version_name(model, number),
-            model=model,
-            number=number,
-            arn=desc["ModelPackageArn"],
-            status=desc["ModelApprovalStatus"],
-            created=desc["CreationTime"],
-            model_data_url=container["ModelDataUrl"],
-            image=container["Image"],
-            metrics_url=quality.get("S3Uri"),
-            metadata=dict(desc.get("CustomerMetadataProperties") or {}),
-        )
-
-    @property
-    def classes(self) -> list[str]:
-        return [c for c in self.metadata.get("classes", "").split(",") if c]
-
-    def summary(self, metric: str) -> float | None:
-        value = self.metadata.get(f"mean_{metric}")
-        return None if value is None else float(value)
 
 
 def file_sha256(path: Path) -> str:
@@ -143,30 +107,22 @@ def ensure_group(ctx: Context, model: str) -> str:
 
 
 def versions(ctx: Context, model: str) -> list[ModelVersion]:
-    """Every version of `model`, oldest first."""
-    group = package_group(ctx.stage, model)
-    arns = []
-    try:
-        for page in ctx.sagemaker.get_paginator("list_model_packages").paginate(ModelPackageGroupName=group):
-            arns += [s["ModelPackageArn"] for s in page["ModelPackageSummaryList"]]
-    except ctx.sagemaker.exceptions.ClientError:
-        return []
-    found = [
-        ModelVersion.from_package(ctx.sagemaker.describe_model_package(ModelPackageName=arn), model)
-        for arn in arns
-    ]
-    return sorted(found, key=lambda v: v.number)
+    return shared.versions(ctx.sagemaker, ctx.stage, model)
 
 
 def get_version(ctx: Context, name: str) -> ModelVersion:
     try:
-        model, number = parse_version(name)
-    except ValueError as exc:
+        return shared.get_version(ctx.sagemaker, ctx.stage, name)
+    except RegistryError as exc:
         raise IvadasError(str(exc)) from None
-    for version in versions(ctx, model):
-        if version.number == number:
-            return version
-    raise IvadasError(f"no version {name} in {package_group(ctx.stage, model)}")
+
+
+def decide(ctx: Context, name: str, status: str, note: str | None) -> ModelVersion:
+    """Approve or reject `name` as the caller's AWS identity (people's identities come with sign-in)."""
+    try:
+        return shared.decide(ctx.sagemaker, ctx.ssm, ctx.stage, name, status, note, ctx.caller)
+    except RegistryError as exc:
+        raise IvadasError(str(exc)) from None
 
 
 def register(ctx: Context, artifact: str | Path, model: str) -> tuple[ModelVersion, bool]:
@@ -215,23 +171,3 @@ def register(ctx: Context, artifact: str | Path, model: str) -> tuple[ModelVersi
     )
     desc = ctx.sagemaker.describe_model_package(ModelPackageName=created["ModelPackageArn"])
     return ModelVersion.from_package(desc, model), True
-
-
-def decide(ctx: Context, name: str, status: str, note: str | None) -> ModelVersion:
-    """Approve or reject `name`; the decision, its author, time and note are kept with the package."""
-    version = get_version(ctx, name)
-    meta = {
-        **version.metadata,
-        "decision": status,
-        "decided_by": ctx.caller,
-        "decided_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-    }
-    if note:
-        meta["decision_note"] = note[:256]
-    ctx.sagemaker.update_model_package(
-        ModelPackageArn=version.arn,
-        ModelApprovalStatus=status,
-        ApprovalDescription=(note or status)[:1024],
-        CustomerMetadataProperties=meta,
-    )
-    return get_version(ctx, name)

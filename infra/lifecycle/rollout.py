@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from infra.lifecycle.context import Context
 from infra.lifecycle.registry import APPROVED, ModelVersion, get_version
 from ivadas_contract.models import VARIANT, deployed_url_parameter, deployment_parameter, endpoint_name
+from ivadas_functions.registry import deployment as shared_deployment
 from model_server.errors import IvadasError
 
 #: Previous deployments kept in the record (rollback goes to the newest).
@@ -21,11 +22,7 @@ HISTORY = 5
 
 def deployment(ctx: Context, model: str) -> dict | None:
     """The deployment record of `model` in this stage, or None before the first `ivadas deploy`."""
-    try:
-        value = ctx.ssm.get_parameter(Name=deployment_parameter(ctx.stage, model))["Parameter"]["Value"]
-    except ctx.ssm.exceptions.ParameterNotFound:
-        return None
-    return json.loads(value)
+    return shared_deployment(ctx.ssm, ctx.stage, model)
 
 
 def _write(ctx: Context, model: str, record: dict) -> None:

@@ -1,6 +1,7 @@
 """Lambda's SQS event source mapping, locally: receive up to the batch size (within the batching window), call
 the real worker handler with the SQS event, and delete only the messages it did not report in
-batchItemFailures. `concurrency` pollers run at once, each with its own copy of the handler."""
+batchItemFailures. `concurrency` pollers run at once (at most the template's ScalingConfig
+MaximumConcurrency), each with its own copy of the handler."""
 
 from __future__ import annotations
 
@@ -43,6 +44,8 @@ class Poller:
         self.function_name = str(stack.resolve(stack.props(WORKER)["FunctionName"]))
         self.queue_url = queue_url
         self.queue_arn = stack.get_att(QUEUE, "Arn")
+        cap = event.get("ScalingConfig", {}).get("MaximumConcurrency")  # as the event source mapping caps it
+        concurrency = min(concurrency, int(cap)) if cap else concurrency
         self.stop = threading.Event()
         self.threads = [
             threading.Thread(target=self._run, args=(i,), name=f"poller-{i}", daemon=True)

@@ -19,7 +19,7 @@ import uvicorn
 from infra.local import endpoints, snapshot
 from infra.local.api_shim import create_shim
 from infra.local.args import add_local_arguments
-from infra.local.poller import WORKER, Poller
+from infra.local.poller import Poller
 from infra.local.processes import free_port, spawn, wait_http
 from infra.local.provision import provision
 from infra.local.state import aws_environment, state_path, write_state
@@ -45,7 +45,7 @@ class Supervisor:
         self.api_port = args.api_port or free_port()
         self.env = {
             **aws_environment(self.moto_port, self.model_port),
-            **self.stack.function_environment(WORKER),
+            **self.stack.functions_environment(),  # one process runs every function
         }
         self.children: list[subprocess.Popen] = []
         self.moto: subprocess.Popen | None = None

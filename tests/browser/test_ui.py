@@ -82,9 +82,12 @@ def scenario(
         }
     state_dir = tmp_path_factory.mktemp("ui-stack")
     with local_stack(
-        state_dir, artifacts["patchcore"], artifacts["softpatch"], ["WorkerBatchingWindowSeconds=0"]
+        state_dir,
+        artifacts["patchcore"],
+        artifacts["softpatch"],
+        ["WorkerBatchingWindowSeconds=0", "UiApprovals=true"],
     ) as st:
-        yield {**info, "state": st}
+        yield {**info, "state": st, "artifacts": artifacts}
 
 
 @pytest.fixture(scope="module")
@@ -187,6 +190,68 @@ def test_api_errors_are_readable(page, scenario) -> None:
     page.click("#run")
     error = page.wait_for_selector("#error:not([hidden])", timeout=30_000)
     assert "Model unavailable" in error.inner_text()
+
+
+def test_models_view_lists_versions_and_records_a_decision(page, scenario, retrained_artifact: Path) -> None:
+    where = ["--state-dir", scenario["state"]["state_dir"]]
+    assert (
+        ivadas(
+            [
+                "register",
+                "--artifact",
+                str(scenario["artifacts"]["patchcore"]),
+                "--model",
+                "patchcore",
+                *where,
+            ]
+        )
+        == 0
+    )
+    assert ivadas(["approve", "patchcore-1", "--note", "bench passed", *where]) == 0
+    assert ivadas(["deploy", "--model", "patchcore", "--version", "patchcore-1", *where]) == 0
+    assert ivadas(["register", "--artifact", str(retrained_artifact), "--model", "patchcore", *where]) == 0
+    assert (
+        ivadas(
+            [
+                "register",
+                "--artifact",
+                str(scenario["artifacts"]["softpatch"]),
+                "--model",
+                "softpatch",
+                *where,
+            ]
+        )
+        == 0
+    )
+    page.click("#tab-models")
+    table = page.wait_for_selector("table.models[data-model='patchcore']", timeout=30_000)
+    assert "serving patchcore-1" in table.query_selector("caption").inner_text()
+    deployed = table.query_selector("tr[data-version='patchcore-1']")
+    assert "deployed" in deployed.inner_text() and "bench passed" in deployed.inner_text()
+    assert not deployed.query_selector("button")  # decided already
+    pending = table.query_selector("tr[data-version='patchcore-2']")
+    assert pending.query_selector(".status").inner_text() == "PendingManualApproval"
+    pending.query_selector("button.reject").click()  # no reason given: refused in the page
+    assert "Say why" in page.wait_for_selector("#error:not([hidden])").inner_text()
+    page.screenshot(path=str(SHOTS / "models.png"), full_page=True)
+    page.fill("#why-softpatch-1", "misses thin scratches")
+    page.click("tr[data-version='softpatch-1'] button.reject")
+    page.wait_for_selector("tr[data-version='softpatch-1'] .status:text('Rejected')", timeout=30_000)
+    page.click("tr[data-version='patchcore-2'] button.approve")
+    row = page.wait_for_selector(
+        "tr[data-version='patchcore-2']:has(.status:text('Approved'))", timeout=30_000
+    )
+    assert "ui:api-key" in row.inner_text()
+    assert page.query_selector("#agreement-table")
+    versions = {v.name: v for v in _registry_versions(scenario)}
+    assert versions["softpatch-1"].metadata["decision_note"] == "misses thin scratches"
+
+
+def _registry_versions(scenario: dict) -> list:
+    from ivadas_functions.registry import versions
+
+    sm = boto3.client("sagemaker")
+    return versions(sm, "local", "patchcore") + versions(sm, "local", "softpatch")
 
 
 def test_tablet_width_and_keyboard(page) -> None:

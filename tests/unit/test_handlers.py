@@ -308,3 +308,63 @@ def test_stats_counters_are_kept_as_results_are_written(aws, monkeypatch) -> Non
     later = {"since": "2999-01-01T00:00:00Z"}
     assert json.loads(results.handler(api_event("GET", "/stats", query=later), Context())["body"])["total"][
         "inspected"] == 0  # fmt: skip
+
+
+def test_drift_flags_a_class_whose_hour_leaves_its_recent_rate(aws) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    slots = boto3.resource("dynamodb").Table(STATS)
+    now = datetime.now(UTC)
+    for h in range(1, 49):  # two days of 100 images an hour at a 2 % anomaly rate, both classes
+        hour = (now - timedelta(hours=h)).strftime("%Y-%m-%dT%H")
+        for class_name in ("steady", "moved"):
+            anomalies = 40 if (class_name == "moved" and h == 1) else 2  # the last hour: a camera moved
+            slot = stats.slot(hour, "l1", "patchcore")
+            slots.put_item(
+                Item={"class_name": class_name, "slot": slot, "inspected": 100, "anomalies": anomalies}
+            )
+        slots.put_item(
+            Item={"class_name": "sparse", "slot": stats.slot(hour, "l1", "patchcore"), "inspected": 1}
+        )
+    drift = importlib.import_module("ivadas_functions.drift")
+    found = drift.handler({}, Context())["classes"]
+    assert found["moved"]["drifting"] and found["moved"]["z"] > 4 and found["moved"]["rate"] == 0.4
+    assert not found["steady"]["drifting"] and abs(found["steady"]["z"]) < 1
+    assert "sparse" not in found  # under DriftMinImages in the hour: not judged
+
+
+def test_models_api_lists_and_decides_only_when_enabled(aws, monkeypatch) -> None:
+    sm = boto3.client("sagemaker")
+    sm.create_model_package_group(ModelPackageGroupName="ivadas-test-patchcore")
+    container = {"Image": "img", "ModelDataUrl": "s3://m/patchcore/model.tar.gz"}
+    sm.create_model_package(
+        ModelPackageGroupName="ivadas-test-patchcore",
+        InferenceSpecification={
+            "Containers": [container],
+            "SupportedContentTypes": ["image/png"],
+            "SupportedResponseMIMETypes": ["application/json"],
+        },  # fmt: skip
+        CustomerMetadataProperties={"classes": "bottle", "mean_image_auroc": "0.9950"},
+        ModelApprovalStatus="PendingManualApproval",
+    )
+    monkeypatch.setenv("STAGE", "test")
+    api = importlib.import_module("ivadas_functions.models_api")
+    listed = json.loads(api.handler(api_event("GET", "/models"), Context())["body"])
+    (version,) = listed["models"]["patchcore"]["versions"]
+    assert version["version"] == "patchcore-1" and version["status"] == "PendingManualApproval"
+    assert version["classes"] == ["bottle"] and version["metrics"]["image_auroc"] == 0.995
+    assert listed["approvals_enabled"] is False and listed["models"]["softpatch"]["versions"] == []
+
+    def post(path: str, body: dict) -> tuple[int, dict]:
+        params = {"version": path.split("/")[2]}
+        resp = api.handler(api_event("POST", path, body, params=params), Context())
+        return resp["statusCode"], json.loads(resp["body"])
+
+    status, body = post("/models/patchcore-1/approve", {"note": "ok"})
+    assert status == 403 and "UiApprovals" in body["error"]
+    monkeypatch.setenv("UI_APPROVALS", "true")
+    assert post("/models/patchcore-1/reject", {})[0] == 400
+    assert post("/models/patchcore-9/approve", {})[0] == 404
+    status, body = post("/models/patchcore-1/approve", {"note": "line trial passed"})
+    assert status == 200 and body["status"] == "Approved" and body["decided_by"].startswith("ui:")
+    assert body["decision_note"] == "line trial passed"

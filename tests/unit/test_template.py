@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 from infra.template import Stack, load_template
+from ivadas_contract import models
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -60,4 +63,45 @@ def test_outputs_and_local_names() -> None:
         ("GET", "/results", "ResultsFunction"),
         ("GET", "/results/{inspection_id}", "ResultsFunction"),
         ("GET", "/classes", "ResultsFunction"),
+        ("GET", "/stats", "ResultsFunction"),
+        ("GET", "/models", "ModelsFunction"),
+        ("POST", "/models/{version}/approve", "ModelsFunction"),
+        ("POST", "/models/{version}/reject", "ModelsFunction"),
     }
+
+
+def test_endpoints_scale_and_the_worker_cannot_outrun_them() -> None:
+    stack = Stack(load_template(), {"Stage": "local"})
+    for logical in ("PatchCore", "SoftPatch"):
+        target = stack.props(f"{logical}ScalableTarget")
+        endpoint = stack.resolve(stack.props(f"{logical}Endpoint")["EndpointName"])
+        assert stack.resolve(target["ResourceId"]) == f"endpoint/{endpoint}/variant/{models.VARIANT}"
+        assert target["ScalableDimension"] == "sagemaker:variant:DesiredInstanceCount"
+        policy = stack.props(f"{logical}ScalingPolicy")["TargetTrackingScalingPolicyConfiguration"]
+        assert (
+            policy["PredefinedMetricSpecification"]["PredefinedMetricType"]
+            == "SageMakerVariantInvocationsPerInstance"
+        )
+    scaling = stack.sqs_event("WorkerFunction")["ScalingConfig"]
+    assert int(scaling["MaximumConcurrency"]) >= 2
+
+
+def test_dashboard_shows_the_metrics_the_functions_emit() -> None:
+    """The dashboard body is JSON once substituted, and names every metric the worker and drift emit."""
+    stack = Stack(load_template(), {"Stage": "local"})
+    body = json.loads(stack.resolve(stack.props("Dashboard")["DashboardBody"]))
+    text = json.dumps(body)
+    emitted = set()
+    for module in ("worker", "drift"):
+        source = (ROOT / f"functions/ivadas_functions/{module}.py").read_text()
+        emitted |= set(re.findall(r'(?:_metric\(|name=)"([A-Z][A-Za-z]+)"', source))
+    assert {
+        "ImagesInspected",
+        "AnomaliesFound",
+        "Rejected",
+        "CandidateAgreement",
+        "AnomalyRateDrift",
+    } <= emitted
+    assert all(name in text for name in emitted - {"EndpointLatency", "CandidateErrors", "ClassesDrifting"})
+    alarm = stack.props("AnomalyRateDriftAlarm")
+    assert alarm["MetricName"] == "ClassesDrifting" and "ClassesDrifting" in emitted

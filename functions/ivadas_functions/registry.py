@@ -1,0 +1,136 @@
+"""Reading and deciding model versions in the SageMaker Model Registry, and reading deployment records: what
+both the `ivadas` CLI (infra.lifecycle) and the Models API (models_api.py) do, with plain boto3 clients.
+
+A version is `<model>-<n>`: package n of the group `ivadas-<stage>-<model>`. Its decision (status, who, when,
+why) is kept in the package: the approval status and description, and customer metadata.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from ivadas_contract.models import BASELINE, deployment_parameter, package_group, parse_version, version_name
+
+PENDING, APPROVED, REJECTED = "PendingManualApproval", "Approved", "Rejected"
+#: Model-card metrics summarised per version (their means over classes) in the package's metadata.
+SUMMARY_METRICS = ("image_auroc", "pixel_auroc", "aupro", "recall_at_threshold")
+
+
+class RegistryError(ValueError):
+    """A version that does not exist, a name that is not a version, a decision that cannot be made."""
+
+
+@dataclass
+class ModelVersion:
+    name: str
+    model: str
+    number: int
+    arn: str
+    status: str
+    created: datetime
+    model_data_url: str
+    image: str
+    metrics_url: str | None
+    metadata: dict[str, str]
+
+    @classmethod
+    def from_package(cls, desc: dict, model: str) -> ModelVersion:
+        container = desc["InferenceSpecification"]["Containers"][0]
+        quality = desc.get("ModelMetrics", {}).get("ModelQuality", {}).get("Statistics", {})
+        number = int(desc["ModelPackageVersion"])
+        return cls(
+            name=version_name(model, number),
+            model=model,
+            number=number,
+            arn=desc["ModelPackageArn"],
+            status=desc["ModelApprovalStatus"],
+            created=desc["CreationTime"],
+            model_data_url=container["ModelDataUrl"],
+            image=container["Image"],
+            metrics_url=quality.get("S3Uri"),
+            metadata=dict(desc.get("CustomerMetadataProperties") or {}),
+        )
+
+    @property
+    def classes(self) -> list[str]:
+        return [c for c in self.metadata.get("classes", "").split(",") if c]
+
+    def summary(self, metric: str) -> float | None:
+        value = self.metadata.get(f"mean_{metric}")
+        return None if value is None else float(value)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The API's view of a version."""
+        meta = self.metadata
+        return {
+            "version": self.name, "model": self.model, "status": self.status, "classes": self.classes,
+            "created": self.created.isoformat() if hasattr(self.created, "isoformat") else str(self.created),
+            "metrics": {m: self.summary(m) for m in SUMMARY_METRICS},
+            "artifact_version": meta.get("artifact_version"), "code_version": meta.get("code_version"),
+            "decided_by": meta.get("decided_by"), "decided_at": meta.get("decided_at"),
+            "decision_note": meta.get("decision_note"),
+        }  # fmt: skip
+
+
+def versions(sagemaker: Any, stage: str, model: str) -> list[ModelVersion]:
+    """Every version of `model`, oldest first (none when the group does not exist yet)."""
+    arns = []
+    try:
+        pages = sagemaker.get_paginator("list_model_packages").paginate(
+            ModelPackageGroupName=package_group(stage, model)
+        )
+        for page in pages:
+            arns += [s["ModelPackageArn"] for s in page["ModelPackageSummaryList"]]
+    except sagemaker.exceptions.ClientError:
+        return []
+    found = [
+        ModelVersion.from_package(sagemaker.describe_model_package(ModelPackageName=a), model) for a in arns
+    ]
+    return sorted(found, key=lambda v: v.number)
+
+
+def get_version(sagemaker: Any, stage: str, name: str) -> ModelVersion:
+    try:
+        model, number = parse_version(name)
+    except ValueError as exc:
+        raise RegistryError(str(exc)) from None
+    for version in versions(sagemaker, stage, model):
+        if version.number == number:
+            return version
+    raise RegistryError(f"no version {name} in {package_group(stage, model)}")
+
+
+def deployment(ssm: Any, stage: str, model: str) -> dict | None:
+    """The deployment record of `model`'s endpoint (rollout.py writes it), or None before the first deploy."""
+    try:
+        value = ssm.get_parameter(Name=deployment_parameter(stage, model))["Parameter"]["Value"]
+    except ssm.exceptions.ParameterNotFound:
+        return None
+    return json.loads(value)
+
+
+def decide(
+    sagemaker: Any, ssm: Any, stage: str, name: str, status: str, note: str | None, author: str
+) -> ModelVersion:
+    """Approve or reject `name`; the decision, its author, time and note are kept with the package. A
+    deployed version cannot be rejected (deploy another or roll back first)."""
+    version = get_version(sagemaker, stage, name)
+    serving = {(deployment(ssm, stage, m) or {}).get("version") for m in {version.model, BASELINE}}
+    if status == REJECTED and name in serving:  # a promoted version serves on the baseline endpoint
+        raise RegistryError(f"{name} is deployed: deploy another version or roll back first")
+    meta = {**version.metadata, "decision": status, "decided_by": author,
+            "decided_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}  # fmt: skip
+    if note:
+        meta["decision_note"] = note[:256]
+    else:
+        meta.pop("decision_note", None)
+    sagemaker.update_model_package(
+        ModelPackageArn=version.arn,
+        ModelApprovalStatus=status,
+        ApprovalDescription=(note or status)[:1024],
+        CustomerMetadataProperties=meta,
+    )
+    return get_version(sagemaker, stage, name)
