@@ -23,7 +23,9 @@ def register(args: argparse.Namespace) -> int:
 
 
 def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4f}"
+    if value is None:
+        return "-"
+    return str(value) if isinstance(value, int) else f"{value:.4f}"
 
 
 def _rows(ctx, model: str) -> list[list[str]]:  # noqa: ANN001 - Context
@@ -146,10 +148,12 @@ def stats(args: argparse.Namespace) -> int:
     rows = [_stats_row(g) for g in view["groups"]]
     _print_table(header, rows)
     t = view["total"]
-    reasons = t["rejected_by_reason"] or ""
+    reasons = (
+        f"({', '.join(f'{k} {v}' for k, v in t['rejected_by_reason'].items())})" if t["rejected"] else ""
+    )
     print(
         f"total: {t['inspected']} inspected, anomaly rate {_pct(t['anomaly_rate'])}, "
-        f"{t['rejected']} rejected {reasons}, DLQ depth {view['dlq_depth']}"
+        f"{t['rejected']} rejected{' ' + reasons if reasons else ''}, DLQ depth {view['dlq_depth']}"
     )
     return 0
 

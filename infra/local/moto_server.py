@@ -2,7 +2,7 @@
 
 Unlike `python -m moto.server` it runs without Flask's debug mode and without a log line per request (werkzeug
 logs warnings and errors only): both cost CPU on the cores the model server shares with it. It also answers
-SageMaker's UpdateEndpoint, which moto lacks (moto_sagemaker.py).
+SageMaker's UpdateEndpoint, which moto lacks, and makes DynamoDB updates atomic (moto_extensions.py).
 Run: python -m infra.local.moto_server --port PORT [--host 127.0.0.1]
 """
 
@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     from moto.server import ThreadedMotoServer
 
-    from infra.local.moto_sagemaker import install
+    from infra.local.moto_extensions import install
 
     install()
 

@@ -239,3 +239,26 @@ def test_promotion_rule_per_metric_and_class() -> None:
     assert promote.worse(base, {**base, "pixel_auroc": 0.1}) == []  # unknown on one side: not compared
     (why,) = promote.worse(base, {**base, "aupro": 0.89})
     assert why.startswith("aupro 0.8900 < 0.9000")
+
+
+def test_the_local_aws_adds_counters_atomically(ctx: Context) -> None:
+    """Concurrent ADDs to one item all count, as on AWS (the stats counters rest on it)."""
+    import threading
+
+    ddb = boto3.client("dynamodb")
+    ddb.create_table(TableName="counters", BillingMode="PAY_PER_REQUEST",
+                     AttributeDefinitions=[{"AttributeName": "k", "AttributeType": "S"}],
+                     KeySchema=[{"AttributeName": "k", "KeyType": "HASH"}])  # fmt: skip
+
+    def add() -> None:
+        client = boto3.client("dynamodb")
+        for _ in range(150):
+            client.update_item(TableName="counters", Key={"k": {"S": "a"}}, UpdateExpression="ADD n :one",
+                               ExpressionAttributeValues={":one": {"N": "1"}})  # fmt: skip
+
+    threads = [threading.Thread(target=add) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert ddb.get_item(TableName="counters", Key={"k": {"S": "a"}})["Item"]["n"]["N"] == "2400"

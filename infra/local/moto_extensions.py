@@ -1,4 +1,9 @@
-"""UpdateEndpoint for moto's SageMaker control plane, which (moto 5.2) has CreateEndpoint but no update.
+"""What the local stack's moto needs to behave as AWS does where moto 5.2 falls short.
+
+1. DynamoDB UpdateItem is atomic on AWS; moto's threaded server reads, changes and writes an item without a
+   lock, so two concurrent ADDs to one stats counter could lose one (seen: 412 of 413). Updates queue here.
+
+2. UpdateEndpoint for SageMaker's control plane, which has CreateEndpoint but no update.
 
 A deployment is a new endpoint config and an UpdateEndpoint (SageMaker's blue/green update), so the local AWS
 must answer it as AWS does: the endpoint keeps its name and ARN, takes the new config, and with
@@ -9,8 +14,12 @@ Installed only into the local stack's moto process (infra.local.moto_server).
 
 from __future__ import annotations
 
+import functools
+import threading
+
 from moto.core.responses import ActionResult
 from moto.core.utils import utcnow
+from moto.dynamodb.models import DynamoDBBackend
 from moto.sagemaker.exceptions import ValidationError
 from moto.sagemaker.models import FakeEndpoint, SageMakerModelBackend
 from moto.sagemaker.responses import SageMakerResponse
@@ -53,8 +62,22 @@ def _update_endpoint_response(self: SageMakerResponse) -> ActionResult:
     return ActionResult({"EndpointArn": arn})
 
 
+def _atomic(update_item):  # noqa: ANN001, ANN202 - wraps moto's method
+    lock = threading.Lock()
+
+    @functools.wraps(update_item)
+    def locked(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        with lock:
+            return update_item(*args, **kwargs)
+
+    locked.ivadas_atomic = True
+    return locked
+
+
 def install() -> None:
-    """Add the action to moto's backend and response classes (a no-op once moto has its own)."""
+    """Patch moto's classes in this process (each part a no-op once moto does it itself)."""
+    if not getattr(DynamoDBBackend.update_item, "ivadas_atomic", False):
+        DynamoDBBackend.update_item = _atomic(DynamoDBBackend.update_item)
     if not hasattr(SageMakerResponse, "update_endpoint"):
         SageMakerModelBackend.update_endpoint = _update_endpoint  # type: ignore[attr-defined]
         SageMakerResponse.update_endpoint = _update_endpoint_response  # type: ignore[attr-defined]
