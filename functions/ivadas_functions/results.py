@@ -29,6 +29,7 @@ from ivadas_functions.aws import (
     TransientFailure,
     client,
     cors_config,
+    error_response,
     invoke_endpoint_json,
     table,
 )
@@ -55,6 +56,16 @@ def _untoken(text: str | None) -> dict | None:
         return json.loads(base64.urlsafe_b64decode(text.encode()))
     except ValueError:
         raise BadRequestError("next_token is not valid") from None
+
+
+@app.exception_handler(BadRequestError)
+def _bad_request(exc: BadRequestError):  # noqa: ANN202 - the API's one error shape
+    return error_response(400, exc.msg)
+
+
+@app.exception_handler(NotFoundError)
+def _not_found(exc: NotFoundError):  # noqa: ANN202
+    return error_response(404, exc.msg)
 
 
 @app.get("/results")
