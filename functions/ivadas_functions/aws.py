@@ -27,6 +27,7 @@ from ivadas_contract.models import BASELINE, CANDIDATE, MODELS, endpoint_variabl
 class Settings:
     results_table: str
     stats_table: str
+    reviews_table: str
     results_bucket: str
     inbox_bucket: str
     idempotency_table: str
@@ -57,6 +58,7 @@ class Settings:
         return cls(
             results_table=required("RESULTS_TABLE"),
             stats_table=required("STATS_TABLE"),
+            reviews_table=required("REVIEWS_TABLE"),
             results_bucket=required("RESULTS_BUCKET"),
             inbox_bucket=required("INBOX_BUCKET"),
             idempotency_table=required("IDEMPOTENCY_TABLE"),

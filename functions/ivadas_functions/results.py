@@ -4,6 +4,8 @@
   paginated (by-class index; anomalies-by-class when anomalous=true; a scan only when no class is given).
 - `GET /results/{inspection_id}`: one item, with presigned URLs for its image and heatmap.
 - `GET /classes`: the classes each deployed model serves, with model version and threshold.
+- `POST /results/{inspection_id}/review` `{"verdict": "good" | "defect", "reviewer": ..., "defect_type": ...,
+  "note": ...}`: a review, kept as history; the newest is shown on the result (`review`).
 - `GET /stats?class_name=&line=&since=ISO&until=ISO`: images inspected, anomaly rate, rejects by reason,
   endpoint latency percentiles and candidate agreement, from the stats table's counters; and the DLQ depth.
 """
@@ -21,9 +23,12 @@ from aws_lambda_powertools.event_handler.exceptions import BadRequestError, NotF
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from boto3.dynamodb.conditions import Attr, Key
+from botocore.exceptions import ClientError
 
+from ivadas_contract import reviews
+from ivadas_contract.inspection import INSPECTED, now_iso
 from ivadas_contract.models import MODELS
-from ivadas_contract.results_table import CLASS_QUERY, SORT_KEY, from_dynamo
+from ivadas_contract.results_table import CLASS_QUERY, SORT_KEY, from_dynamo, to_dynamo
 from ivadas_functions.aws import (
     Settings,
     TransientFailure,
@@ -130,6 +135,7 @@ def get_result(inspection_id: str) -> dict:
     item["image_url"] = s3.generate_presigned_url(
         "get_object", Params={"Bucket": item["bucket"], "Key": item["key"]}, ExpiresIn=URL_SECONDS
     )
+    item["reviews"] = _reviews(inspection_id)
     if item.get("heatmap_key"):
         item["heatmap_url"] = s3.generate_presigned_url(
             "get_object",
@@ -137,6 +143,43 @@ def get_result(inspection_id: str) -> dict:
             ExpiresIn=URL_SECONDS,
         )
     return item
+
+
+def _reviews(inspection_id: str) -> list[dict]:
+    resp = table(settings.reviews_table).query(
+        KeyConditionExpression=Key(reviews.PARTITION_KEY).eq(inspection_id)
+    )
+    return [from_dynamo(i) for i in resp.get("Items", [])]
+
+
+@app.post("/results/<inspection_id>/review")
+@tracer.capture_method
+def review(inspection_id: str):  # noqa: ANN201 - dict or Response
+    item = table(settings.results_table).get_item(Key={"inspection_id": inspection_id}).get("Item")
+    if not item:
+        return error_response(404, f"no inspection {inspection_id}")
+    if item.get("status") != INSPECTED:
+        return error_response(409, "a rejected object has no verdict to review")
+    try:
+        record = reviews.review_record(from_dynamo(item), app.current_event.json_body, False, now_iso())
+    except ValueError as exc:
+        return error_response(400, str(exc))
+    table(settings.reviews_table).put_item(Item=to_dynamo(record))  # history first: never lost
+    shown = {k: record[k] for k in record if k not in (reviews.PARTITION_KEY,)}
+    try:  # the newest review is shown on the result; an older one arriving late leaves it
+        table(settings.results_table).update_item(
+            Key={"inspection_id": inspection_id},
+            UpdateExpression="SET #r = :r",
+            ConditionExpression="attribute_not_exists(#r) OR #r.review_id < :id",
+            ExpressionAttributeNames={"#r": "review"},
+            ExpressionAttributeValues={":r": to_dynamo(shown), ":id": record[reviews.SORT_KEY]},
+        )
+    except ClientError as err:
+        if err.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+            raise
+        logger.info("a newer review is already shown", extra={"inspection_id": inspection_id})
+    history = _reviews(inspection_id)
+    return {"review": shown, "reviews": len(history)}
 
 
 def _describe(model: str) -> dict:

@@ -230,6 +230,20 @@ def _encoded(path: Path, fmt: str) -> bytes:
     return buf.getvalue()
 
 
+def test_reviews_through_the_api_keep_history(stack: dict, synthetic_root: Path) -> None:
+    image = (synthetic_root / "widget/test/scratch/000.png").read_bytes()
+    iid = put(stack, "line2/widget/reviewed.png", image)
+    item = wait_items(stack, [iid])[iid]
+    for verdict, who in (("good", "ana"), ("defect", "ben")):
+        status, body = api(stack, f"/results/{iid}/review", {"verdict": verdict, "reviewer": who})
+        assert status == 200 and body["review"]["verdict"] == verdict
+    status, shown = api(stack, f"/results/{iid}")
+    assert status == 200 and [r["reviewer"] for r in shown["reviews"]] == ["ana", "ben"]
+    assert shown["review"]["reviewer"] == "ben" and shown["is_anomaly"] == item["is_anomaly"]
+    status, body = api(stack, f"/results/{iid}/review", {"verdict": "perhaps", "reviewer": "ana"})
+    assert status == 400 and "verdict" in body["error"]
+
+
 def test_every_object_ends_as_one_result_whatever_its_name(stack: dict, synthetic_root: Path) -> None:
     """No suffix list decides: upper-case suffixes, other formats and no suffix at all are inspected, what is
     not an image is REJECTED with the reason, and a folder marker is ignored (no result, nothing retried).

@@ -10,14 +10,22 @@ import base64
 import importlib
 import json
 import sys
+from decimal import Decimal
 
 import boto3
 import pytest
 from moto import mock_aws
 
-from ivadas_contract import results_table, stats
+from ivadas_contract import results_table, reviews, stats
 
-INBOX, RESULTS, TABLE, IDEM, STATS = "inbox-b", "results-b", "results-t", "idem-t", "stats-t"
+INBOX, RESULTS, TABLE, IDEM, STATS, REVIEWS = (
+    "inbox-b",
+    "results-b",
+    "results-t",
+    "idem-t",
+    "stats-t",
+    "rev-t",
+)
 
 
 class Context:
@@ -41,6 +49,7 @@ def aws(monkeypatch: pytest.MonkeyPatch):
         "INBOX_BUCKET": INBOX,
         "IDEMPOTENCY_TABLE": IDEM,
         "STATS_TABLE": STATS,
+        "REVIEWS_TABLE": REVIEWS,
         "POWERTOOLS_TRACE_DISABLED": "true",
         "MAX_IMAGE_BYTES": "1000",
         "PATCHCORE_ENDPOINT": "ivadas-local-patchcore",
@@ -55,6 +64,7 @@ def aws(monkeypatch: pytest.MonkeyPatch):
         ddb = boto3.client("dynamodb")
         ddb.create_table(TableName=TABLE, BillingMode="PAY_PER_REQUEST", **results_table.SCHEMA)
         ddb.create_table(TableName=STATS, BillingMode="PAY_PER_REQUEST", **stats.SCHEMA)
+        ddb.create_table(TableName=REVIEWS, BillingMode="PAY_PER_REQUEST", **reviews.SCHEMA)
         ddb.create_table(
             TableName=IDEM,
             BillingMode="PAY_PER_REQUEST",
@@ -368,3 +378,39 @@ def test_models_api_lists_and_decides_only_when_enabled(aws, monkeypatch) -> Non
     status, body = post("/models/patchcore-1/approve", {"note": "line trial passed"})
     assert status == 200 and body["status"] == "Approved" and body["decided_by"].startswith("ui:")
     assert body["decision_note"] == "line trial passed"
+
+
+def test_reviews_keep_history_and_never_touch_the_model_fields(aws) -> None:
+    results = importlib.import_module("ivadas_functions.results")
+    model_fields = {"inspection_id": "i1", "class_name": "bottle", "status": "INSPECTED", "is_anomaly": True}
+    model_fields.update(normalized_score=Decimal("0.7"), model_version="patchcore-x", bucket=INBOX)
+    model_fields.update(created_at="2026-12-02T10:00:00.000Z", key="l1/bottle/a.png")
+    table = boto3.resource("dynamodb").Table(TABLE)
+    table.put_item(Item=model_fields)
+    table.put_item(Item={**model_fields, "inspection_id": "r1", "status": "REJECTED"})
+
+    def post(iid: str, body) -> tuple[int, dict]:  # noqa: ANN001
+        resp = results.handler(
+            api_event("POST", f"/results/{iid}/review", body, params={"inspection_id": iid}), Context()
+        )
+        return resp["statusCode"], json.loads(resp["body"])
+
+    status, first = post("i1", {"verdict": "good", "reviewer": "ana", "note": "reflection"})
+    assert (
+        status == 200 and first["review"]["agrees"] is False and first["review"]["reviewer_verified"] is False
+    )
+    status, second = post("i1", {"verdict": "defect", "reviewer": "ben", "defect_type": "crack"})
+    assert status == 200 and second["reviews"] == 2
+    item = table.get_item(Key={"inspection_id": "i1"})["Item"]
+    assert {k: item[k] for k in model_fields} == model_fields  # the model's verdict is untouched
+    assert item["review"]["verdict"] == "defect" and item["review"]["reviewer"] == "ben"
+    one = json.loads(
+        results.handler(api_event("GET", "/results/i1", params={"inspection_id": "i1"}), Context())["body"]
+    )
+    assert [r["reviewer"] for r in one["reviews"]] == ["ana", "ben"] and one["reviews"][0][
+        "note"
+    ] == "reflection"
+    assert post("i1", {"verdict": "maybe", "reviewer": "ana"})[0] == 400
+    assert post("i1", {"verdict": "good"})[0] == 400  # a name is needed until sign-in
+    assert post("nope", {"verdict": "good", "reviewer": "ana"})[0] == 404
+    assert post("r1", {"verdict": "good", "reviewer": "ana"})[0] == 409

@@ -64,6 +64,7 @@ def test_outputs_and_local_names() -> None:
         ("GET", "/results/{inspection_id}", "ResultsFunction"),
         ("GET", "/classes", "ResultsFunction"),
         ("GET", "/stats", "ResultsFunction"),
+        ("POST", "/results/{inspection_id}/review", "ResultsFunction"),
         ("GET", "/models", "ModelsFunction"),
         ("POST", "/models/{version}/approve", "ModelsFunction"),
         ("POST", "/models/{version}/reject", "ModelsFunction"),
