@@ -37,6 +37,17 @@ SCHEMA: dict[str, Any] = {
 }
 
 
+def hash_range_schema(partition: str, sort: str) -> dict[str, Any]:
+    """CreateTable's key arguments of a table keyed by two string attributes (stats and reviews tables)."""
+    return {
+        "AttributeDefinitions": [{"AttributeName": a, "AttributeType": "S"} for a in (partition, sort)],
+        "KeySchema": [
+            {"AttributeName": partition, "KeyType": "HASH"},
+            {"AttributeName": sort, "KeyType": "RANGE"},
+        ],
+    }
+
+
 def to_dynamo(value: Any) -> Any:
     """Floats become Decimal (DynamoDB rejects float); None values are dropped; containers recursively."""
     if isinstance(value, float):

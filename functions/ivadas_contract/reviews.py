@@ -10,19 +10,12 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from ivadas_contract.results_table import hash_range_schema
+
 VERDICTS = ("good", "defect")
 PARTITION_KEY = "inspection_id"
 SORT_KEY = "review_id"  # "<reviewed_at>#<random>": newest last, unique even within one millisecond
-SCHEMA: dict[str, Any] = {
-    "AttributeDefinitions": [
-        {"AttributeName": PARTITION_KEY, "AttributeType": "S"},
-        {"AttributeName": SORT_KEY, "AttributeType": "S"},
-    ],
-    "KeySchema": [
-        {"AttributeName": PARTITION_KEY, "KeyType": "HASH"},
-        {"AttributeName": SORT_KEY, "KeyType": "RANGE"},
-    ],
-}
+SCHEMA: dict[str, Any] = hash_range_schema(PARTITION_KEY, SORT_KEY)
 MAX_TEXT = {"defect_type": 64, "note": 1000, "reviewer": 64}
 
 

@@ -11,20 +11,13 @@ from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from ivadas_contract.results_table import hash_range_schema
+
 PARTITION_KEY = "class_name"
 SORT_KEY = "slot"  # "<hour>#<line>#<model>", hour as "2026-12-02T04"
 TTL_ATTRIBUTE = "expires_at"
 #: CreateTable arguments besides the name and billing (template.yaml's StatsTable is held to them).
-SCHEMA: dict[str, Any] = {
-    "AttributeDefinitions": [
-        {"AttributeName": PARTITION_KEY, "AttributeType": "S"},
-        {"AttributeName": SORT_KEY, "AttributeType": "S"},
-    ],
-    "KeySchema": [
-        {"AttributeName": PARTITION_KEY, "KeyType": "HASH"},
-        {"AttributeName": SORT_KEY, "KeyType": "RANGE"},
-    ],
-}
+SCHEMA: dict[str, Any] = hash_range_schema(PARTITION_KEY, SORT_KEY)
 #: Upper edges (ms) of the latency buckets; the last bucket is everything slower.
 LATENCY_EDGES_MS = (25, 50, 100, 200, 400, 800, 1600, 3200, 6400, 12800)
 NO_LINE = "-"

@@ -7,7 +7,7 @@ import pytest
 
 from infra.cli import build_parser
 from infra.template import Stack, load_template
-from ivadas_contract import images, inspection, limits, models, results_table
+from ivadas_contract import images, inspection, limits, models, results_table, reviews, stats
 from model_server.server.config import ServerConfig
 
 
@@ -30,6 +30,13 @@ def test_results_table_is_declared_as_the_contract_says(stack: Stack) -> None:
     by_name = {i["IndexName"]: i for i in props["GlobalSecondaryIndexes"]}
     assert by_name == {i["IndexName"]: i for i in results_table.SCHEMA["GlobalSecondaryIndexes"]}
     assert set(by_name) == {results_table.BY_CLASS_INDEX, results_table.ANOMALIES_INDEX}
+
+
+def test_stats_and_reviews_tables_are_declared_as_the_contract_says(stack: Stack) -> None:
+    for logical, contract in (("StatsTable", stats.SCHEMA), ("ReviewsTable", reviews.SCHEMA)):
+        props = stack.props(logical)
+        assert {k: props[k] for k in ("AttributeDefinitions", "KeySchema")} == contract
+    assert stack.props("StatsTable")["TimeToLiveSpecification"]["AttributeName"] == stats.TTL_ATTRIBUTE
 
 
 def test_size_limits_are_one_number(stack: Stack) -> None:
