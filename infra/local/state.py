@@ -39,7 +39,11 @@ def read_state(state_dir: str | Path = DEFAULT_STATE_DIR) -> dict:
 
 
 def write_state(state_dir: str | Path, state: dict) -> None:
-    state_path(state_dir).write_text(json.dumps(state, indent=2))
+    """Written whole, then renamed: `local up` waits for the file and must never read half of it."""
+    path = state_path(state_dir)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(state, indent=2))
+    partial.replace(path)
 
 
 def use_state(state: dict) -> None:
