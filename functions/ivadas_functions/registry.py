@@ -133,4 +133,6 @@ def decide(
         ApprovalDescription=(note or status)[:1024],
         CustomerMetadataProperties=meta,
     )
-    return get_version(sagemaker, stage, name)
+    return ModelVersion.from_package(
+        sagemaker.describe_model_package(ModelPackageName=version.arn), version.model
+    )

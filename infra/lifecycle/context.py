@@ -9,7 +9,7 @@ from functools import cached_property
 
 import boto3
 
-from infra.template import ACCOUNT, Stack, load_template
+from infra.template import Stack, load_template
 
 LOCAL = "local"
 
@@ -49,8 +49,9 @@ class Context:
 
     @property
     def local_role(self) -> str:
-        """The execution role of endpoints the local stack creates itself (moto checks none)."""
-        return f"arn:aws:iam::{ACCOUNT}:role/ivadas-{self.stage}-model"
+        from infra.local.endpoints import local_role
+
+        return local_role(self.stage)
 
 
 def add_context_arguments(p: argparse.ArgumentParser) -> None:

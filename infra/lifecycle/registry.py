@@ -10,6 +10,7 @@ from pathlib import Path
 from statistics import mean
 
 from infra.lifecycle.context import Context
+from infra.local.endpoints import file_sha256
 from ivadas_contract.models import package_group
 from ivadas_functions import registry as shared
 from ivadas_functions.registry import (  # noqa: F401 - the lifecycle's names, re-exported
@@ -26,14 +27,6 @@ from model_server.errors import IvadasError
 
 #: Request and response types of the model server (SageMaker container contract).
 CONTENT_TYPES = ["application/json", "image/png", "image/jpeg", "application/x-image"]
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def class_metrics(card: dict) -> dict:

@@ -12,7 +12,8 @@ from datetime import UTC, datetime
 
 from infra.lifecycle.context import Context
 from infra.lifecycle.registry import APPROVED, ModelVersion, get_version
-from ivadas_contract.models import VARIANT, deployed_url_parameter, deployment_parameter, endpoint_name
+from infra.local.endpoints import default_variant
+from ivadas_contract.models import deployed_url_parameter, deployment_parameter, endpoint_name
 from ivadas_functions.registry import deployment as shared_deployment
 from model_server.errors import IvadasError
 
@@ -57,13 +58,10 @@ def _current_endpoint(ctx: Context, name: str) -> tuple[dict | None, dict | None
 def _variant(config: dict | None, model_name: str) -> dict:
     """The new config's variant: the current one's name, instance type and count, on the new model."""
     old = (config or {}).get("ProductionVariants", [{}])[0]
-    return {
-        "VariantName": old.get("VariantName", VARIANT),
-        "ModelName": model_name,
-        "InstanceType": old.get("InstanceType", "ml.m5.large"),
-        "InitialInstanceCount": old.get("InitialInstanceCount", 1),
-        "InitialVariantWeight": old.get("InitialVariantWeight", 1.0),
-    }
+    variant = default_variant(model_name)
+    variant.update({k: old[k] for k in ("VariantName", "InstanceType", "InitialInstanceCount",
+                                        "InitialVariantWeight") if k in old})  # fmt: skip
+    return variant
 
 
 def _create_config(ctx: Context, version: ModelVersion, config: dict | None, model: dict | None) -> str:

@@ -39,21 +39,36 @@ class Served:
     config: str
 
 
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file read in 1 MB blocks (artifacts can be hundreds of MB)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def _split(url: str) -> tuple[str, str]:
     bucket, _, key = url.removeprefix("s3://").partition("/")
     return bucket, key
 
 
+def local_role(stage: str) -> str:
+    """The execution role of endpoints the local stack makes itself (moto checks none)."""
+    return f"arn:aws:iam::{ACCOUNT}:role/ivadas-{stage}-model"
+
+
+def default_variant(model_name: str) -> dict:
+    """The template's production variant: one ml.m5.large, all the traffic."""
+    return {"VariantName": VARIANT, "ModelName": model_name, "InstanceType": "ml.m5.large",
+            "InitialInstanceCount": 1, "InitialVariantWeight": 1.0}  # fmt: skip
+
+
 def _create_config(name: str, url: str, stage: str) -> None:
     sm = boto3.client("sagemaker")
-    sm.create_model(
-        ModelName=name,
-        PrimaryContainer={"Image": IMAGE, "ModelDataUrl": url},
-        ExecutionRoleArn=f"arn:aws:iam::{ACCOUNT}:role/ivadas-{stage}-model",
-    )
-    variant = {"VariantName": VARIANT, "ModelName": name, "InstanceType": "ml.m5.large"}
-    variant.update(InitialInstanceCount=1, InitialVariantWeight=1.0)
-    sm.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[variant])
+    container = {"Image": IMAGE, "ModelDataUrl": url}
+    sm.create_model(ModelName=name, PrimaryContainer=container, ExecutionRoleArn=local_role(stage))
+    sm.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[default_variant(name)])
 
 
 def artifact_url(config_name: str) -> str:
@@ -89,7 +104,7 @@ def _from_record(model: str, stage: str, cache: Path) -> Served | None:
 
 
 def _from_file(model: str, stage: str, artifact: Path, bucket: str) -> Served:
-    digest = hashlib.sha256(artifact.read_bytes()).hexdigest()[:16]
+    digest = file_sha256(artifact)[:16]
     key = f"{stage}/{model}/local-up/{digest}/model.tar.gz"
     boto3.client("s3").upload_file(str(artifact), bucket, key)
     stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S%f")[:17]
