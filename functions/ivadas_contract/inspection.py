@@ -54,6 +54,12 @@ def heatmap_key(class_name: str, iid: str) -> str:
     return f"heatmaps/{class_name}/{iid}.png"
 
 
+def reviewed_image_key(class_name: str, iid: str) -> str:
+    """Where a reviewed image is copied: the inbox expires its images, the reviews that teach the model
+    (update-model) and the escapes that test a new version need them longer."""
+    return f"reviewed/{class_name}/{iid}"
+
+
 def result_key(class_name: str, iid: str) -> str:
     return f"results/{class_name}/{iid}.json"
 
@@ -67,7 +73,7 @@ def _base(obj: dict, status: str, class_name: str, size: int | None) -> dict[str
         "inspection_id": obj["inspection_id"],
         "status": status,
         "class_name": class_name,
-        "line": obj.get("line"),
+        "line": obj.get("line") or None,  # an empty line is no line (index keys cannot be empty)
         "created_at": now_iso(),
         "bucket": obj["bucket"],
         "key": obj["key"],

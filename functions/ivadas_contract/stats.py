@@ -74,6 +74,26 @@ def shadow_counts(fields: dict) -> dict[str, int]:
     return {"shadow_answers": 1, "shadow_agree": 1 if fields["shadow_agrees"] else 0}
 
 
+def _review_tally(review: dict | None) -> dict[str, int]:
+    if not review:
+        return {}
+    model_defect, reviewed_defect = review["model_verdict"] == "defect", review["verdict"] == "defect"
+    return {
+        "reviewed": 1,
+        "review_agree": int(model_defect == reviewed_defect),
+        "false_alarms": int(model_defect and not reviewed_defect),
+        "escapes": int(reviewed_defect and not model_defect),
+    }
+
+
+def review_counts(new: dict, old: dict | None) -> dict[str, int]:
+    """What a review shown on a result changes in the result's slot when it replaces `old` (None for the
+    first): a corrected review moves the counts instead of adding a second one."""
+    after, before = _review_tally(new), _review_tally(old)
+    diff = {k: after.get(k, 0) - before.get(k, 0) for k in after.keys() | before.keys()}
+    return {k: v for k, v in sorted(diff.items()) if v}
+
+
 def _percentile(buckets: dict[str, int], q: float) -> float | None:
     total = sum(buckets.values())
     if not total:
@@ -119,7 +139,32 @@ def _figures(c: dict[str, int]) -> dict:
         "candidate_answers": c.get("shadow_answers", 0),
         "candidate_agreement": _rate(c.get("shadow_agree", 0), c.get("shadow_answers", 0)),
         "candidate_errors": c.get("shadow_errors", 0),
+        "reviewed": c.get("reviewed", 0),
+        "review_agreement": _rate(c.get("review_agree", 0), c.get("reviewed", 0)),
+        "false_alarms": c.get("false_alarms", 0),
+        "escapes": c.get("escapes", 0),
     }
+
+
+def series(items: list[dict], interval: str = "hour") -> list[dict]:
+    """Inspected, anomalies, anomaly rate and rejects per hour (or day), oldest first: the Results chart."""
+    width = {"hour": 13, "day": 10}[interval]
+    buckets: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for item in items:
+        at = item[SORT_KEY].split("#", 1)[0][:width]
+        for name in ("inspected", "anomalies", "rejected"):
+            buckets[at][name] += int(item.get(name, 0))
+    rows = [
+        {"at": at, **c, "anomaly_rate": _rate(c["anomalies"], c["inspected"])}
+        for at, c in sorted(buckets.items())
+    ]
+    return rows
+
+
+def dimensions(items: list[dict]) -> dict[str, list[str]]:
+    """The classes and lines that have results: what the UI's filters offer."""
+    lines = {item[SORT_KEY].split("#", 2)[1] for item in items} - {NO_LINE}
+    return {"classes": sorted({item[PARTITION_KEY] for item in items}), "lines": sorted(lines)}
 
 
 def drift_z(anomalies: int, inspected: int, ref_anomalies: int, ref_inspected: int) -> float:

@@ -16,12 +16,13 @@ def add(settings: Settings, record: dict, counts: dict[str, int]) -> None:
     retrying the message for a counter would count the result twice."""
     if not counts:
         return
-    hour = stats.hour_of(record["created_at"])
-    where = stats.slot(hour, record.get("line"), record["model"])
-    key = {stats.PARTITION_KEY: record["class_name"], stats.SORT_KEY: where}
     names = {f"#c{i}": name for i, name in enumerate(counts)}
     values = {f":c{i}": value for i, value in enumerate(counts.values())}
+    key: dict = {}
     try:
+        hour = stats.hour_of(record["created_at"])
+        where = stats.slot(hour, record.get("line"), record["model"])
+        key = {stats.PARTITION_KEY: record["class_name"], stats.SORT_KEY: where}
         table(settings.stats_table).update_item(
             Key=key,
             UpdateExpression="ADD "

@@ -31,7 +31,7 @@ from ivadas_contract.inspection import (
     rejected_record,
     shadow_fields,
 )
-from ivadas_contract.results_table import to_dynamo
+from ivadas_contract.results_table import to_dynamo, to_item
 from ivadas_contract.stats import counts_for, shadow_counts
 from ivadas_functions import counters
 from ivadas_functions.aws import RejectedImage, Settings, TransientFailure, client, invoke_endpoint, table
@@ -134,7 +134,7 @@ def add_shadow(record: dict, call: Future, settings: Settings) -> dict:
 
 def reject(obj: dict, class_name: str | None, reason: str, settings: Settings) -> dict:
     record = rejected_record(obj, class_name, reason, settings.default_model)
-    table(settings.results_table).put_item(Item=to_dynamo(record))
+    table(settings.results_table).put_item(Item=to_item(record))
     counters.add(settings, record, counts_for(record))
     return record
 
@@ -160,6 +160,6 @@ def store(
         Body=json.dumps({**record, "endpoint_response": result}, default=str).encode(),
         ContentType="application/json",
     )
-    table(settings.results_table).put_item(Item=to_dynamo(record))
+    table(settings.results_table).put_item(Item=to_item(record))
     counters.add(settings, record, counts_for(record))
     return record

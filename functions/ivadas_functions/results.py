@@ -12,8 +12,6 @@
 
 from __future__ import annotations
 
-import base64
-import json
 import os
 import time
 
@@ -22,13 +20,14 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver
 from aws_lambda_powertools.event_handler.exceptions import BadRequestError, NotFoundError
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from boto3.dynamodb.conditions import Attr, Key
+from boto3.dynamodb.conditions import Key
 from botocore.exceptions import ClientError
 
-from ivadas_contract import reviews
-from ivadas_contract.inspection import INSPECTED, now_iso
+from ivadas_contract import export, reviews, stats
+from ivadas_contract.inspection import INSPECTED, now_iso, reviewed_image_key
 from ivadas_contract.models import MODELS
-from ivadas_contract.results_table import CLASS_QUERY, SORT_KEY, from_dynamo, to_dynamo
+from ivadas_contract.results_table import QUEUE_ATTRIBUTES, from_dynamo, to_dynamo
+from ivadas_functions import counters
 from ivadas_functions.aws import (
     Settings,
     TransientFailure,
@@ -38,6 +37,8 @@ from ivadas_functions.aws import (
     invoke_endpoint_json,
     table,
 )
+from ivadas_functions.exports import export_csv
+from ivadas_functions.results_query import Plan, ResultFilter, plan, query_page, queue_plan
 from ivadas_functions.stats_query import stats_view
 
 logger = Logger()
@@ -50,19 +51,6 @@ _classes_cache: dict = {"at": 0.0, "value": None}
 CLASSES_TTL_SECONDS = 60
 
 
-def _token(key: dict | None) -> str | None:
-    return base64.urlsafe_b64encode(json.dumps(key, default=str).encode()).decode() if key else None
-
-
-def _untoken(text: str | None) -> dict | None:
-    if not text:
-        return None
-    try:
-        return json.loads(base64.urlsafe_b64decode(text.encode()))
-    except ValueError:
-        raise BadRequestError("next_token is not valid") from None
-
-
 @app.exception_handler(BadRequestError)
 def _bad_request(exc: BadRequestError):  # noqa: ANN202 - the API's one error shape
     return error_response(400, exc.msg)
@@ -73,55 +61,68 @@ def _not_found(exc: NotFoundError):  # noqa: ANN202
     return error_response(404, exc.msg)
 
 
-@app.get("/results")
-@tracer.capture_method
-def list_results() -> dict:
-    q = app.current_event.query_string_parameters or {}
-    class_name = q.get("class_name")
-    anomalous = q.get("anomalous", "false").lower() in ("1", "true", "yes")
-    since, until = q.get("since"), q.get("until")
+def _query() -> dict[str, str]:
+    return app.current_event.query_string_parameters or {}
+
+
+def _limit(q: dict[str, str]) -> int:
     try:
-        limit = max(1, min(MAX_LIMIT, int(q.get("limit", "50"))))
+        return max(1, min(MAX_LIMIT, int(q.get("limit", "50"))))
     except ValueError:
         raise BadRequestError("limit must be a number") from None
-    start_key = _untoken(q.get("next_token"))
-    results = table(settings.results_table)
-    kwargs: dict = {"Limit": limit}
-    if start_key:
-        kwargs["ExclusiveStartKey"] = start_key
-    if class_name:
-        index, attr = CLASS_QUERY[anomalous]
-        condition = Key(attr).eq(class_name)
-        if since and until:
-            condition &= Key(SORT_KEY).between(since, until)
-        elif since:
-            condition &= Key(SORT_KEY).gte(since)
-        elif until:
-            condition &= Key(SORT_KEY).lte(until)
-        resp = results.query(
-            IndexName=index, KeyConditionExpression=condition, ScanIndexForward=False, **kwargs
-        )
-        items = resp.get("Items", [])
-    else:  # all classes: a filtered scan, sorted per page (fine for the UI's "everything recent" view)
-        flt = None
-        for cond in (
-            Attr("is_anomaly").eq(True) if anomalous else None,
-            Attr(SORT_KEY).gte(since) if since else None,
-            Attr(SORT_KEY).lte(until) if until else None,
-        ):
-            if cond is not None:
-                flt = cond if flt is None else flt & cond
-        if flt is not None:
-            kwargs["FilterExpression"] = flt
-        resp = results.scan(**kwargs)
-        items = sorted(resp.get("Items", []), key=lambda i: i.get(SORT_KEY, ""), reverse=True)
-    out = [from_dynamo(i) for i in items]
+
+
+def _filter(q: dict[str, str]) -> ResultFilter:
+    try:
+        return ResultFilter.from_query(q)
+    except ValueError as exc:
+        raise BadRequestError(str(exc)) from None
+
+
+def _page(p: Plan, q: dict[str, str]) -> dict:
+    try:
+        page = query_page(table(settings.results_table), p, _limit(q), q.get("next_token") or None)
+    except ValueError as exc:
+        raise BadRequestError(str(exc)) from None
     s3 = client("s3")
-    for item in out:  # presigning is a local computation: no request per row
+    for item in page.items:  # presigning is a local computation: no request per row
         item["thumbnail_url"] = s3.generate_presigned_url(
             "get_object", Params={"Bucket": item["bucket"], "Key": item["key"]}, ExpiresIn=URL_SECONDS
         )
-    return {"items": out, "next_token": _token(resp.get("LastEvaluatedKey"))}
+    return {"items": page.items, "next_token": page.next_token, "short": page.short}
+
+
+@app.get("/results")
+@tracer.capture_method
+def list_results() -> dict:
+    q = _query()
+    flt = _filter(q)
+    return {**_page(plan(flt, settings.retention_days), q), "filters": flt.to_dict()}
+
+
+@app.get("/review-queue")
+@tracer.capture_method
+def review_queue() -> dict:
+    q = _query()
+    if not q.get("class_name"):
+        raise BadRequestError("class_name is required: the queue is kept per class (and line)")
+    return _page(queue_plan(q["class_name"], q.get("line") or None), q)
+
+
+@app.post("/results/export")
+@tracer.capture_method
+def export_results() -> dict:
+    q = _query()
+    flt = _filter(q)
+    written = export_csv(
+        client("s3"), table(settings.results_table), settings.results_bucket,
+        plan(flt, settings.retention_days), app.lambda_context.get_remaining_time_in_millis,
+        q.get("next_token") or None,
+    )  # fmt: skip
+    written["url"] = client("s3").generate_presigned_url(
+        "get_object", Params={"Bucket": settings.results_bucket, "Key": written["key"]}, ExpiresIn=URL_SECONDS
+    )
+    return {**written, "columns": list(export.HEADER), "filters": flt.to_dict()}
 
 
 @app.get("/results/<inspection_id>")
@@ -164,22 +165,40 @@ def review(inspection_id: str):  # noqa: ANN201 - dict or Response
         record = reviews.review_record(from_dynamo(item), app.current_event.json_body, False, now_iso())
     except ValueError as exc:
         return error_response(400, str(exc))
+    record["image_copy"] = _keep_image(from_dynamo(item))
     table(settings.reviews_table).put_item(Item=to_dynamo(record))  # history first: never lost
     shown = {k: record[k] for k in record if k not in (reviews.PARTITION_KEY,)}
-    try:  # the newest review is shown on the result; an older one arriving late leaves it
-        table(settings.results_table).update_item(
+    try:  # the newest review is shown on the result (and it leaves the queue); a late older one leaves it
+        replaced = table(settings.results_table).update_item(
             Key={"inspection_id": inspection_id},
-            UpdateExpression="SET #r = :r",
+            UpdateExpression="SET #r = :r REMOVE " + ", ".join(QUEUE_ATTRIBUTES),
             ConditionExpression="attribute_not_exists(#r) OR #r.review_id < :id",
             ExpressionAttributeNames={"#r": "review"},
             ExpressionAttributeValues={":r": to_dynamo(shown), ":id": record[reviews.SORT_KEY]},
+            ReturnValues="UPDATED_OLD",
         )
+        old = from_dynamo(replaced.get("Attributes", {}).get("review"))
+        counters.add(settings, from_dynamo(item), stats.review_counts(shown, old))
     except ClientError as err:
         if err.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
             raise
         logger.info("a newer review is already shown", extra={"inspection_id": inspection_id})
     history = _reviews(inspection_id)
     return {"review": shown, "reviews": len(history)}
+
+
+def _keep_image(item: dict) -> str | None:
+    """Copy the reviewed image out of the inbox's retention (server-side); None when it is already gone (the
+    review is still stored: what the reviewer saw is in the history)."""
+    key = reviewed_image_key(item["class_name"], item["inspection_id"])
+    try:
+        client("s3").copy_object(
+            Bucket=settings.results_bucket, Key=key, CopySource={"Bucket": item["bucket"], "Key": item["key"]}
+        )
+    except ClientError as err:
+        logger.warning("reviewed image not kept", extra={"key": item["key"], "error": str(err)})
+        return None
+    return key
 
 
 def _describe(model: str) -> dict:
@@ -207,10 +226,14 @@ def list_classes() -> dict:
 @app.get("/stats")
 @tracer.capture_method
 def get_stats() -> dict:
-    q = app.current_event.query_string_parameters or {}
+    q = _query()
+    flt = _filter({k: v for k, v in q.items() if k in ("since", "until")})
+    interval = q.get("interval", "hour")
+    if interval not in ("hour", "day"):
+        raise BadRequestError("interval must be hour or day")
     return stats_view(
-        settings.stats_table, os.environ.get("DLQ_NAME"), q.get("class_name"), q.get("line"), q.get("since"),
-        q.get("until"),
+        settings.stats_table, os.environ.get("DLQ_NAME"), q.get("class_name") or None, q.get("line") or None,
+        flt.since, flt.until, interval,
     )  # fmt: skip
 
 

@@ -47,9 +47,17 @@ def dlq_depth(queue_name: str) -> int:
 
 def stats_view(
     table_name: str, dlq_name: str | None, class_name: str | None, line: str | None, since: str | None,
-    until: str | None,
+    until: str | None, interval: str = "hour",
 ) -> dict:  # fmt: skip
-    view = stats.summarize(read_slots(table_name, class_name, since, until, line))
+    """The figures of a filter: totals, per class/line/model and per class, a time series, the DLQ depth, and
+    the classes and lines there are (over every slot: what the UI's filters offer)."""
+    items = read_slots(table_name, class_name, since, until, line)
+    view = stats.summarize(items)
+    view["by_class"] = stats.summarize(items, ("class_name",))["groups"]
+    view["series"] = stats.series(items, interval)
+    view["dimensions"] = stats.dimensions(read_slots(table_name, None, None, None))
     view["dlq_depth"] = dlq_depth(dlq_name) if dlq_name else None
-    view["filters"] = {"class_name": class_name, "line": line, "since": since, "until": until}
+    view["filters"] = {
+        "class_name": class_name, "line": line, "since": since, "until": until, "interval": interval
+    }  # fmt: skip
     return view

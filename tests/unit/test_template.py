@@ -65,6 +65,8 @@ def test_outputs_and_local_names() -> None:
         ("GET", "/classes", "ResultsFunction"),
         ("GET", "/stats", "ResultsFunction"),
         ("POST", "/results/{inspection_id}/review", "ResultsFunction"),
+        ("GET", "/review-queue", "ResultsFunction"),
+        ("POST", "/results/export", "ResultsFunction"),
         ("GET", "/models", "ModelsFunction"),
         ("POST", "/models/{version}/approve", "ModelsFunction"),
         ("POST", "/models/{version}/reject", "ModelsFunction"),
@@ -106,3 +108,21 @@ def test_dashboard_shows_the_metrics_the_functions_emit() -> None:
     assert all(name in text for name in emitted - {"EndpointLatency", "CandidateErrors", "ClassesDrifting"})
     alarm = stack.props("AnomalyRateDriftAlarm")
     assert alarm["MetricName"] == "ClassesDrifting" and "ClassesDrifting" in emitted
+
+
+def test_results_bucket_keeps_reviewed_images_longer_and_expires_exports() -> None:
+    from ivadas_contract import export
+
+    stack = Stack(load_template(), {"Stage": "local"})
+    rules = {r["Prefix"]: r for r in stack.props("ResultsBucket")["LifecycleConfiguration"]["Rules"]}
+    assert set(rules) == {"heatmaps/", "results/", "reviewed/", export.PREFIX}  # no rule over every prefix
+    assert rules[export.PREFIX]["ExpirationInDays"] == export.EXPIRE_DAYS
+    assert rules["reviewed/"]["ExpirationInDays"] == {"Ref": "ReviewedImageRetentionDays"}
+    policies = [
+        p for p in stack.props("ResultsFunction")["Policies"] if isinstance(p, dict) and "Statement" in p
+    ]
+    statements = [st for pol in policies for st in pol["Statement"]]
+    writes = {json.dumps(st["Resource"]) for st in statements if "s3:PutObject" in json.dumps(st["Action"])}
+    assert writes == {
+        json.dumps({"Fn::Sub": f"${{ResultsBucket.Arn}}/{p}*"}) for p in (export.PREFIX, "reviewed/")
+    }

@@ -1,0 +1,258 @@
+"""The Results API at factory scale, on in-process moto: every filter served by an index newest first in full
+pages (no scan), the review queue, review counters and the CSV export."""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import io
+import itertools
+import json
+from decimal import Decimal
+
+import boto3
+import pytest
+
+from ivadas_contract import export, results_table
+from tests.unit.test_handlers import INBOX, RESULTS, STATS, TABLE, Context, api_event, aws  # noqa: F401
+
+CLASSES, LINES = ("bottle", "cell"), ("line1", "line2")
+
+
+def _record(i: int, day: str, class_name: str, line: str | None, anomalous: bool, score: float) -> dict:
+    return {
+        "inspection_id": f"id{i:03d}",
+        "status": "INSPECTED",
+        "class_name": class_name,
+        "line": line,
+        "created_at": f"{day}T{i // 60 % 24:02d}:{i % 60:02d}:00.000Z",
+        "bucket": INBOX,
+        "key": f"{line}/{class_name}/{i}.png",
+        "is_anomaly": anomalous,
+        "normalized_score": score,
+        "threshold": 2.0,
+        "model": "patchcore",
+        "model_version": "patchcore-1",
+        "endpoint_latency_ms": 40.0,
+        "regions": [{"x": 1, "y": 2, "width": 3, "height": 4, "max_score": 0.9}] if anomalous else [],
+    }
+
+
+@pytest.fixture
+def seeded(aws):  # noqa: ANN001, ANN201, F811
+    """60 results over two days, two classes and two lines (and a few with no line), a third anomalous."""
+    from datetime import UTC, datetime, timedelta
+
+    today = datetime.now(UTC).date()
+    days = [(today - timedelta(days=1)).isoformat(), today.isoformat()]
+    table = boto3.resource("dynamodb").Table(TABLE)
+    records = []
+    combos = itertools.cycle(itertools.product(CLASSES, (*LINES, None)))
+    for i in range(60):
+        class_name, line = next(combos)
+        rec = _record(i, days[i // 30], class_name, line, i % 3 == 0, round((i * 37 % 100) / 100, 2))
+        table.put_item(Item=results_table.to_item(rec))
+        records.append(rec)
+    results = importlib.import_module("ivadas_functions.results")
+    # the handler's own table object: a scan would mean an unindexed query
+    tbl = importlib.import_module("ivadas_functions.aws").table(TABLE)
+    tbl.scan = lambda **kw: pytest.fail(f"a scan served a results query: {kw}")
+    return results, records, days
+
+
+def _get(results, path: str, query: dict) -> tuple[int, dict]:  # noqa: ANN001
+    resp = results.handler(api_event("GET", path, query={k: v for k, v in query.items() if v}), Context())
+    return resp["statusCode"], json.loads(resp["body"])
+
+
+def _all_pages(results, query: dict, limit: int = 4) -> list[list[str]]:  # noqa: ANN001
+    pages, token = [], None
+    while True:
+        status, body = _get(results, "/results", {**query, "limit": str(limit), "next_token": token})
+        assert status == 200, body
+        pages.append([i["inspection_id"] for i in body["items"]])
+        token = body["next_token"]
+        if not token:
+            return pages
+
+
+@pytest.mark.parametrize("class_name", [None, "bottle"])
+@pytest.mark.parametrize("line", [None, "line2"])
+@pytest.mark.parametrize("anomalous", [False, True])
+def test_every_filter_pages_newest_first_in_full_pages(seeded, class_name, line, anomalous) -> None:  # noqa: ANN001
+    results, records, days = seeded
+    since = f"{days[0]}T00:20:00Z"
+    for window in ({}, {"since": since}, {"since": since, "until": f"{days[1]}T00:10:00Z"}):
+        query = {"class_name": class_name, "line": line, "anomalous": "true" if anomalous else None, **window}
+        expected = [
+            r
+            for r in records
+            if (not class_name or r["class_name"] == class_name)
+            and (not line or r["line"] == line)
+            and (not anomalous or r["is_anomaly"])
+            and (not window.get("since") or r["created_at"] >= results_query_time(window["since"]))
+            and (not window.get("until") or r["created_at"] <= results_query_time(window["until"]))
+        ]
+        expected.sort(key=lambda r: r["created_at"], reverse=True)
+        pages = _all_pages(results, query)
+        assert [i for p in pages for i in p] == [r["inspection_id"] for r in expected], query
+        assert all(len(p) == 4 for p in pages[:-1]), (query, [len(p) for p in pages])
+
+
+def results_query_time(text: str) -> str:
+    from ivadas_functions.results_query import parse_time
+
+    return parse_time(text, "t")
+
+
+def test_bad_filters_and_tokens_get_the_one_error_shape(seeded) -> None:  # noqa: ANN001
+    results, _, _ = seeded
+    for query in (
+        {"since": "yesterday"},
+        {"until": "2026-13-40"},
+        {"since": "2026-12-02T10:00:00Z", "until": "2026-12-01T00:00:00Z"},
+        {"anomalous": "maybe"},
+        {"next_token": "not-a-token"},
+        {"class_name": "bottle", "next_token": _token_of_other_query(results)},
+    ):
+        status, body = _get(results, "/results", query)
+        assert status == 400 and set(body) == {"error"}, (query, body)
+
+
+def _token_of_other_query(results) -> str:  # noqa: ANN001
+    _, body = _get(results, "/results", {"class_name": "cell", "limit": "2"})
+    return body["next_token"]
+
+
+def test_a_filtered_page_says_when_it_came_back_short_and_goes_on(seeded, monkeypatch) -> None:  # noqa: ANN001
+    results, records, _ = seeded
+    monkeypatch.setattr(importlib.import_module("ivadas_functions.results_query"), "MAX_READS", 1)
+    reviews = {"id059", "id003"}  # the newest and one of the oldest: the pages between hold none
+    tbl = boto3.resource("dynamodb").Table(TABLE)
+    for iid in reviews:
+        tbl.update_item(
+            Key={"inspection_id": iid},
+            UpdateExpression="SET review = :r",
+            ExpressionAttributeValues={":r": {"agrees": False}},
+        )
+    seen, shorts, token = [], 0, None
+    while True:
+        status, body = _get(results, "/results", {"reviewed": "true", "limit": "5", "next_token": token})
+        assert status == 200
+        seen += [i["inspection_id"] for i in body["items"]]
+        shorts += body["short"]
+        token = body["next_token"]
+        if not token:
+            break
+    assert set(seen) == reviews and shorts >= 1
+
+
+def test_review_queue_is_nearest_the_threshold_first_and_a_review_takes_an_item_out(seeded) -> None:  # noqa: ANN001
+    results, records, _ = seeded
+    mine = [r for r in records if r["class_name"] == "bottle" and r["line"] == "line1"]
+    expected = sorted(abs(r["normalized_score"] - 0.5) for r in mine)
+    status, body = _get(results, "/review-queue", {"class_name": "bottle", "line": "line1", "limit": "50"})
+    assert status == 200
+    assert [round(abs(i["normalized_score"] - 0.5), 6) for i in body["items"]] == pytest.approx(expected)
+    first = body["items"][0]["inspection_id"]
+    resp = results.handler(
+        api_event("POST", f"/results/{first}/review", {"verdict": "good", "reviewer": "ana"},
+                  params={"inspection_id": first}), Context(),
+    )  # fmt: skip
+    assert resp["statusCode"] == 200
+    _, after = _get(results, "/review-queue", {"class_name": "bottle", "line": "line1", "limit": "50"})
+    assert first not in [i["inspection_id"] for i in after["items"]] and len(after["items"]) == len(mine) - 1
+    assert _get(results, "/review-queue", {})[0] == 400
+
+
+def test_review_counts_follow_corrections_into_agreement_figures(seeded) -> None:  # noqa: ANN001
+    results, records, _ = seeded
+    flagged = next(r for r in records if r["is_anomaly"] and r["class_name"] == "cell")
+    good = next(r for r in records if not r["is_anomaly"] and r["class_name"] == "cell")
+
+    def review(rec: dict, verdict: str) -> None:
+        iid = rec["inspection_id"]
+        resp = results.handler(
+            api_event("POST", f"/results/{iid}/review", {"verdict": verdict, "reviewer": "ana"},
+                      params={"inspection_id": iid}), Context(),
+        )  # fmt: skip
+        assert resp["statusCode"] == 200
+
+    review(flagged, "good")  # a false alarm
+    review(good, "defect")  # an escape
+    review(good, "good")  # corrected: the model was right after all
+    _, view = _get(results, "/stats", {"class_name": "cell"})
+    total = view["total"]
+    assert (total["reviewed"], total["false_alarms"], total["escapes"]) == (2, 1, 0)
+    assert total["review_agreement"] == 0.5
+    assert view["by_class"][0]["class_name"] == "cell"
+
+
+def test_stats_offer_classes_lines_and_a_series(aws) -> None:  # noqa: ANN001, F811
+    from ivadas_functions import counters
+    from ivadas_functions.aws import Settings
+
+    results = importlib.import_module("ivadas_functions.results")
+    settings = Settings.from_env()
+    for i, (class_name, line) in enumerate(itertools.product(CLASSES, LINES)):
+        rec = {"class_name": class_name, "line": line, "model": "patchcore",
+               "created_at": f"2026-12-0{1 + i % 2}T1{i}:00:00.000Z"}  # fmt: skip
+        counters.add(settings, rec, {"inspected": 10, "anomalies": i})
+    status, view = _get(results, "/stats", {"interval": "day"})
+    assert status == 200
+    assert view["dimensions"] == {"classes": list(CLASSES), "lines": list(LINES)}
+    assert [(s["at"], s["inspected"], s["anomalies"]) for s in view["series"]] == [
+        ("2026-12-01", 20, 2),
+        ("2026-12-02", 20, 4),
+    ]
+    assert _get(results, "/stats", {"interval": "week"})[0] == 400
+    assert _get(results, "/stats", {"since": "last tuesday"})[0] == 400
+
+
+def test_export_writes_every_filtered_row_as_csv_to_the_results_bucket(seeded, monkeypatch) -> None:  # noqa: ANN001
+    results, records, _ = seeded
+    exports = importlib.import_module("ivadas_functions.exports")
+    monkeypatch.setattr(exports, "PAGE_ITEMS", 7)  # many pages
+    monkeypatch.setattr(exports, "PART_BYTES", 1)  # a part per page: the multipart path
+    monkeypatch.setattr("moto.s3.models.S3_UPLOAD_PART_MIN_SIZE", 1)  # real S3 wants 5 MiB parts
+    parts = []
+    real = exports.Upload.put_part
+    monkeypatch.setattr(
+        exports.Upload, "put_part", lambda self, data: (parts.append(len(data)), real(self, data))
+    )
+    resp = results.handler(api_event("POST", "/results/export", query={"line": "line1"}), Context())
+    body = json.loads(resp["body"])
+    assert resp["statusCode"] == 200 and body["complete"] is True
+    mine = [r for r in records if r["line"] == "line1"]
+    assert body["rows"] == len(mine) and len(parts) > 1
+    text = boto3.client("s3").get_object(Bucket=RESULTS, Key=body["key"])["Body"].read().decode()
+    rows = list(csv.reader(io.StringIO(text)))
+    assert tuple(rows[0]) == export.HEADER and len(rows) == len(mine) + 1
+    by_id = {r[0]: dict(zip(export.HEADER, r, strict=True)) for r in rows[1:]}
+    sample = mine[0]
+    got = by_id[sample["inspection_id"]]
+    assert (
+        got["image_key"] == sample["key"]
+        and got["line"] == "line1"
+        and got["class_name"] == sample["class_name"]
+    )
+    assert body["url"].startswith("http") and RESULTS in body["url"]
+
+
+def test_an_export_out_of_time_ends_its_file_and_says_where_to_go_on(seeded, monkeypatch) -> None:  # noqa: ANN001
+    results, records, _ = seeded
+    exports = importlib.import_module("ivadas_functions.exports")
+    monkeypatch.setattr(exports, "PAGE_ITEMS", 10)
+    monkeypatch.setattr(Context, "get_remaining_time_in_millis", lambda self: 1000)
+    body = json.loads(results.handler(api_event("POST", "/results/export", query={}), Context())["body"])
+    assert body["complete"] is False and body["rows"] == 10 and body["next_token"]
+
+
+def test_index_keys_put_an_item_only_where_it_belongs() -> None:
+    rec = _record(1, "2026-12-02", "bottle", None, False, 0.45)
+    keys = results_table.index_keys(rec)
+    assert keys == {"month": "2026-12", "class_name": "bottle", "queue_rank": 0.05, "queue_class": "bottle"}
+    rec = _record(2, "2026-12-02", "bottle", "l1", True, 0.9)
+    keys = results_table.index_keys({**rec, "review": {"verdict": "good"}})
+    assert keys["anomaly_class_line"] == "bottle#l1" and "queue_class" not in keys
+    assert isinstance(results_table.to_item(rec)["queue_rank"], Decimal)
