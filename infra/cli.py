@@ -34,6 +34,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "rollback": ("infra.lifecycle.commands", "rollback"),
     "compare": ("infra.lifecycle.commands", "compare"),
     "promote": ("infra.lifecycle.commands", "promote"),
+    "update-model": ("infra.lifecycle.commands", "update_model"),
     "stats": ("infra.lifecycle.commands", "stats"),
 }
 
@@ -222,8 +223,19 @@ def _add_monitoring_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--data-root", help="labelled test folder (MVTec layout, or 'elpv'): both deployed versions"
     )
+    p.add_argument(
+        "--reviewed", action="store_true", help="both deployed versions on the class's reviewed escapes"
+    )
     p.add_argument("--limit", type=int, default=20, help="disagreements listed")
     p.add_argument("--json", action="store_true")
+    add_context_arguments(p)
+
+    p = sub.add_parser("update-model", help="teach the deployed version its reviewed false alarms (pending)")
+    p.add_argument("--model", choices=MODELS, required=True)
+    p.add_argument("--class-name", required=True)
+    p.add_argument("--since", help="ISO time: reviews of results from then on")
+    p.add_argument("--out", required=True, help="where the updated artifact is written")
+    p.add_argument("--no-register", action="store_true", help="write the artifact only")
     add_context_arguments(p)
 
     p = sub.add_parser("promote", help="make an approved candidate version the production model, if no worse")

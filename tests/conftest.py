@@ -53,11 +53,11 @@ def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_mvtec(tmp_path_factory.mktemp("mvtec"))
 
 
-def _train(root: Path, out: Path, model: str, coreset_ratio: float = 0.25) -> Path:
+def _train(root: Path, out: Path, model: str, coreset_ratio: float = 0.25, classes: str = "widget") -> Path:
     from infra.cli import main
 
     code = main(
-        ["train", "--data-root", str(root), "--classes", "widget", "--model", model,
+        ["train", "--data-root", str(root), "--classes", classes, "--model", model,
          "--input-size", "64", "--coreset-ratio", str(coreset_ratio), "--no-search", "--quiet",
          "--out", str(out)]
     )  # fmt: skip
@@ -76,6 +76,18 @@ def retrained_artifact(synthetic_root: Path, tmp_path_factory: pytest.TempPathFa
     """A second PatchCore artifact of the same class (a larger bank): the next version to roll out."""
     out = tmp_path_factory.mktemp("artifact") / "model-v2.tar.gz"
     return _train(synthetic_root, out, "patchcore", coreset_ratio=0.5)
+
+
+@pytest.fixture(scope="session")
+def two_class_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The synthetic widget and a second class, gadget (other parts, other seed)."""
+    return make_mvtec(make_mvtec(tmp_path_factory.mktemp("mvtec2")), "gadget", seed=1)
+
+
+@pytest.fixture(scope="session")
+def two_class_artifact(two_class_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("artifact") / "two-class.tar.gz"
+    return _train(two_class_root, out, "patchcore", classes="widget,gadget")
 
 
 @pytest.fixture(scope="session")

@@ -96,6 +96,8 @@ def compare(args: argparse.Namespace) -> int:
     from infra.lifecycle import compare as cmp
 
     ctx = context_from_args(args)
+    if args.reviewed:
+        return _compare_reviewed(ctx, args.class_name)
     if args.data_root:
         doc = cmp.labelled(ctx, args.class_name, args.data_root, Path(args.state_dir) / "artifacts")
         b, c = doc["baseline"], doc["candidate"]
@@ -120,6 +122,31 @@ def compare(args: argparse.Namespace) -> int:
     for row in view["disagreements"][: args.limit]:
         b, c = row["baseline"], row["candidate"]
         print(f"  {row['key']}  baseline {_says(b)}  candidate {_says(c)}  ({row['inspection_id']})")
+    return 0
+
+
+def _compare_reviewed(ctx, class_name: str) -> int:  # noqa: ANN001 - Context
+    from infra.lifecycle.compare import deployed_artifact
+    from infra.lifecycle.reviewed import escape_check
+    from ivadas_contract.models import MODELS
+
+    paths = dict(deployed_artifact(ctx, model, ctx.cache_dir) for model in MODELS)
+    doc = escape_check(ctx, class_name, paths)
+    print(f"{class_name}: {doc['escapes']} reviewed escapes ({doc['without_image']} without an image left)")
+    for name, v in doc["versions"].items():
+        print(
+            f"  {name}: catches {v['caught']} of {doc['escapes']}; "
+            f"misses {len(v['forgotten'])} that another version catches"
+        )
+    return 0
+
+
+def update_model(args: argparse.Namespace) -> int:
+    from infra.lifecycle.update_model import update_model as run
+
+    doc = run(context_from_args(args), args.model, args.class_name, Path(args.out), args.since,
+              not args.no_register)  # fmt: skip
+    print(json.dumps(doc, indent=2, default=str))
     return 0
 
 

@@ -83,7 +83,7 @@ def comparison_key(stage: str, class_name: str, baseline: str, candidate: str) -
     return f"{stage}/comparisons/{class_name}/{baseline}--{candidate}.json"
 
 
-def _deployed_artifact(ctx: Context, model: str, cache: Path) -> tuple[str, Path]:
+def deployed_artifact(ctx: Context, model: str, cache: Path) -> tuple[str, Path]:
     from infra.local.endpoints import download
 
     record = deployment(ctx, model)
@@ -103,7 +103,7 @@ def labelled(ctx: Context, class_name: str, data_root: str, cache: Path) -> dict
     split = load_split(data_root, class_name)
     doc: dict = {"class_name": class_name, "data_root": str(data_root), "n_test": len(split.test)}
     for role, model in (("baseline", BASELINE), ("candidate", CANDIDATE)):
-        version, path = _deployed_artifact(ctx, model, cache)
+        version, path = deployed_artifact(ctx, model, cache)
         artifact = load_artifact(path)
         class_model = artifact.get(class_name)
         extractor = Predictor(artifact).extractor(class_model.config.features)

@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+import tempfile
+from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 
 import boto3
 
@@ -24,6 +26,8 @@ class Context:
     model_bucket: str
     image_uri: str
     local: bool = False
+    #: where artifacts are downloaded to be scored here (compare, promote, update-model)
+    cache_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "ivadas-artifacts")
 
     @cached_property
     def sagemaker(self):  # noqa: ANN201 - boto3 client
@@ -71,4 +75,5 @@ def context_from_args(args: argparse.Namespace) -> Context:
 
     state = read_state(args.state_dir)
     use_state(state)
-    return Context(LOCAL, args.model_bucket or state["resources"]["ModelBucket"], image, local=True)
+    bucket = args.model_bucket or state["resources"]["ModelBucket"]
+    return Context(LOCAL, bucket, image, local=True, cache_dir=Path(args.state_dir) / "artifacts")

@@ -1,7 +1,8 @@
 """Promotion: a whole multi-class version (one artifact serves every class) becomes the production model, on
 the baseline's endpoint, only when it is approved, serves every class production serves, and no class is worse
 than production by more than `TOLERANCE` on any compared metric, neither on the model cards nor on the
-labelled comparisons stored by `ivadas compare --data-root`. A refusal names the class, metric and source."""
+labelled comparisons stored by `ivadas compare --data-root`, and it must catch every reviewed escape
+production catches (infra/lifecycle/reviewed.py). A refusal names the class, metric and source."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import json
 from infra.lifecycle.compare import METRICS, comparison_key
 from infra.lifecycle.context import Context
 from infra.lifecycle.registry import APPROVED, ModelVersion, get_version
+from infra.lifecycle.reviewed import escape_check
 from infra.lifecycle.rollout import deploy, deployment
 from ivadas_contract.models import BASELINE
 from model_server.errors import IvadasError
@@ -44,6 +46,18 @@ def worse(production: dict, candidate: dict) -> list[str]:
     ]
 
 
+def _escapes(ctx: Context, name: str, candidate: ModelVersion, production: ModelVersion) -> tuple[list, str]:
+    """Refusals when the candidate misses a reviewed escape of class `name` that production catches."""
+    from infra.local.endpoints import download
+
+    paths = {v.name: download(v.model_data_url, ctx.cache_dir) for v in (production, candidate)}
+    doc = escape_check(ctx, name, paths)
+    forgotten = doc["versions"].get(candidate.name, {}).get("forgotten", [])
+    refusals = [f"class {name}: misses {len(forgotten)} reviewed escape(s) {production.name} catches: "
+                + ", ".join(forgotten[:5])] if forgotten else []  # fmt: skip
+    return refusals, f"{name}: {doc['escapes']} reviewed escapes"
+
+
 def check(ctx: Context, candidate: ModelVersion, production: ModelVersion) -> tuple[list[str], list[str]]:
     """(refusals, what was checked)."""
     refusals, checked = [], []
@@ -61,6 +75,9 @@ def check(ctx: Context, candidate: ModelVersion, production: ModelVersion) -> tu
                 f"class {name}: {w} (labelled comparison on {stored['data_root']})" for w in worse(base, cand)
             ]
             checked.append(f"{name}: labelled comparison on {stored['data_root']}")
+        escaped, what = _escapes(ctx, name, candidate, production)
+        refusals += escaped
+        checked.append(what)
     return refusals, checked
 
 

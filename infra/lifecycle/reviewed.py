@@ -1,0 +1,97 @@
+"""What reviewers said, as data for the model: confirmed false alarms (flagged, reviewed good) that teach a
+class its good variation (`ivadas update-model`), and escapes (passed, reviewed defect) kept as a labelled
+set that `ivadas compare --reviewed` and `ivadas promote` score every new version on, so one that forgets
+them is refused. Images come from the copy the review made (results bucket, `reviewed/`), since the inbox
+expires them; the inbox object is the fallback."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from boto3.dynamodb.conditions import Attr
+
+from infra.lifecycle.context import Context
+from ivadas_functions.results_query import ResultFilter, every_item, plan
+from model_server.errors import IvadasError
+
+FALSE_ALARM, ESCAPE = "false_alarm", "escape"
+
+
+@dataclass
+class Reviewed:
+    item: dict
+    image: bytes
+
+    @property
+    def review_id(self) -> str:
+        return self.item["review"]["review_id"]
+
+
+def _items(ctx: Context, class_name: str, kind: str, since: str | None) -> Iterator[dict]:
+    import boto3
+
+    table = boto3.resource("dynamodb").Table(ctx.stack.ref("ResultsTable"))
+    flagged = kind == FALSE_ALARM
+    p = plan(ResultFilter(class_name=class_name, anomalous=flagged, since=since), retention_days=3650)
+    verdict = "good" if flagged else "defect"
+    p.filter = Attr("review.verdict").eq(verdict)
+    if not flagged:
+        p.filter &= Attr("is_anomaly").eq(False)
+    yield from every_item(table, p)
+
+
+def _image(ctx: Context, item: dict) -> bytes | None:
+    copy = (item.get("review") or {}).get("image_copy")
+    places = [(ctx.stack.ref("ResultsBucket"), copy)] if copy else []
+    places.append((item["bucket"], item["key"]))
+    for bucket, key in places:
+        try:
+            return ctx.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        except (ctx.s3.exceptions.NoSuchKey, ctx.s3.exceptions.ClientError):
+            continue
+    return None
+
+
+def reviewed(
+    ctx: Context, class_name: str, kind: str, since: str | None = None
+) -> tuple[list[Reviewed], int]:
+    """(the reviewed results of a kind with their images, how many had no image left)."""
+    found, missing = [], 0
+    for item in _items(ctx, class_name, kind, since):
+        image = _image(ctx, item)
+        if image is None:
+            missing += 1
+        else:
+            found.append(Reviewed(item, image))
+    return found, missing
+
+
+def escape_check(ctx: Context, class_name: str, versions: dict[str, Path]) -> dict:
+    """Every version's verdicts on the class's reviewed escapes: {version: {"caught": n, "missed": [keys]}},
+    and the images each version misses that another one catches ("forgotten")."""
+    from model_server.engine.predictor import Predictor
+
+    escapes, missing = reviewed(ctx, class_name, ESCAPE)
+    doc: dict = {"class_name": class_name, "escapes": len(escapes), "without_image": missing, "versions": {}}
+    if not escapes:
+        return doc
+    caught: dict[str, set[str]] = {}
+    for name, path in versions.items():
+        predictor = Predictor(path)
+        if class_name not in predictor.artifact.classes:
+            raise IvadasError(f"{name} does not serve class {class_name}")
+        found = set()
+        for e in escapes:
+            if predictor.predict(class_name, [e.image])[0].is_anomaly:
+                found.add(e.item["key"])
+        caught[name] = found
+        doc["versions"][name] = {
+            "caught": len(found),
+            "missed": sorted(e.item["key"] for e in escapes if e.item["key"] not in found),
+        }
+    everyone = set().union(*caught.values())
+    for name, found in caught.items():
+        doc["versions"][name]["forgotten"] = sorted(everyone - found)
+    return doc
