@@ -1,10 +1,11 @@
-// IVADAS web UI: talks only to the API (/predict, /results, /classes, /models). The API base URL and key come from
+// IVADAS web UI: talks only to the API (/predict, /results, /review-queue, /stats, /classes, /models). The API base URL and key come from
 // config.json next to this page (written by the deploy, served by the local stack).
 "use strict";
 
 const MAX_UPLOAD_BYTES = 4 * 1024 * 1024; // base64 grows 4/3: stays under API Gateway and Lambda's 6 MB
 const MAX_SIDE = 2048;
-const state = { config: null, nextToken: null, tokens: [], timer: null, file: null, models: {} };
+const state = { config: null, nextToken: null, token: null, tokens: [], items: [], timer: null, file: null, models: {},
+                classes: [], dimensions: null, detailOpen: false, detailIndex: -1, selectedId: null, queue: [], queueAt: 0 };
 
 const $ = (sel) => document.querySelector(sel);
 
@@ -210,67 +211,465 @@ function setupDrop() {
 
 // ------------------------------------------------------------------------------------------ results
 
-function resultsQuery(token) {
-  const params = new URLSearchParams({ limit: "20" });
-  const cls = $("#f-class").value;
-  if (cls) params.set("class_name", cls);
-  if ($("#f-anomalous").checked) params.set("anomalous", "true");
-  const minutes = Number($("#f-window").value);
-  if (minutes) params.set("since", new Date(Date.now() - minutes * 60000).toISOString());
-  if (token) params.set("next_token", token);
-  return "/results?" + params.toString();
+const PAGE_SIZE = 20;
+const verdictOf = (item) => (item.status !== "INSPECTED" ? "REJECTED" : (item.is_anomaly ? "DEFECT" : "GOOD"));
+const reviewer = () => localStorage.getItem("ivadas.reviewer") || "";
+const setReviewer = (name) => localStorage.setItem("ivadas.reviewer", name.trim());
+
+function localInputToIso(value) {
+  return value ? new Date(value).toISOString() : null; // datetime-local is the browser's local time
 }
 
-async function loadResults(token) {
-  clearError();
+// What the filter form says, taken when it is applied: a refresh or the next page never picks up a half-edited form.
+function readForm() {
+  return { class_name: $("#f-class").value, line: $("#f-line").value, anomalous: $("#f-anomalous").checked,
+           review: $("#f-reviewed").value, window: $("#f-window").value, since: $("#f-since").value, until: $("#f-until").value };
+}
+
+// The time range the filter asks for, as ISO times the API takes (any start and end); presets move with the clock.
+function timeRange(form) {
+  const choice = form.window;
+  if (!choice) return {};
+  if (choice === "custom") return { since: localInputToIso(form.since), until: localInputToIso(form.until) };
+  if (choice === "today") { const d = new Date(); d.setHours(0, 0, 0, 0); return { since: d.toISOString() }; }
+  return { since: new Date(Date.now() - Number(choice) * 60000).toISOString() };
+}
+
+function filterParams(form = state.applied || readForm()) {
+  const params = {};
+  if (form.class_name) params.class_name = form.class_name;
+  if (form.line) params.line = form.line;
+  if (form.anomalous) params.anomalous = "true";
+  if (form.review === "disagrees") params.disagrees = "true";
+  else if (form.review) params.reviewed = form.review;
+  const range = timeRange(form);
+  if (range.since) params.since = range.since;
+  if (range.until) params.until = range.until;
+  return params;
+}
+
+const qs = (params) => new URLSearchParams(Object.entries(params).filter(([, v]) => v !== null && v !== undefined && v !== "")).toString();
+
+function verdictCell(item) {
+  const verdict = verdictOf(item);
+  return el("td", { class: "verdict-cell v-" + verdict.toLowerCase(), text: verdict, title: item.reason || "" });
+}
+
+function reviewCell(item) {
+  const r = item.review;
+  if (!r) return el("td", { class: "c-review", text: "" });
+  return el("td", { class: "c-review " + (r.agrees ? "agrees" : "disagrees"),
+    text: r.verdict + (r.agrees ? "" : " (disagrees)"), title: `${r.reviewer}, ${r.reviewed_at}` });
+}
+
+function resultRow(item, index) {
+  const tr = el("tr", { tabindex: "0", "data-id": item.inspection_id, "data-verdict": verdictOf(item).toLowerCase() });
+  const thumb = item.thumbnail_url ? el("img", { src: item.thumbnail_url, alt: "thumbnail of " + item.key }) : "";
+  tr.append(el("td", { class: "c-img" }, thumb), el("td", { text: new Date(item.created_at).toLocaleString() }),
+    el("td", { text: item.class_name }), el("td", { class: "c-line", text: item.line || "" }), verdictCell(item),
+    el("td", { text: item.normalized_score != null ? item.normalized_score.toFixed(3) : "" }), reviewCell(item),
+    el("td", { class: "c-model", text: item.model_version || item.model || "" }), el("td", { class: "c-key key", text: item.key }));
+  tr.addEventListener("click", () => openDetail(index));
+  tr.addEventListener("keydown", (e) => { if (e.key === "Enter") openDetail(index); });
+  return tr;
+}
+
+function markSelected() {
+  for (const tr of document.querySelectorAll("#results-table tbody tr")) {
+    const on = state.detailOpen && tr.dataset.id === state.selectedId;
+    tr.classList.toggle("selected", on);
+    tr.setAttribute("aria-selected", String(on));
+  }
+}
+
+// One page of results. A refresh keeps the keyboard focus where it was (the same row, or nothing at all).
+async function loadResults(token, { refresh = false } = {}) {
+  if (!refresh) clearError();
+  const seq = (state.resultsSeq = (state.resultsSeq || 0) + 1);
   try {
-    const page = await api(resultsQuery(token));
+    const page = await api("/results?" + qs({ ...filterParams(), limit: String(PAGE_SIZE), next_token: token }));
+    if (seq !== state.resultsSeq) return; // a newer request (another filter, page or refresh) owns the table
+    const focused = document.activeElement && document.activeElement.closest("#results-table tbody tr");
+    const focusedId = focused ? focused.dataset.id : null; // where the focus is now, not when the request left
+    state.items = page.items;
+    state.token = token;
     state.nextToken = page.next_token;
     $("#next-page").disabled = !page.next_token;
-    const rows = page.items.map((item) => {
-      const verdict = item.status !== "INSPECTED" ? "REJECTED" : (item.is_anomaly ? "DEFECT" : "good");
-      const tr = el("tr", { tabindex: "0", "data-id": item.inspection_id });
-      const thumb = item.thumbnail_url ? el("img", { src: item.thumbnail_url, alt: "thumbnail of " + item.key }) : "";
-      tr.append(el("td", {}, thumb), el("td", { text: new Date(item.created_at).toLocaleString() }),
-        el("td", { text: item.class_name }), el("td", { text: verdict, title: item.reason || "" }),
-        el("td", { text: item.normalized_score != null ? item.normalized_score.toFixed(3) : "" }),
-        el("td", { text: item.model || "" }), el("td", { class: "key", text: item.key }));
-      tr.addEventListener("click", () => showDetail(item.inspection_id));
-      tr.addEventListener("keydown", (e) => { if (e.key === "Enter") showDetail(item.inspection_id); });
-      return tr;
-    });
-    $("#results-table tbody").replaceChildren(...rows);
+    $("#prev-page").disabled = state.tokens.length === 0;
+    $("#page-info").textContent = `page ${state.tokens.length + 1}, ${page.items.length} result(s)`;
+    const short = $("#short-page");
+    short.hidden = !page.short;
+    short.textContent = page.short ? `This page came back short (${page.items.length} of ${PAGE_SIZE}): the review filter ` +
+      "skipped many results on the way. Older goes on from where it stopped." : "";
+    $("#results-table tbody").replaceChildren(...page.items.map(resultRow));
+    if (!page.items.length) {
+      $("#results-table tbody").append(el("tr", {}, el("td", { colspan: "9", text: "no results for this filter" })));
+    }
+    markSelected();
+    if (focusedId) {
+      const again = document.querySelector(`#results-table tbody tr[data-id="${focusedId}"]`);
+      if (again) again.focus({ preventScroll: true });
+    }
   } catch (err) {
     showError(err.message);
   }
 }
 
-async function showDetail(id) {
+function applyFilters() {
+  state.applied = readForm();
+  state.tokens = [];
+  loadResults(null);
+  loadCounts();
+  $("#export-result").replaceChildren();
+}
+
+// ------------------------------------------------------------------------------------------ counts and chart
+
+function rangeDays(range) {
+  const since = range.since ? new Date(range.since) : null;
+  const until = range.until ? new Date(range.until) : new Date();
+  return since ? (until - since) / 86400000 : Infinity;
+}
+
+async function loadCounts() {
+  const params = filterParams();
+  const range = { since: params.since, until: params.until };
+  const interval = rangeDays(range) > 3 ? "day" : "hour";
+  const seq = (state.countsSeq = (state.countsSeq || 0) + 1);
   try {
-    const item = await api("/results/" + encodeURIComponent(id));
-    const detail = $("#detail");
-    const title = `${item.class_name}: ${item.key}`;
-    const card = el("article", { class: "card" }, el("h2", { text: title }));
-    if (item.status === "INSPECTED") {
-      card.append(el("p", { class: "verdict " + (item.is_anomaly ? "defect" : "good"), text: item.is_anomaly ? "DEFECT" : "GOOD" }));
-      card.append(el("p", { text: `Score ${item.normalized_score.toFixed(3)} (threshold 0.5), model ${item.model_version}` }));
-      card.append(overlayView(item.image_url, item.heatmap_url, item.regions, [item.image_width, item.image_height], title));
-    } else {
-      card.append(el("p", { class: "verdict defect", text: "REJECTED" }), el("p", { text: item.reason }));
-    }
-    detail.replaceChildren(card);
+    const view = await api("/stats?" + qs({ class_name: params.class_name, line: params.line, ...range, interval }));
+    if (seq !== state.countsSeq) return;
+    const t = view.total;
+    const figure = (label, value, cls) => el("div", { class: "count " + (cls || "") }, el("span", { class: "n", text: value }), el("span", { text: label }));
+    $("#counts").replaceChildren(
+      figure("inspected", String(t.inspected)), figure("defects", String(t.anomalies), "bad"),
+      figure("rejected", String(t.rejected)), figure("defect rate", pct(t.anomaly_rate)),
+      figure("reviewed", String(t.reviewed)), figure("model right (reviewed)", pct(t.review_agreement)));
+    drawChart(view.series, interval);
+    state.dimensions = view.dimensions;
+    fillDimensions();
   } catch (err) {
     showError(err.message);
   }
+}
+
+// Volume as bars, defect rate as a line, one point per hour or day: plain SVG, no library.
+function drawChart(series, interval) {
+  const fig = $("#chart");
+  fig.hidden = !series.length;
+  if (!series.length) return;
+  const W = 900, H = 180, pad = 34, n = series.length;
+  const maxVol = Math.max(...series.map((s) => s.inspected + s.rejected), 1);
+  const maxRate = Math.max(...series.map((s) => s.anomaly_rate || 0), 0.01);
+  const x = (i) => pad + (i + 0.5) * (W - 2 * pad) / n;
+  const bw = Math.max(2, (W - 2 * pad) / n * 0.7);
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
+  svg.setAttribute("role", "img");
+  const peak = series.reduce((a, b) => ((b.anomaly_rate || 0) > (a.anomaly_rate || 0) ? b : a));
+  svg.setAttribute("aria-label", `${n} ${interval}(s); volume up to ${maxVol} images; highest defect rate ${pct(peak.anomaly_rate)} at ${peak.at}`);
+  const add = (tag, attrs) => { const e = document.createElementNS(ns, tag); for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v); svg.append(e); return e; };
+  series.forEach((s, i) => {
+    const h = (H - 2 * pad) * (s.inspected + s.rejected) / maxVol;
+    const bar = add("rect", { x: x(i) - bw / 2, y: H - pad - h, width: bw, height: h, class: "vol" });
+    const t = document.createElementNS(ns, "title");
+    t.textContent = `${s.at}: ${s.inspected} inspected, ${s.anomalies} defects (${pct(s.anomaly_rate)}), ${s.rejected} rejected`;
+    bar.append(t);
+  });
+  const points = series.map((s, i) => `${x(i)},${H - pad - (H - 2 * pad) * (s.anomaly_rate || 0) / maxRate}`).join(" ");
+  add("polyline", { points, class: "rate" });
+  add("line", { x1: pad, y1: H - pad, x2: W - pad, y2: H - pad, class: "axis" });
+  const label = (text, xx, yy, anchor) => { const e = add("text", { x: xx, y: yy, "text-anchor": anchor || "middle", class: "tick" }); e.textContent = text; };
+  label(series[0].at.replace("T", " "), x(0), H - 10, "start");
+  if (n > 1) label(series[n - 1].at.replace("T", " "), x(n - 1), H - 10, "end");
+  label(`${maxVol} img`, 2, pad - 8, "start");
+  label(`defect rate max ${pct(maxRate)}`, W - 2, pad - 8, "end");
+  $("#chart-caption").textContent = `Volume (bars) and defect rate (line) per ${interval}`;
+  $("#chart-svg").replaceChildren(svg);
+}
+
+function fillSelect(select, values, allLabel) {
+  const current = select.value;
+  const options = values.map((v) => el("option", { value: v, text: v }));
+  if (allLabel !== null) options.unshift(el("option", { value: "", text: allLabel }));
+  select.replaceChildren(...options);
+  if ([...select.options].some((o) => o.value === current)) select.value = current;
+}
+
+// The classes the models serve and those with results; the lines that have results.
+function fillDimensions() {
+  const classes = [...new Set([...(state.classes || []), ...((state.dimensions || {}).classes || [])])].sort();
+  const lines = (state.dimensions || {}).lines || [];
+  fillSelect($("#f-class"), classes, "all classes");
+  fillSelect($("#f-line"), lines, "all lines");
+  fillSelect($("#q-class"), classes, null);
+  fillSelect($("#q-line"), lines, "all lines");
+}
+
+// ------------------------------------------------------------------------------------------ export
+
+async function exportCsv(token) {
+  const out = $("#export-result");
+  out.textContent = "Exporting...";
+  try {
+    const done = await api("/results/export?" + qs({ ...filterParams(), next_token: token }), { method: "POST" });
+    const link = el("a", { id: "export-link", href: done.url, download: "ivadas-results.csv",
+      text: `Download CSV (${done.rows} rows, ${(done.bytes / 1024).toFixed(0)} KB)` });
+    out.replaceChildren(link);
+    if (!done.complete) {
+      const more = el("button", { type: "button", text: "Export the rest" });
+      more.addEventListener("click", () => exportCsv(done.next_token));
+      out.append(el("span", { text: " The export stopped at the time limit; " }), more);
+    }
+  } catch (err) {
+    out.textContent = "";
+    showError(err.message);
+  }
+}
+
+// ------------------------------------------------------------------------------------------ detail
+
+function metaList(item) {
+  const dl = el("dl", { class: "meta" });
+  const rows = [["Time", new Date(item.created_at).toLocaleString()], ["Class", item.class_name], ["Line", item.line || "-"],
+    ["Model", item.model], ["Version", item.model_version || "-"], ["Key", item.key]];
+  if (item.status === "INSPECTED") {
+    rows.push(["Score", `${item.normalized_score.toFixed(3)} (threshold 0.5); raw ${item.anomaly_score.toFixed(2)} vs ${item.threshold.toFixed(2)}`]);
+  } else {
+    rows.push(["Reason", item.reason]);
+  }
+  for (const [k, v] of rows) dl.append(el("dt", { text: k }), el("dd", { text: String(v) }));
+  return dl;
+}
+
+function regionsTable(regions) {
+  if (!regions || !regions.length) return el("p", { class: "muted", text: "No regions above the threshold." });
+  const table = el("table", { class: "regions" }, el("caption", { text: `${regions.length} region(s)` }));
+  const head = el("tr");
+  for (const h of ["#", "x", "y", "width", "height", "peak"]) head.append(el("th", { scope: "col", text: h }));
+  table.append(el("thead", {}, head));
+  const body = el("tbody");
+  regions.forEach((r, i) => body.append(el("tr", {}, el("td", { text: String(i + 1) }), el("td", { text: String(r.x) }),
+    el("td", { text: String(r.y) }), el("td", { text: String(r.width) }), el("td", { text: String(r.height) }),
+    el("td", { text: r.max_score != null ? r.max_score.toFixed(2) : "" }))));
+  table.append(body);
+  return table;
+}
+
+function reviewForm(item, onDone) {
+  const form = el("form", { class: "review-form" });
+  const name = el("input", { id: "r-reviewer", type: "text", value: reviewer(), placeholder: "your name", autocomplete: "name" });
+  const type = el("input", { id: "r-type", type: "text", placeholder: "defect type (optional)", maxlength: "64" });
+  const note = el("input", { id: "r-note", type: "text", placeholder: "note (optional)", maxlength: "1000" });
+  const good = el("button", { type: "button", class: "good", id: "r-good", text: "Good" });
+  const defect = el("button", { type: "button", class: "bad", id: "r-defect", text: "Defect" });
+  const send = async (verdict) => {
+    if (!name.value.trim()) { showError("Give your name: it is stored with the review (unverified until sign-in)."); name.focus(); return; }
+    setReviewer(name.value);
+    try {
+      await submitReview(item.inspection_id, verdict, type.value, note.value);
+      onDone();
+    } catch (err) { showError(err.message); }
+  };
+  good.addEventListener("click", () => send("good"));
+  defect.addEventListener("click", () => send("defect"));
+  form.append(el("label", { for: "r-reviewer", text: "Reviewer" }), name, el("label", { for: "r-type", class: "sr-only", text: "Defect type" }), type,
+    el("label", { for: "r-note", class: "sr-only", text: "Note" }), note, good, defect);
+  return form;
+}
+
+async function submitReview(id, verdict, defectType, note) {
+  const body = { verdict, reviewer: reviewer() };
+  if (defectType && defectType.trim()) body.defect_type = defectType.trim();
+  if (note && note.trim()) body.note = note.trim();
+  const done = await api(`/results/${encodeURIComponent(id)}/review`, { method: "POST", body: JSON.stringify(body) });
+  notice(`Reviewed ${verdict} (${done.reviews} review(s) of this result).`);
+  return done;
+}
+
+function historyList(reviews) {
+  if (!reviews || !reviews.length) return el("p", { class: "muted", text: "Not reviewed yet." });
+  const ol = el("ol", { class: "history" });
+  for (const r of reviews) {
+    ol.append(el("li", { text: `${r.reviewed_at}: ${r.verdict}${r.defect_type ? " (" + r.defect_type + ")" : ""} by ${r.reviewer}` +
+      `${r.reviewer_verified ? "" : " (unverified)"}${r.note ? ' - "' + r.note + '"' : ""}` }));
+  }
+  return ol;
+}
+
+function detailImages(item) {
+  const size = [item.image_width, item.image_height];
+  const side = el("div", { class: "side-by-side" },
+    el("figure", {}, el("img", { src: item.image_url, alt: "inspected image", class: "plain" }), el("figcaption", { text: "Image" })));
+  if (item.heatmap_url) {
+    side.append(el("figure", {}, el("img", { src: item.heatmap_url, alt: "anomaly heatmap", class: "plain" }), el("figcaption", { text: "Heatmap" })));
+  }
+  side.append(el("figure", {}, overlayView(item.image_url, item.heatmap_url, item.regions, size, "overlay"), el("figcaption", { text: "Overlay and regions" })));
+  return side;
+}
+
+async function openDetail(index) {
+  if (index < 0 || index >= state.items.length) return;
+  const summary = state.items[index];
+  state.detailIndex = index;
+  state.selectedId = summary.inspection_id;
+  try {
+    const item = await api("/results/" + encodeURIComponent(summary.inspection_id));
+    const dialog = $("#detail");
+    $("#detail-title").textContent = `${item.class_name} ${item.line ? "on " + item.line : ""}: ${verdictOf(item)}`;
+    $("#detail-title").className = "v-" + verdictOf(item).toLowerCase();
+    const body = [metaList(item)];
+    if (item.status === "INSPECTED") {
+      body.push(detailImages(item), regionsTable(item.regions), el("h3", { text: "Review" }),
+        reviewForm(item, () => { openDetail(index); loadResults(state.token, { refresh: true }); }), historyList(item.reviews));
+    }
+    $("#detail-body").replaceChildren(...body);
+    $("#detail-prev").disabled = index === 0 && state.tokens.length === 0;
+    $("#detail-next").disabled = index === state.items.length - 1 && !state.nextToken;
+    if (!dialog.open) dialog.showModal();
+    state.detailOpen = true;
+    markSelected();
+  } catch (err) {
+    showError(err.message);
+  }
+}
+
+// Next and previous go on across pages of the same filter.
+async function stepDetail(delta) {
+  const next = state.detailIndex + delta;
+  if (next >= 0 && next < state.items.length) return openDetail(next);
+  if (delta > 0 && state.nextToken) {
+    state.tokens.push(state.token);
+    await loadResults(state.nextToken);
+    return openDetail(0);
+  }
+  if (delta < 0 && state.tokens.length) {
+    await loadResults(state.tokens.pop());
+    return openDetail(state.items.length - 1);
+  }
+  return null;
+}
+
+function closeDetail() {
+  const dialog = $("#detail");
+  if (dialog.open) dialog.close();
 }
 
 function setupResults() {
-  $("#filters").addEventListener("submit", (e) => { e.preventDefault(); state.tokens = []; loadResults(null); });
+  state.tokens = [];
+  $("#filters").addEventListener("submit", (e) => { e.preventDefault(); applyFilters(); });
+  $("#f-window").addEventListener("change", () => { $("#custom-range").hidden = $("#f-window").value !== "custom"; });
   $("#first-page").addEventListener("click", () => { state.tokens = []; loadResults(null); });
-  $("#next-page").addEventListener("click", () => { state.tokens.push(state.nextToken); loadResults(state.nextToken); });
+  $("#next-page").addEventListener("click", () => { state.tokens.push(state.token); loadResults(state.nextToken); });
+  $("#prev-page").addEventListener("click", () => { if (state.tokens.length) loadResults(state.tokens.pop()); });
+  $("#export").addEventListener("click", () => exportCsv(null));
+  $("#detail-close").addEventListener("click", closeDetail);
+  $("#detail-prev").addEventListener("click", () => stepDetail(-1));
+  $("#detail-next").addEventListener("click", () => stepDetail(1));
+  $("#detail").addEventListener("close", () => {
+    state.detailOpen = false;
+    markSelected();
+    const row = document.querySelector(`#results-table tbody tr[data-id="${state.selectedId}"]`);
+    if (row) row.focus();
+  });
   state.timer = setInterval(() => {
-    if (!$("#view-results").hidden && $("#f-live").checked && state.tokens.length === 0) loadResults(null);
+    if (!$("#view-results").hidden && $("#f-live").checked && state.tokens.length === 0 && !state.detailOpen) {
+      loadResults(null, { refresh: true });
+    }
   }, 3000);
+}
+
+// ------------------------------------------------------------------------------------------ review queue
+
+async function loadQueue() {
+  clearError();
+  const cls = $("#q-class").value;
+  if (!cls) { showError("Choose a class: the review queue is kept per class."); return; }
+  if ($("#q-reviewer").value.trim()) setReviewer($("#q-reviewer").value);
+  const seq = (state.queueSeq = (state.queueSeq || 0) + 1);
+  const line = $("#q-line").value;
+  try {
+    const page = await api("/review-queue?" + qs({ class_name: cls, line, limit: "20" }));
+    if (seq !== state.queueSeq) return; // a newer queue was asked for
+    state.queue = page.items;
+    state.queueAt = 0;
+    $("#queue-item").dataset.query = `${cls}/${line}`;
+    showQueueItem();
+  } catch (err) {
+    showError(err.message);
+  }
+}
+
+function showQueueItem() {
+  const box = $("#queue-item");
+  const item = state.queue[state.queueAt];
+  $("#queue-list").replaceChildren(...state.queue.slice(state.queueAt + 1, state.queueAt + 8).map((q) =>
+    el("li", { "data-id": q.inspection_id, text: `${q.key}: score ${q.normalized_score.toFixed(3)}` })));
+  if (!item) {
+    box.replaceChildren(el("p", { class: "muted", text: "Nothing left to review here." }));
+    delete box.dataset.id;
+    return;
+  }
+  box.dataset.id = item.inspection_id;
+  const card = el("article", { class: "card queue-card" },
+    el("h2", { text: `${item.class_name}${item.line ? " on " + item.line : ""}: model says ${verdictOf(item)}` }),
+    el("p", { class: "score", text: `Score ${item.normalized_score.toFixed(3)}, ${Math.abs(item.normalized_score - 0.5).toFixed(3)} from the threshold; ` +
+      `${new Date(item.created_at).toLocaleString()}; ${item.model_version || item.model}` }),
+    overlayView(item.thumbnail_url, item.heatmap_url, item.regions, [item.image_width, item.image_height], "queue"),
+    el("p", {}, el("button", { type: "button", class: "good", id: "q-good", text: "Good (g)" }), " ",
+      el("button", { type: "button", class: "bad", id: "q-defect", text: "Defect (d)" }), " ",
+      el("button", { type: "button", id: "q-next", text: "Next (n)" })));
+  box.replaceChildren(card);
+  $("#q-good").addEventListener("click", () => reviewQueued("good"));
+  $("#q-defect").addEventListener("click", () => reviewQueued("defect"));
+  $("#q-next").addEventListener("click", () => skipQueued());
+}
+
+async function reviewQueued(verdict) {
+  const item = state.queue[state.queueAt];
+  if (!item) return;
+  if (!reviewer()) { showError("Give your name first (Your name): it is stored with the review."); $("#q-reviewer").focus(); return; }
+  try {
+    await submitReview(item.inspection_id, verdict, null, null);
+    skipQueued();
+    loadAgreement();
+  } catch (err) {
+    showError(err.message);
+  }
+}
+
+function skipQueued() {
+  state.queueAt += 1;
+  if (state.queueAt >= state.queue.length) loadQueue();
+  else showQueueItem();
+}
+
+function setupQueue() {
+  $("#q-reviewer").value = reviewer();
+  $("#q-reviewer").addEventListener("change", () => setReviewer($("#q-reviewer").value));
+  $("#queue-filters").addEventListener("submit", (e) => { e.preventDefault(); loadQueue(); });
+  $("#a-window").addEventListener("change", loadAgreement);
+  document.addEventListener("keydown", (e) => {
+    if ($("#view-review").hidden || $("#detail").open || e.ctrlKey || e.metaKey || e.altKey) return;
+    if (e.target.closest("input, textarea, select")) return;
+    const actions = { g: () => reviewQueued("good"), d: () => reviewQueued("defect"), n: () => skipQueued() };
+    if (actions[e.key]) { e.preventDefault(); actions[e.key](); }
+  });
+}
+
+async function loadAgreement() {
+  try {
+    const since = new Date(Date.now() - Number($("#a-window").value) * 60000).toISOString();
+    const view = await api("/stats?" + qs({ since }));
+    state.dimensions = view.dimensions;
+    fillDimensions();
+    $("#review-agreement tbody").replaceChildren(...view.by_class.map((c) => el("tr", { "data-class": c.class_name },
+      el("td", { text: c.class_name }), el("td", { text: String(c.reviewed) }), el("td", { text: pct(c.review_agreement) }),
+      el("td", { text: String(c.false_alarms) }), el("td", { text: String(c.escapes) }))));
+  } catch (err) {
+    showError(err.message);
+  }
 }
 
 // ------------------------------------------------------------------------------------------ models
@@ -353,7 +752,7 @@ async function decide(version, action, body) {
 
 // ------------------------------------------------------------------------------------------ start
 
-const TABS = ["inspect", "results", "models"];
+const TABS = ["inspect", "results", "review", "models"];
 
 function selectTab(name) {
   for (const tab of TABS) {
@@ -362,7 +761,8 @@ function selectTab(name) {
     $("#tab-" + tab).tabIndex = on ? 0 : -1;
     $("#view-" + tab).hidden = !on;
   }
-  if (name === "results") loadResults(null);
+  if (name === "results") applyFilters();
+  if (name === "review") { loadAgreement(); if ($("#q-class").value) loadQueue(); }
   if (name === "models") loadModels();
 }
 
@@ -379,6 +779,7 @@ async function start() {
   $("#inspect-form").addEventListener("submit", inspect);
   setupDrop();
   setupResults();
+  setupQueue();
   try {
     const resp = await fetch("config.json");
     if (!resp.ok) throw new Error("config.json: " + resp.status);
@@ -386,8 +787,8 @@ async function start() {
     const classes = await api("/classes");
     const options = classes.classes.map((c) => el("option", { value: c, text: c }));
     $("#class").replaceChildren(...options);
-    $("#f-class").replaceChildren(el("option", { value: "", text: "all classes" }),
-      ...classes.classes.map((c) => el("option", { value: c, text: c })));
+    state.classes = classes.classes;
+    fillDimensions();
     document.body.dataset.ready = "true";
   } catch (err) {
     showError("Cannot load the service configuration: " + err.message);

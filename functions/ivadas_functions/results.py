@@ -89,6 +89,12 @@ def _page(p: Plan, q: dict[str, str]) -> dict:
         item["thumbnail_url"] = s3.generate_presigned_url(
             "get_object", Params={"Bucket": item["bucket"], "Key": item["key"]}, ExpiresIn=URL_SECONDS
         )
+        if item.get("heatmap_key"):
+            item["heatmap_url"] = s3.generate_presigned_url(
+                "get_object",
+                Params={"Bucket": settings.results_bucket, "Key": item["heatmap_key"]},
+                ExpiresIn=URL_SECONDS,
+            )
     return {"items": page.items, "next_token": page.next_token, "short": page.short}
 
 
