@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint demo bench-model bench-quality bench-server bench-pipeline clean
+.PHONY: install test lint demo bench-model bench-quality bench-server bench-pipeline bench-feedback clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -67,6 +67,10 @@ bench-server: install
 # 500 images through the local stack: end-to-end throughput and latency against the model server's own.
 bench-pipeline: install
 	$(PY) tests/benchmarks/bench_pipeline.py
+
+# Reviewed false alarms of drifted good images into the bank: false alarms, recall, AUROC, time (~10 min).
+bench-feedback: install
+	$(PY) tests/benchmarks/bench_feedback.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
