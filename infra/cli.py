@@ -224,8 +224,9 @@ def _add_monitoring_commands(sub: argparse._SubParsersAction) -> None:
         "--data-root", help="labelled test folder (MVTec layout, or 'elpv'): both deployed versions"
     )
     p.add_argument(
-        "--reviewed", action="store_true", help="both deployed versions on the class's reviewed escapes"
+        "--reviewed", action="store_true", help="the deployed versions on the class's reviewed escapes"
     )
+    p.add_argument("--version", action="append", help="with --reviewed: a registered version to score too")
     p.add_argument("--limit", type=int, default=20, help="disagreements listed")
     p.add_argument("--json", action="store_true")
     add_context_arguments(p)
@@ -236,6 +237,10 @@ def _add_monitoring_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--since", help="ISO time: reviews of results from then on")
     p.add_argument("--out", required=True, help="where the updated artifact is written")
     p.add_argument("--no-register", action="store_true", help="write the artifact only")
+    p.add_argument(
+        "--threshold", choices=("keep", "pooled"), default="keep",
+        help="keep the training threshold (default), or refit it on training and out-of-fold review scores",
+    )  # fmt: skip
     add_context_arguments(p)
 
     p = sub.add_parser("promote", help="make an approved candidate version the production model, if no worse")

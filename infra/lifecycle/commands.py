@@ -9,6 +9,7 @@ from pathlib import Path
 from infra.lifecycle import registry, rollout
 from infra.lifecycle.context import context_from_args
 from ivadas_contract.models import MODELS
+from model_server.errors import IvadasError
 
 
 def register(args: argparse.Namespace) -> int:
@@ -97,7 +98,7 @@ def compare(args: argparse.Namespace) -> int:
 
     ctx = context_from_args(args)
     if args.reviewed:
-        return _compare_reviewed(ctx, args.class_name)
+        return _compare_reviewed(ctx, args.class_name, args.version or [])
     if args.data_root:
         doc = cmp.labelled(ctx, args.class_name, args.data_root, Path(args.state_dir) / "artifacts")
         b, c = doc["baseline"], doc["candidate"]
@@ -125,12 +126,22 @@ def compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _compare_reviewed(ctx, class_name: str) -> int:  # noqa: ANN001 - Context
+def _compare_reviewed(ctx, class_name: str, names: list[str]) -> int:  # noqa: ANN001 - Context
+    """Deployed versions (and any named ones) on the class's reviewed escapes."""
     from infra.lifecycle.compare import deployed_artifact
+    from infra.lifecycle.registry import get_version
     from infra.lifecycle.reviewed import escape_check
-    from ivadas_contract.models import MODELS
+    from infra.local.endpoints import download
 
-    paths = dict(deployed_artifact(ctx, model, ctx.cache_dir) for model in MODELS)
+    paths = {}
+    for model in MODELS:
+        try:
+            name, path = deployed_artifact(ctx, model, ctx.cache_dir)
+        except IvadasError:
+            continue  # nothing registered is deployed there
+        paths[name] = path
+    for name in names:
+        paths[name] = download(get_version(ctx, name).model_data_url, ctx.cache_dir)
     doc = escape_check(ctx, class_name, paths)
     print(f"{class_name}: {doc['escapes']} reviewed escapes ({doc['without_image']} without an image left)")
     for name, v in doc["versions"].items():
@@ -145,7 +156,7 @@ def update_model(args: argparse.Namespace) -> int:
     from infra.lifecycle.update_model import update_model as run
 
     doc = run(context_from_args(args), args.model, args.class_name, Path(args.out), args.since,
-              not args.no_register)  # fmt: skip
+              not args.no_register, args.threshold)  # fmt: skip
     print(json.dumps(doc, indent=2, default=str))
     return 0
 
