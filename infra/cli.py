@@ -174,8 +174,12 @@ def _add_stack_commands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("results", help="query inspection results of the local stack")
     p.add_argument("--class-name")
+    p.add_argument("--line")
     p.add_argument("--anomalous", action="store_true")
+    p.add_argument("--reviewed", choices=("true", "false"))
     p.add_argument("--since", help="ISO time, e.g. 2026-11-27T00:00:00Z")
+    p.add_argument("--until", help="ISO time")
+    p.add_argument("--next-token")
     p.add_argument("--limit", type=int, default=20)
     p.add_argument("--state-dir", default=str(DEFAULT_STATE_DIR))
 

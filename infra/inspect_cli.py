@@ -13,6 +13,7 @@ import os
 import statistics
 import sys
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -196,17 +197,20 @@ def inspect(args: argparse.Namespace) -> int:
 def results(args: argparse.Namespace) -> int:
     state = read_state(args.state_dir)
     query = {"limit": str(args.limit)}
-    if args.class_name:
-        query["class_name"] = args.class_name
+    for name in ("class_name", "line", "reviewed", "since", "until", "next_token"):
+        if getattr(args, name, None):
+            query[name] = getattr(args, name)
     if args.anomalous:
         query["anomalous"] = "true"
-    if args.since:
-        query["since"] = args.since
     req = urllib.request.Request(
         f"{state['api_url']}/results?{urllib.parse.urlencode(query)}", headers={"X-Api-Key": state["api_key"]}
     )
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        doc = json.loads(resp.read())
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            doc = json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        print(f"ivadas results: error: {json.loads(err.read()).get('error', err.reason)}", file=sys.stderr)
+        return 2
     print(f"{'time':24} {'class':12} {'status':9} {'verdict':7} {'score':>6}  key")
     for item in doc["items"]:
         verdict = "" if item["status"] != "INSPECTED" else ("DEFECT" if item.get("is_anomaly") else "good")

@@ -157,3 +157,17 @@ def test_reviews_keep_history_and_the_queue_is_nearest_the_threshold_first(loade
     assert [i["inspection_id"] for i in reviewed["items"]] == [first]
     _, view = call(state, "GET", "/stats", {"class_name": "widget"})
     assert view["total"]["reviewed"] == 1 and view["dimensions"]["lines"] == list(LINES)
+
+
+def test_results_command_filters_by_line_and_refuses_a_bad_time(loaded, capsys) -> None:  # noqa: ANN001
+    from infra.cli import main
+
+    state, items = loaded
+    where = ["--state-dir", state["state_dir"]]
+    capsys.readouterr()
+    assert main(["results", "--line", "line2", "--class-name", "gadget", "--limit", "50", *where]) == 0
+    printed = [row for row in capsys.readouterr().out.splitlines()[1:] if row.strip()]
+    expected = [i for i in items if i["line"] == "line2" and i["class_name"] == "gadget"]
+    assert len(printed) == len(expected) and all("line2/gadget/" in row for row in printed)
+    assert main(["results", "--since", "yesterday", *where]) == 2
+    assert "since must be an ISO 8601 time" in capsys.readouterr().err
