@@ -193,6 +193,14 @@ def stats(args: argparse.Namespace) -> int:
         f"total: {t['inspected']} inspected, anomaly rate {_pct(t['anomaly_rate'])}, "
         f"{t['rejected']} rejected{' ' + reasons if reasons else ''}, DLQ depth {view['dlq_depth']}"
     )
+    reviewed = [c for c in view["by_class"] if c["reviewed"]]
+    if reviewed:
+        print("model against reviewers (results of the period that were reviewed):")
+        _print_table(
+            ["class", "reviewed", "model right", "false alarms", "escapes"],
+            [[c["class_name"], str(c["reviewed"]), _pct(c["review_agreement"]), str(c["false_alarms"]),
+              str(c["escapes"])] for c in reviewed],
+        )  # fmt: skip
     return 0
 
 

@@ -179,11 +179,13 @@ def train(study: Study) -> tuple[ClassModel, FeatureExtractor, list[Sample], Cla
     train_set = [split.train[i] for i in sorted(order[: study.n_train])]
     held = [split.train[i] for i in sorted(order[study.n_train :])]
     config = with_class_geometry(study.config, train_set)
-    extractor = FeatureExtractor(config.features)
     part = ClassSplit(split.class_name, train_set, split.test, split.source)
-    cpu = time.process_time()
+    # timed like the update below: the backbone built, the class fitted (the update also loads and saves)
+    wall, cpu = time.perf_counter(), time.process_time()
+    extractor = FeatureExtractor(config.features)
     model = train_class(part, config, extractor, progress=False)
     model.card["training"]["cpu_seconds"] = round(time.process_time() - cpu, 3)
+    model.card["training"]["wall_seconds"] = round(time.perf_counter() - wall, 3)
     return model, extractor, held, split
 
 
@@ -196,11 +198,12 @@ def run_study(study: Study, threshold: str) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-feedback-") as tmp:
         src, out = Path(tmp) / "model.tar.gz", Path(tmp) / "updated.tar.gz"
         save_artifact(src, {study.class_name: model})
+        images = [pool.reviewed[i].load_rgb() for i in flagged]  # the review's images, before the clock
         t_update, cpu = time.perf_counter(), time.process_time()
         report = feedback.update_artifact(
             src,
             study.class_name,
-            [pool.reviewed[i].load_rgb() for i in flagged],
+            images,
             [pool.reviewed[i].name for i in flagged],
             out,
             groups=[str(pool.reviewed_source[i]) for i in flagged],
@@ -214,7 +217,7 @@ def run_study(study: Study, threshold: str) -> dict:
     test_before, test_after = score([model, updated], extractor, split.test)
     thr_before, thr_after = model.calibration.threshold, updated.calibration.threshold
     n_eval = len(pool.evaluation)
-    train_seconds = model.card["training"]["total_seconds"]
+    train_seconds = model.card["training"]["wall_seconds"]
     return {
         "configuration": study.label,
         "n_train": study.n_train,
@@ -237,7 +240,7 @@ def run_study(study: Study, threshold: str) -> dict:
         "update_seconds": report["seconds"],
         "update_feature_seconds": report["feature_seconds"],
         "update_artifact_wall_seconds": round(update_wall, 3),
-        "update_share_of_training": round(report["seconds"] / train_seconds, 4),
+        "update_share_of_training": round(update_wall / train_seconds, 4),
         "train_cpu_seconds": model.card["training"]["cpu_seconds"],
         "update_artifact_cpu_seconds": round(update_cpu, 3),
         "update_cpu_share_of_training": round(update_cpu / model.card["training"]["cpu_seconds"], 4),
@@ -280,10 +283,9 @@ def print_table(name: str, r: dict) -> None:
         ("image AUROC, test split", f"{before['image_auroc']:.4f}", f"{after['image_auroc']:.4f}"),
         ("threshold", f"{r['threshold'][0]:.3f}", f"{r['threshold'][1]:.3f} ({r['threshold_policy']})"),
         ("memory bank, patches", str(r["bank"][0]), f"{r['bank'][1]} (+{r['patches_added']})"),
-        ("seconds: training / update", f"{r['train_seconds']:.1f}",
-         f"{r['update_seconds']:.2f} = {r['update_share_of_training']:.1%} (features "
-         f"{r['update_feature_seconds']:.2f}; with artifact I/O {r['update_artifact_wall_seconds']:.2f}"
-         ")"),
+        ("seconds: training / update_artifact", f"{r['train_seconds']:.1f}",
+         f"{r['update_artifact_wall_seconds']:.2f} = {r['update_share_of_training']:.1%} (the bank update "
+         f"{r['update_seconds']:.2f}, features {r['update_feature_seconds']:.2f}; the rest I/O)"),
         ("CPU seconds: training / update_artifact", f"{r['train_cpu_seconds']:.1f}",
          f"{r['update_artifact_cpu_seconds']:.2f} = {r['update_cpu_share_of_training']:.1%}"),
         ("pooled policy instead: threshold", "", f"{r['pooled_threshold']:.3f}"),

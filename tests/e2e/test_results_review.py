@@ -133,7 +133,7 @@ def test_export_holds_every_row_of_the_filter_with_its_columns(loaded) -> None: 
         assert got["verdict"] == ("defect" if item["is_anomaly"] else "good")
 
 
-def test_reviews_keep_history_and_the_queue_is_nearest_the_threshold_first(loaded) -> None:  # noqa: ANN001
+def test_reviews_keep_history_and_the_queue_is_nearest_the_threshold_first(loaded, capsys) -> None:  # noqa: ANN001
     state, items = loaded
     widget = [i for i in items if i["class_name"] == "widget"]
     status, queue = call(state, "GET", "/review-queue", {"class_name": "widget", "limit": "50"})
@@ -157,6 +157,13 @@ def test_reviews_keep_history_and_the_queue_is_nearest_the_threshold_first(loade
     assert [i["inspection_id"] for i in reviewed["items"]] == [first]
     _, view = call(state, "GET", "/stats", {"class_name": "widget"})
     assert view["total"]["reviewed"] == 1 and view["dimensions"]["lines"] == list(LINES)
+
+    from infra.cli import main
+
+    capsys.readouterr()
+    assert main(["stats", "--class-name", "widget", "--state-dir", state["state_dir"]]) == 0
+    said = capsys.readouterr().out
+    assert "model against reviewers" in said and "widget" in said.split("model against reviewers")[1]
 
 
 def test_results_command_filters_by_line_and_refuses_a_bad_time(loaded, capsys) -> None:  # noqa: ANN001
