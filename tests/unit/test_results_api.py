@@ -114,9 +114,22 @@ def test_bad_filters_and_tokens_get_the_one_error_shape(seeded) -> None:  # noqa
         {"anomalous": "maybe"},
         {"next_token": "not-a-token"},
         {"class_name": "bottle", "next_token": _token_of_other_query(results)},
+        {"next_token": _forged({"inspection_id": "x", "month": "1999-01", "created_at": "t"})},  # other month
+        {"next_token": _forged({"inspection_id": "x", "month": None, "created_at": "t", "extra": 1})},
+        {"next_token": _forged({"inspection_id": True, "month": None, "created_at": "t"})},
     ):
         status, body = _get(results, "/results", query)
         assert status == 400 and set(body) == {"error"}, (query, body)
+
+
+def _forged(key: dict) -> str:
+    """A token for this month's all-classes partition carrying `key` (None: this month)."""
+    import base64
+    from datetime import UTC, datetime
+
+    month = datetime.now(UTC).strftime("%Y-%m")
+    key = {k: (month if v is None else v) for k, v in key.items()}
+    return base64.urlsafe_b64encode(json.dumps({"p": month, "k": key}).encode()).decode()
 
 
 def _token_of_other_query(results) -> str:  # noqa: ANN001
