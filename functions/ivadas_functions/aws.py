@@ -71,9 +71,14 @@ class Settings:
         )
 
 
-@cache
 def client(service: str) -> Any:
-    """One boto3 client per service per process (Lambda reuses them across invocations)."""
+    """One boto3 client per service per process (Lambda reuses them across invocations), per endpoint: a
+    process that talks to one local stack after another (the CLI in tests) never keeps a stale one."""
+    return _client(service, os.environ.get("AWS_ENDPOINT_URL"))
+
+
+@cache
+def _client(service: str, endpoint: str | None) -> Any:
     config = Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=5, read_timeout=30)
     if service == "sagemaker-runtime":  # the worker's retries come from SQS; fail fast inside one attempt
         config = Config(retries={"mode": "standard", "max_attempts": 2}, connect_timeout=3, read_timeout=60)
@@ -107,9 +112,10 @@ def table(name: str) -> Any:
     tables = getattr(_per_thread, "tables", None)
     if tables is None:
         tables = _per_thread.tables = {}
-    if name not in tables:
-        tables[name] = boto3.resource("dynamodb").Table(name)
-    return tables[name]
+    key = (name, os.environ.get("AWS_ENDPOINT_URL"))
+    if key not in tables:
+        tables[key] = boto3.resource("dynamodb").Table(name)
+    return tables[key]
 
 
 # ------------------------------------------------------------------------------------------ endpoint

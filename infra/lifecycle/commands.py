@@ -168,7 +168,7 @@ def promote(args: argparse.Namespace) -> int:
     print(f"{args.version} promoted: {record['endpoint']} now serves it (previous: "
           f"{record['previous'][0]['version'] if record['previous'] else '-'})")  # fmt: skip
     for line in checked:
-        print(f"  checked {line}: no metric worse by more than 0.005")
+        print(f"  checked {line}")
     return 0
 
 

@@ -11,12 +11,13 @@ import json
 from infra.lifecycle.compare import METRICS, comparison_key
 from infra.lifecycle.context import Context
 from infra.lifecycle.registry import APPROVED, ModelVersion, get_version
-from infra.lifecycle.reviewed import escape_check
+from infra.lifecycle.reviewed import NoResults, escape_check
 from infra.lifecycle.rollout import deploy, deployment
 from ivadas_contract.models import BASELINE
 from model_server.errors import IvadasError
 
 TOLERANCE = 0.005
+NO_WORSE = f"no metric worse by more than {TOLERANCE}"
 
 
 def _quality(ctx: Context, version: ModelVersion) -> dict[str, dict]:
@@ -48,14 +49,14 @@ def worse(production: dict, candidate: dict) -> list[str]:
 
 def _escapes(ctx: Context, name: str, candidate: ModelVersion, production: ModelVersion) -> tuple[list, str]:
     """Refusals when the candidate misses a reviewed escape of class `name` that production catches."""
-    from infra.local.endpoints import download
-
-    paths = {v.name: download(v.model_data_url, ctx.cache_dir) for v in (production, candidate)}
-    doc = escape_check(ctx, name, paths)
+    try:
+        doc = escape_check(ctx, name, {v.name: v.model_data_url for v in (production, candidate)})
+    except NoResults as exc:
+        return [], f"{name}: reviewed escapes not checked ({exc})"
     forgotten = doc["versions"].get(candidate.name, {}).get("forgotten", [])
     refusals = [f"class {name}: misses {len(forgotten)} reviewed escape(s) {production.name} catches: "
                 + ", ".join(forgotten[:5])] if forgotten else []  # fmt: skip
-    return refusals, f"{name}: {doc['escapes']} reviewed escapes"
+    return refusals, f"{name}: {doc['escapes']} reviewed escapes, none caught by production and missed"
 
 
 def check(ctx: Context, candidate: ModelVersion, production: ModelVersion) -> tuple[list[str], list[str]]:
@@ -67,14 +68,14 @@ def check(ctx: Context, candidate: ModelVersion, production: ModelVersion) -> tu
             refusals.append(f"class {name}: served by {production.name}, missing from {candidate.name}")
             continue
         refusals += [f"class {name}: {w} (model cards)" for w in worse(prod_cards[name], cards[name])]
-        checked.append(f"{name}: model cards")
+        checked.append(f"{name}: model cards: {NO_WORSE}")
         stored = _stored_comparison(ctx, name, production.name, candidate.name)
         if stored:
             base, cand = stored["baseline"]["metrics"], stored["candidate"]["metrics"]
             refusals += [
                 f"class {name}: {w} (labelled comparison on {stored['data_root']})" for w in worse(base, cand)
             ]
-            checked.append(f"{name}: labelled comparison on {stored['data_root']}")
+            checked.append(f"{name}: labelled comparison on {stored['data_root']}: {NO_WORSE}")
         escaped, what = _escapes(ctx, name, candidate, production)
         refusals += escaped
         checked.append(what)

@@ -11,12 +11,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from boto3.dynamodb.conditions import Attr
+from botocore.exceptions import ClientError
 
 from infra.lifecycle.context import Context
 from ivadas_functions.results_query import ResultFilter, every_item, plan
 from model_server.errors import IvadasError
 
 FALSE_ALARM, ESCAPE = "false_alarm", "escape"
+
+
+class NoResults(IvadasError):
+    """The stage has no results table to read reviews from."""
 
 
 @dataclass
@@ -57,9 +62,16 @@ def _image(ctx: Context, item: dict) -> bytes | None:
 def reviewed(
     ctx: Context, class_name: str, kind: str, since: str | None = None
 ) -> tuple[list[Reviewed], int]:
-    """(the reviewed results of a kind with their images, how many had no image left)."""
+    """(the reviewed results of a kind with their images, how many had no image left). A stage with no
+    results table (a registry alone) has no reviews: NoResults says so rather than passing in silence."""
     found, missing = [], 0
-    for item in _items(ctx, class_name, kind, since):
+    try:
+        items = list(_items(ctx, class_name, kind, since))
+    except ClientError as err:
+        if err.response.get("Error", {}).get("Code") != "ResourceNotFoundException":
+            raise
+        raise NoResults(f"stage {ctx.stage} has no results table: no reviews to read") from None
+    for item in items:
         image = _image(ctx, item)
         if image is None:
             missing += 1
@@ -68,9 +80,11 @@ def reviewed(
     return found, missing
 
 
-def escape_check(ctx: Context, class_name: str, versions: dict[str, Path]) -> dict:
+def escape_check(ctx: Context, class_name: str, versions: dict[str, Path | str]) -> dict:
     """Every version's verdicts on the class's reviewed escapes: {version: {"caught": n, "missed": [keys]}},
-    and the images each version misses that another one catches ("forgotten")."""
+    and the images each version misses that another one catches ("forgotten"). A version is an artifact path
+    or its s3:// URL, downloaded only when there are escapes to score."""
+    from infra.local.endpoints import download
     from model_server.engine.predictor import Predictor
 
     escapes, missing = reviewed(ctx, class_name, ESCAPE)
@@ -78,7 +92,8 @@ def escape_check(ctx: Context, class_name: str, versions: dict[str, Path]) -> di
     if not escapes:
         return doc
     caught: dict[str, set[str]] = {}
-    for name, path in versions.items():
+    for name, where in versions.items():
+        path = download(where, ctx.cache_dir) if str(where).startswith("s3://") else Path(where)
         predictor = Predictor(path)
         if class_name not in predictor.artifact.classes:
             raise IvadasError(f"{name} does not serve class {class_name}")

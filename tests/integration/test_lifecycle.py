@@ -228,7 +228,11 @@ def test_promote_refuses_and_then_promotes(
     ctx.s3.put_object(Bucket=BUCKET, Key=key, Body=json.dumps(stored).encode())
     record, checked = promote.promote(ctx, "softpatch", candidate.name)
     assert record["version"] == candidate.name and record["promoted"] and record["endpoint"] == endpoint
-    assert checked == ["widget: model cards", "widget: labelled comparison on plant-a"]
+    assert checked == [
+        "widget: model cards: no metric worse by more than 0.005",
+        "widget: labelled comparison on plant-a: no metric worse by more than 0.005",
+        "widget: reviewed escapes not checked (stage test has no results table: no reviews to read)",
+    ]
     config = boto3.client("sagemaker").describe_endpoint(EndpointName=endpoint)["EndpointConfigName"]
     assert config == record["endpoint_config"] and rollout.rollback(ctx, "patchcore")["version"] == production
 

@@ -74,7 +74,7 @@ def aws(monkeypatch: pytest.MonkeyPatch):
         for name in [m for m in sys.modules if m.split(".")[0] == "ivadas_functions"]:
             sys.modules.pop(name)  # handlers read their settings when imported
         aws_plumbing = importlib.import_module("ivadas_functions.aws")
-        aws_plumbing.client.cache_clear()
+        aws_plumbing._client.cache_clear()
         yield aws_plumbing
 
 
