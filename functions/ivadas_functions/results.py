@@ -195,7 +195,10 @@ def review(inspection_id: str):  # noqa: ANN201 - dict or Response
 
 def _keep_image(item: dict) -> str | None:
     """Copy the reviewed image out of the inbox's retention (server-side); None when it is already gone (the
-    review is still stored: what the reviewer saw is in the history)."""
+    review is still stored: what the reviewer saw is in the history). A correction reuses the first copy."""
+    kept = (item.get("review") or {}).get("image_copy")
+    if kept:
+        return kept
     key = reviewed_image_key(item["class_name"], item["inspection_id"])
     try:
         client("s3").copy_object(

@@ -55,7 +55,8 @@ def stats_view(
     view = stats.summarize(items)
     view["by_class"] = stats.summarize(items, ("class_name",))["groups"]
     view["series"] = stats.series(items, interval)
-    view["dimensions"] = stats.dimensions(read_slots(table_name, None, None, None))
+    unfiltered = not (class_name or line or since or until)
+    view["dimensions"] = stats.dimensions(items if unfiltered else read_slots(table_name, None, None, None))
     view["dlq_depth"] = dlq_depth(dlq_name) if dlq_name else None
     view["filters"] = {
         "class_name": class_name, "line": line, "since": since, "until": until, "interval": interval
