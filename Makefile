@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint demo bench-model bench-quality bench-server bench-pipeline bench-feedback clean
+.PHONY: install test lint demo bench-model bench-quality bench-server bench-pipeline bench-faults bench-soak bench-feedback clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -67,6 +67,16 @@ bench-server: install
 # 500 images through the local stack: end-to-end throughput and latency against the model server's own.
 bench-pipeline: install
 	$(PY) tests/benchmarks/bench_pipeline.py
+
+# 10,000 images at a steady rate through the local stack: RSS and CPU ms per image of the model server, the
+# workers, the supervisor and moto, per minute; flat memory and CPU, nothing lost (~30 min).
+bench-soak: install
+	$(PY) tests/benchmarks/bench_soak.py
+
+# 2,000 images through the local stack under faults (model server and worker kill -9, slow, throttled, 5xx,
+# double delivery, graceful and kill -9 restarts), then `ivadas redrive`: nothing lost, duplicates explained.
+bench-faults: install
+	$(PY) tests/benchmarks/bench_faults.py
 
 # Reviewed false alarms of drifted good images into the bank: false alarms, recall, AUROC, time (~10 min).
 bench-feedback: install

@@ -11,6 +11,7 @@ import importlib
 import sys
 
 from infra.local.args import DEFAULT_STATE_DIR, add_local_arguments
+from infra.local.users import add_user_arguments
 from ivadas_contract.models import BASELINE, MODELS
 from model_server import __version__, defaults
 from model_server.server.serve import add_serve_arguments
@@ -23,7 +24,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("model_server.server.serve", "run"),
     "local up": ("infra.local.client", "up"),
     "local down": ("infra.local.client", "down"),
+    "local add-user": ("infra.local.users", "add_user_command"),
     "inspect": ("infra.inspect_cli", "inspect"),
+    "redrive": ("infra.local.redrive", "run"),
     "results": ("infra.inspect_cli", "results"),
     "publish-ui": ("infra.publish_ui", "run"),
     "register": ("infra.lifecycle.commands", "register"),
@@ -152,8 +155,9 @@ def _add_engine_commands(sub: argparse._SubParsersAction) -> None:
 
 def _add_stack_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("local", help="the whole stack on this machine: moto, model server, poller, API shim")
-    p.add_argument("action", choices=("up", "down"))
+    p.add_argument("action", choices=("up", "down", "add-user"))
     add_local_arguments(p)
+    add_user_arguments(p)
 
     p = sub.add_parser("inspect", help="put a folder of images into the local inbox and wait for the results")
     p.add_argument("folder", nargs="?", help="folder of images (or use --data-root)")
@@ -166,13 +170,20 @@ def _add_stack_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--state-dir", default=str(DEFAULT_STATE_DIR))
 
+    p = sub.add_parser("redrive", help="local dead-letter queue back to the inspection queue, saying why")
+    p.add_argument("--wait", type=float, default=0, help="seconds to wait for the redriven images' results")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--state-dir", default=str(DEFAULT_STATE_DIR))
+
     p = sub.add_parser("publish-ui", help="upload ui/ and its config.json to the deployed UI bucket")
-    p.add_argument("--stack-name", help="read bucket, API URL and API key from this stack's outputs")
+    p.add_argument("--stack-name", help="read bucket, API URL, user pool and client from the stack's outputs")
     p.add_argument("--bucket")
     p.add_argument("--api-url")
-    p.add_argument("--api-key")
+    p.add_argument("--user-pool-id")
+    p.add_argument("--user-pool-client-id")
 
-    p = sub.add_parser("results", help="query inspection results of the local stack")
+    p = sub.add_parser("results", help="query inspection results of the local stack (as a signed-in user)")
+    p.add_argument("--user", help="who signs in (default $IVADAS_USER; password $IVADAS_PASSWORD or asked)")
     p.add_argument("--class-name")
     p.add_argument("--line")
     p.add_argument("--anomalous", action="store_true")
@@ -284,13 +295,18 @@ def main(argv: list[str] | None = None) -> int:
     name = f"local {args.action}" if args.command == "local" else args.command
     module, function = COMMANDS[name]
     run = getattr(importlib.import_module(module), function)
+    from infra import cli_errors
     from model_server.errors import IvadasError
 
+    as_json = bool(getattr(args, "json", False))
     try:
         return run(args)
     except IvadasError as exc:
-        print(f"ivadas {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return cli_errors.report(args.command, exc, as_json)
+    except (Exception, SystemExit) as exc:  # with --json, a script still gets the one error document
+        if not as_json or (isinstance(exc, SystemExit) and not isinstance(exc.code, str)):
+            raise
+        return cli_errors.report(args.command, exc, as_json)
     except KeyboardInterrupt:
         print(f"ivadas {args.command}: interrupted", file=sys.stderr)
         return 130

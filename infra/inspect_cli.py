@@ -2,7 +2,8 @@
 
 `inspect` uploads every image of a folder to `<line>/<class_name>/<file>`, waits until each has its result
 item (found by the same inspection id the worker derives from bucket, key and ETag), and prints a table and a
-summary with end-to-end latency (upload to result visible). `results` queries the results API.
+summary with end-to-end latency (upload to result visible). `results` queries the results API as a signed-in
+user (--user or $IVADAS_USER, password from $IVADAS_PASSWORD or asked).
 """
 
 from __future__ import annotations
@@ -202,14 +203,18 @@ def results(args: argparse.Namespace) -> int:
             query[name] = getattr(args, name)
     if args.anomalous:
         query["anomalous"] = "true"
-    req = urllib.request.Request(
-        f"{state['api_url']}/results?{urllib.parse.urlencode(query)}", headers={"X-Api-Key": state["api_key"]}
-    )
+    from infra.local.users import signed_in_headers
+
+    headers = signed_in_headers(state, args.user, None)  # /results is a person's route: sign in
+    url = f"{state['api_url']}/results?{urllib.parse.urlencode(query)}"
+    req = urllib.request.Request(url, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=30) as resp:
             doc = json.loads(resp.read())
     except urllib.error.HTTPError as err:
-        print(f"ivadas results: error: {json.loads(err.read()).get('error', err.reason)}", file=sys.stderr)
+        from infra.cli_errors import api_error, describe
+
+        print(f"ivadas results: error: {describe(api_error(err.code, err.read()))}", file=sys.stderr)
         return 2
     print(f"{'time':24} {'class':12} {'status':9} {'verdict':7} {'score':>6}  key")
     for item in doc["items"]:

@@ -1,7 +1,11 @@
-"""`ivadas publish-ui`: put `ui/` and its `config.json` (API base URL and key) into the deployed UI bucket.
+"""`ivadas publish-ui`: put `ui/` and its `config.json` into the deployed UI bucket.
 
-With `--stack-name` the bucket, API URL and API key id come from the CloudFormation stack's outputs (what
-`sam deploy` created); each can also be given directly.
+config.json tells the UI where the API is and which Cognito user pool and app client people sign in to, and
+where cognito-idp answers (the regional endpoint on AWS, moto locally). It carries no credential: anyone can
+read it (CloudFront serves it), and the API key, which machines use, never goes there.
+
+With `--stack-name` the bucket, API URL, pool and client ids come from the CloudFormation stack's outputs
+(what `sam deploy` created); each can also be given directly.
 """
 
 from __future__ import annotations
@@ -22,7 +26,18 @@ def stack_outputs(stack_name: str) -> dict[str, str]:
     return {o["OutputKey"]: o["OutputValue"] for o in stacks[0].get("Outputs", [])}
 
 
-def publish(bucket: str, api_url: str, api_key: str, ui_dir: Path = UI) -> list[str]:
+def cognito_endpoint(region: str) -> str:
+    """Where the browser calls InitiateAuth on AWS (public, unsigned)."""
+    return f"https://cognito-idp.{region}.amazonaws.com/"
+
+
+def ui_config(api_url: str, region: str, pool_id: str, client_id: str, endpoint: str, stage: str) -> dict:
+    """The UI's config.json: public facts only (no key, no secret)."""
+    auth = {"region": region, "userPoolId": pool_id, "clientId": client_id, "cognitoEndpoint": endpoint}
+    return {"apiBaseUrl": api_url, "stage": stage, "auth": auth}
+
+
+def publish(bucket: str, config: dict, ui_dir: Path = UI) -> list[str]:
     """Upload every UI file and a fresh config.json; returns the keys written."""
     import boto3
 
@@ -41,7 +56,6 @@ def publish(bucket: str, api_url: str, api_key: str, ui_dir: Path = UI) -> list[
             CacheControl="no-cache" if key == "index.html" else "max-age=300",
         )
         written.append(key)
-    config = {"apiBaseUrl": api_url, "apiKey": api_key}
     s3.put_object(
         Bucket=bucket,
         Key="config.json",
@@ -54,24 +68,25 @@ def publish(bucket: str, api_url: str, api_key: str, ui_dir: Path = UI) -> list[
 
 
 def run(args: argparse.Namespace) -> int:
+    import boto3
+
     outputs = stack_outputs(args.stack_name) if args.stack_name else {}
     bucket = args.bucket or outputs.get("UiBucketName")
     api_url = args.api_url or outputs.get("ApiUrl")
-    api_key = args.api_key
-    if not api_key and outputs.get("ApiKeyId"):
-        import boto3
-
-        api_key = boto3.client("apigateway").get_api_key(apiKey=outputs["ApiKeyId"], includeValue=True)[
-            "value"
-        ]
-    missing = [n for n, v in (("bucket", bucket), ("API URL", api_url), ("API key", api_key)) if not v]
+    pool_id = args.user_pool_id or outputs.get("UserPoolId")
+    client_id = args.user_pool_client_id or outputs.get("UserPoolClientId")
+    named = {"bucket": bucket, "API URL": api_url, "user pool id": pool_id, "app client id": client_id}
+    missing = [n for n, v in named.items() if not v]
     if missing:
         print(
             f"ivadas publish-ui: error: no {', '.join(missing)} (give --stack-name or the options)",
             file=sys.stderr,
         )
         return 2
-    keys = publish(bucket, api_url, api_key)
+    region = pool_id.split("_", 1)[0] if "_" in pool_id else boto3.session.Session().region_name
+    stage = args.stack_name.removeprefix("ivadas-") if args.stack_name else ""
+    config = ui_config(api_url, region, pool_id, client_id, cognito_endpoint(region), stage)
+    keys = publish(bucket, config)
     print(
         f"published {len(keys)} files to s3://{bucket}/ (UI: {outputs.get('UiUrl', 'see the stack outputs')})"
     )

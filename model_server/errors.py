@@ -8,6 +8,21 @@ class IvadasError(Exception):
 class ImageError(IvadasError):
     """An image could not be read or decoded; the message names the file."""
 
+    #: the error type (ivadas_contract.errors.TYPES) a server answers with
+    kind = "invalid_image"
+
+
+class ImageTooLargeError(ImageError):
+    """An image's declared dimensions are over the pixel limit (a decompression bomb, or just too big)."""
+
+    kind = "payload_too_large"
+
+
+class ImageTooSmallError(ImageError):
+    """An image decodes, but a side is under the minimum: too few pixels for a patch of the model to see."""
+
+    kind = "unprocessable"
+
 
 class DataError(IvadasError):
     """A data set folder is missing, empty or not in the expected layout."""

@@ -1,10 +1,11 @@
-// IVADAS web UI: talks only to the API (/predict, /results, /review-queue, /stats, /classes, /models). The API base URL and key come from
-// config.json next to this page (written by the deploy, served by the local stack).
+// IVADAS web UI: talks only to the API (/predict, /results, /review-queue, /stats, /classes, /models) as a signed-in user.
+// config.json next to this page (written by the deploy, served by the local stack) names the API and the Cognito user
+// pool; it holds no credential. The API enforces every group; this page only hides what a group may not do.
 "use strict";
 
 const MAX_UPLOAD_BYTES = 4 * 1024 * 1024; // base64 grows 4/3: stays under API Gateway and Lambda's 6 MB
 const MAX_SIDE = 2048;
-const state = { config: null, nextToken: null, token: null, tokens: [], items: [], timer: null, file: null, models: {},
+const state = { config: null, session: null, expiryTimer: null, challenge: null, nextToken: null, token: null, tokens: [], items: [], timer: null, file: null, models: {},
                 classes: [], dimensions: null, detailOpen: false, detailIndex: -1, selectedId: null, queue: [], queueAt: 0 };
 
 const $ = (sel) => document.querySelector(sel);
@@ -26,11 +27,15 @@ function notice(message) {
 }
 
 async function api(path, options = {}) {
+  if (!state.session || state.session.expiresAt <= Date.now()) {
+    signOut("Your sign-in has expired: sign in again.");
+    throw new Error("Signed out: sign in again.");
+  }
   let resp;
   try {
     resp = await fetch(state.config.apiBaseUrl.replace(/\/$/, "") + path, {
       ...options,
-      headers: { "Content-Type": "application/json", "X-Api-Key": state.config.apiKey, ...(options.headers || {}) },
+      headers: { "Content-Type": "application/json", Authorization: state.session.idToken, ...(options.headers || {}) },
     });
   } catch (err) {
     throw new Error("The API cannot be reached (" + err.message + "). Is the service running?");
@@ -41,13 +46,150 @@ async function api(path, options = {}) {
   } catch (err) {
     body = null;
   }
+  if (resp.status === 401) {
+    signOut("Your sign-in is no longer valid: sign in again.");
+    throw new Error("Signed out: sign in again.");
+  }
   if (!resp.ok) {
     const detail = body && (body.error || body.message);
-    const kinds = { 400: "Bad request", 403: "Not allowed (API key)", 404: "Not found", 413: "Image too large",
+    const kinds = { 400: "Bad request", 403: "Not allowed for your group", 404: "Not found", 413: "Image too large",
                     422: "The model cannot use this image", 429: "Too many requests", 503: "Model unavailable" };
     throw new Error((kinds[resp.status] || "Error " + resp.status) + (detail ? ": " + detail : ""));
   }
   return body;
+}
+
+// ------------------------------------------------------------------------------------------ sign-in
+// InitiateAuth (USER_PASSWORD_AUTH) straight from the browser to cognito-idp, as config.json names it: the regional
+// endpoint on AWS, moto locally. The id token is kept for this tab only (sessionStorage) and sent as Authorization.
+
+const SESSION_KEY = "ivadas.session";
+const OPERATORS = "operators";
+const ML_ENGINEERS = "ml-engineers";
+const CHALLENGES = { NEW_PASSWORD_REQUIRED: ["New password (your first sign-in)", "NEW_PASSWORD", "password"],
+                     SOFTWARE_TOKEN_MFA: ["Code from your authenticator app", "SOFTWARE_TOKEN_MFA_CODE", "text"],
+                     SMS_MFA: ["Code sent by SMS", "SMS_MFA_CODE", "text"] };
+
+function tokenClaims(token) {
+  const part = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+  const bytes = Uint8Array.from(atob(part + "=".repeat((4 - (part.length % 4)) % 4)), (c) => c.charCodeAt(0));
+  return JSON.parse(new TextDecoder().decode(bytes));
+}
+
+function sessionFrom(idToken) {
+  const claims = tokenClaims(idToken);
+  return { idToken, username: claims["cognito:username"] || claims.sub, groups: claims["cognito:groups"] || [],
+           expiresAt: claims.exp * 1000 };
+}
+
+function storedSession() {
+  try {
+    const session = JSON.parse(sessionStorage.getItem(SESSION_KEY) || "null");
+    return session && session.expiresAt > Date.now() ? session : null;
+  } catch (err) {
+    return null;
+  }
+}
+
+const inGroup = (...groups) => !!state.session && groups.some((g) => state.session.groups.includes(g));
+const mayReview = () => inGroup(OPERATORS, ML_ENGINEERS);
+const mayDecide = () => inGroup(ML_ENGINEERS);
+
+async function cognito(target, payload) {
+  let resp;
+  try {
+    resp = await fetch(state.config.auth.cognitoEndpoint, {
+      method: "POST", body: JSON.stringify(payload),
+      headers: { "Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": "AWSCognitoIdentityProviderService." + target },
+    });
+  } catch (err) {
+    throw new Error("The sign-in service cannot be reached (" + err.message + ").");
+  }
+  const body = await resp.json().catch(() => ({}));
+  if (!resp.ok) {
+    const kind = String(body.__type || "").split("#").pop();
+    if (kind === "NotAuthorizedException" || kind === "UserNotFoundException") throw new Error("Wrong user name or password.");
+    if (kind === "CodeMismatchException") throw new Error("That code is not right; try the current one.");
+    if (kind === "InvalidPasswordException") throw new Error("That password does not meet the policy: " + (body.message || ""));
+    throw new Error("Sign-in failed: " + (body.message || kind || resp.status));
+  }
+  return body;
+}
+
+function askChallenge(answer) {
+  if (!CHALLENGES[answer.ChallengeName]) throw new Error("This account needs " + answer.ChallengeName + ", which this page cannot do.");
+  const [label, , type] = CHALLENGES[answer.ChallengeName];
+  state.challenge = { name: answer.ChallengeName, session: answer.Session };
+  $("#si-answer-label").textContent = label;
+  $("#si-answer").type = type;
+  $("#si-answer").value = "";
+  $("#si-step").hidden = false;
+  $("#signin-reason").textContent = label + ":";
+  $("#si-answer").focus();
+}
+
+// One step of signing in: the password first, then whatever challenge Cognito asks (a new password, an MFA code).
+async function signInStep(event) {
+  event.preventDefault();
+  const user = $("#si-user").value.trim();
+  const pending = state.challenge;
+  const clientId = state.config.auth.clientId;
+  $("#si-submit").disabled = true;
+  try {
+    const answer = pending
+      ? await cognito("RespondToAuthChallenge", { ChallengeName: pending.name, ClientId: clientId, Session: pending.session,
+          ChallengeResponses: { USERNAME: user, [CHALLENGES[pending.name][1]]: $("#si-answer").value } })
+      : await cognito("InitiateAuth", { AuthFlow: "USER_PASSWORD_AUTH", ClientId: clientId,
+          AuthParameters: { USERNAME: user, PASSWORD: $("#si-password").value } });
+    if (answer.ChallengeName) {
+      askChallenge(answer);
+      return;
+    }
+    state.challenge = null;
+    $("#si-step").hidden = true;
+    $("#si-password").value = "";
+    beginSession(sessionFrom(answer.AuthenticationResult.IdToken));
+    await enterApp();
+  } catch (err) {
+    $("#signin-reason").textContent = err.message;
+  } finally {
+    $("#si-submit").disabled = false;
+  }
+}
+
+function beginSession(session) {
+  state.session = session;
+  sessionStorage.setItem(SESSION_KEY, JSON.stringify(session));
+  clearTimeout(state.expiryTimer);
+  state.expiryTimer = setTimeout(() => signOut("Your sign-in has expired: sign in again."),
+    Math.max(0, session.expiresAt - Date.now()));
+}
+
+function signOut(reason) {
+  state.session = null;
+  state.challenge = null;
+  sessionStorage.removeItem(SESSION_KEY);
+  clearTimeout(state.expiryTimer);
+  if ($("#detail").open) $("#detail").close();
+  $("main").hidden = true;
+  $("nav").hidden = true;
+  $("#whoami").hidden = true;
+  $("#si-step").hidden = true;
+  $("#signin").hidden = false;
+  $("#signin-reason").textContent = reason || "";
+  clearError();
+  notice("");
+  document.body.dataset.ready = "signin";
+  $("#si-user").focus();
+}
+
+// What the signed-in user's groups allow, shown (the API checks it again on every call).
+function applyGroups() {
+  const who = state.session;
+  $("#whoami-name").textContent = `${who.username} (${who.groups.join(", ") || "no group"})`;
+  for (const span of document.querySelectorAll(".reviewing-as")) span.textContent = who.username;
+  $("#tab-review").hidden = !mayReview();
+  document.body.dataset.groups = who.groups.join(" ");
 }
 
 // ------------------------------------------------------------------------------------------ inspect
@@ -213,8 +355,6 @@ function setupDrop() {
 
 const PAGE_SIZE = 20;
 const verdictOf = (item) => (item.status !== "INSPECTED" ? "REJECTED" : (item.is_anomaly ? "DEFECT" : "GOOD"));
-const reviewer = () => localStorage.getItem("ivadas.reviewer") || "";
-const setReviewer = (name) => localStorage.setItem("ivadas.reviewer", name.trim());
 
 function localInputToIso(value) {
   return value ? new Date(value).toISOString() : null; // datetime-local is the browser's local time
@@ -458,15 +598,13 @@ function regionsTable(regions) {
 }
 
 function reviewForm(item, onDone) {
+  if (!mayReview()) return el("p", { class: "muted", text: "Your account's group may not review." });
   const form = el("form", { class: "review-form" });
-  const name = el("input", { id: "r-reviewer", type: "text", value: reviewer(), placeholder: "your name", autocomplete: "name" });
   const type = el("input", { id: "r-type", type: "text", placeholder: "defect type (optional)", maxlength: "64" });
   const note = el("input", { id: "r-note", type: "text", placeholder: "note (optional)", maxlength: "1000" });
   const good = el("button", { type: "button", class: "good", id: "r-good", text: "Good" });
   const defect = el("button", { type: "button", class: "bad", id: "r-defect", text: "Defect" });
   const send = async (verdict) => {
-    if (!name.value.trim()) { showError("Give your name: it is stored with the review (unverified until sign-in)."); name.focus(); return; }
-    setReviewer(name.value);
     try {
       await submitReview(item.inspection_id, verdict, type.value, note.value);
       onDone();
@@ -474,13 +612,14 @@ function reviewForm(item, onDone) {
   };
   good.addEventListener("click", () => send("good"));
   defect.addEventListener("click", () => send("defect"));
-  form.append(el("label", { for: "r-reviewer", text: "Reviewer" }), name, el("label", { for: "r-type", class: "sr-only", text: "Defect type" }), type,
+  form.append(el("span", { class: "muted", text: "Review as " + state.session.username }),
+    el("label", { for: "r-type", class: "sr-only", text: "Defect type" }), type,
     el("label", { for: "r-note", class: "sr-only", text: "Note" }), note, good, defect);
   return form;
 }
 
 async function submitReview(id, verdict, defectType, note) {
-  const body = { verdict, reviewer: reviewer() };
+  const body = { verdict };
   if (defectType && defectType.trim()) body.defect_type = defectType.trim();
   if (note && note.trim()) body.note = note.trim();
   const done = await api(`/results/${encodeURIComponent(id)}/review`, { method: "POST", body: JSON.stringify(body) });
@@ -586,7 +725,6 @@ async function loadQueue() {
   clearError();
   const cls = $("#q-class").value;
   if (!cls) { showError("Choose a class: the review queue is kept per class."); return; }
-  if ($("#q-reviewer").value.trim()) setReviewer($("#q-reviewer").value);
   const seq = (state.queueSeq = (state.queueSeq || 0) + 1);
   const line = $("#q-line").value;
   try {
@@ -629,7 +767,6 @@ function showQueueItem() {
 async function reviewQueued(verdict) {
   const item = state.queue[state.queueAt];
   if (!item) return;
-  if (!reviewer()) { showError("Give your name first (Your name): it is stored with the review."); $("#q-reviewer").focus(); return; }
   try {
     await submitReview(item.inspection_id, verdict, null, null);
     skipQueued();
@@ -646,8 +783,6 @@ function skipQueued() {
 }
 
 function setupQueue() {
-  $("#q-reviewer").value = reviewer();
-  $("#q-reviewer").addEventListener("change", () => setReviewer($("#q-reviewer").value));
   $("#queue-filters").addEventListener("submit", (e) => { e.preventDefault(); loadQueue(); });
   $("#a-window").addEventListener("change", loadAgreement);
   document.addEventListener("keydown", (e) => {
@@ -680,7 +815,7 @@ const pct = (v) => (v === null || v === undefined ? "-" : (100 * v).toFixed(1) +
 function decisionCell(version, enabled) {
   const cell = el("td", { class: "decision" });
   if (version.decided_at) {
-    cell.append(el("span", { text: `${version.decided_at} by ${version.decided_by}` +
+    cell.append(el("span", { text: `${version.decided_at} by ${version.decided_by}${version.decided_by_verified ? "" : " (unverified)"}` +
       (version.decision_note ? ` ("${version.decision_note}")` : "") }));
   }
   if (version.status !== "PendingManualApproval" || !enabled) return cell;
@@ -726,10 +861,11 @@ async function loadModels() {
   try {
     const view = await api("/models");
     state.models = view.models;
-    $("#approvals-note").textContent = view.approvals_enabled
-      ? "Pending versions can be approved or rejected here; the decision is recorded with the version."
-      : "Approving and rejecting from the UI is off (stack parameter UiApprovals); use ivadas approve / reject.";
-    $("#models").replaceChildren(...Object.entries(view.models).map(([m, info]) => modelTable(m, info, view.approvals_enabled)));
+    const canDecide = view.can_decide && mayDecide();
+    $("#approvals-note").textContent = canDecide
+      ? `Pending versions can be approved or rejected here; the decision is recorded as ${state.session.username}.`
+      : "Approving and rejecting a version takes the ml-engineers group (or ivadas approve / reject).";
+    $("#models").replaceChildren(...Object.entries(view.models).map(([m, info]) => modelTable(m, info, canDecide)));
     $("#agreement-table tbody").replaceChildren(...view.agreement.map((a) => el("tr", {},
       el("td", { text: a.class_name }), el("td", { text: String(a.inspected) }),
       el("td", { text: String(a.candidate_answers) }), el("td", { text: pct(a.candidate_agreement) }),
@@ -780,10 +916,36 @@ async function start() {
   setupDrop();
   setupResults();
   setupQueue();
+  $("#signin-form").addEventListener("submit", signInStep);
+  $("#signout").addEventListener("click", () => signOut("Signed out."));
   try {
     const resp = await fetch("config.json");
     if (!resp.ok) throw new Error("config.json: " + resp.status);
     state.config = await resp.json();
+    if (!state.config.auth || !state.config.auth.clientId) throw new Error("config.json names no user pool");
+  } catch (err) {
+    showError("Cannot load the service configuration: " + err.message);
+    document.body.dataset.ready = "error";
+    return;
+  }
+  const session = storedSession();
+  if (!session) {
+    signOut(sessionStorage.getItem(SESSION_KEY) ? "Your sign-in has expired: sign in again." : "");
+    return;
+  }
+  beginSession(session);
+  await enterApp();
+}
+
+// Signed in: the views for this user's groups, and the classes the models serve.
+async function enterApp() {
+  $("#signin").hidden = true;
+  $("main").hidden = false;
+  $("nav").hidden = false;
+  $("#whoami").hidden = false;
+  applyGroups();
+  if ($("#tab-review").hidden && !$("#view-review").hidden) selectTab("inspect");
+  try {
     const classes = await api("/classes");
     const options = classes.classes.map((c) => el("option", { value: c, text: c }));
     $("#class").replaceChildren(...options);
@@ -791,7 +953,8 @@ async function start() {
     fillDimensions();
     document.body.dataset.ready = "true";
   } catch (err) {
-    showError("Cannot load the service configuration: " + err.message);
+    if (!state.session) return; // signed out on the way (401): the sign-in form says why
+    showError("Cannot load the product classes: " + err.message);
     document.body.dataset.ready = "error";
   }
 }

@@ -2,7 +2,9 @@
 own in the reviews table (every review kept, so a correction or two reviewers at once lose nothing), and the
 newest one is copied onto the result item as `review` (for filtering and display).
 
-Until people sign in, the reviewer is the name the caller gives, stored with `reviewer_verified: false`.
+Who reviewed comes from the verified sign-in (ivadas_functions.identity), never from the body: `reviewer`
+(the username), `reviewer_sub`, `reviewer_email` and `reviewer_verified: true`. A `reviewer` in the body is
+ignored. Reviews stored before sign-in existed keep their `reviewer_verified: false`.
 """
 
 from __future__ import annotations
@@ -16,13 +18,14 @@ VERDICTS = ("good", "defect")
 PARTITION_KEY = "inspection_id"
 SORT_KEY = "review_id"  # "<reviewed_at>#<random>": newest last, unique even within one millisecond
 SCHEMA: dict[str, Any] = hash_range_schema(PARTITION_KEY, SORT_KEY)
-MAX_TEXT = {"defect_type": 64, "note": 1000, "reviewer": 64}
+MAX_TEXT = {"defect_type": 64, "note": 1000}
 
 
-def review_record(result: dict, body: Any, reviewer_verified: bool, reviewed_at: str) -> dict[str, Any]:
-    """The review of `result` the request body asks for; ValueError (the caller's mistake) otherwise."""
+def review_record(result: dict, body: Any, reviewer: dict[str, Any], reviewed_at: str) -> dict[str, Any]:
+    """The review of `result` the request body asks for, made by `reviewer` (Identity.as_reviewer());
+    ValueError (the caller's mistake) otherwise."""
     if not isinstance(body, dict):
-        raise ValueError('the body must be {"verdict": "good" | "defect", "reviewer": "...", ...}')
+        raise ValueError('the body must be {"verdict": "good" | "defect", "defect_type": ..., "note": ...}')
     verdict = body.get("verdict")
     if verdict not in VERDICTS:
         raise ValueError(f"verdict must be one of {', '.join(VERDICTS)}")
@@ -32,15 +35,13 @@ def review_record(result: dict, body: Any, reviewer_verified: bool, reviewed_at:
         if value is not None and (not isinstance(value, str) or len(value) > limit):
             raise ValueError(f"{key} must be text of at most {limit} characters")
         texts[key] = value.strip() if isinstance(value, str) else None
-    if not texts["reviewer"]:
-        raise ValueError("reviewer (your name) is required until sign-in exists")
     model_defect = bool(result.get("is_anomaly"))
     return {
         PARTITION_KEY: result["inspection_id"],
         SORT_KEY: f"{reviewed_at}#{uuid.uuid4().hex[:8]}",
         "verdict": verdict,
         **{k: v for k, v in texts.items() if v},
-        "reviewer_verified": reviewer_verified,
+        **reviewer,
         "reviewed_at": reviewed_at,
         "model_verdict": "defect" if model_defect else "good",
         "model_version": result.get("model_version"),

@@ -19,6 +19,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from ivadas_contract import errors
 from ivadas_contract.limits import MAX_IMAGE_BYTES
 from ivadas_contract.models import BASELINE, CANDIDATE, MODELS, endpoint_variable
 
@@ -82,21 +83,24 @@ def _client(service: str, endpoint: str | None) -> Any:
     config = Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=5, read_timeout=30)
     if service == "sagemaker-runtime":  # the worker's retries come from SQS; fail fast inside one attempt
         config = Config(retries={"mode": "standard", "max_attempts": 2}, connect_timeout=3, read_timeout=60)
+    if service == "s3":  # presigned links signed with SigV4 (X-Amz-Expires), not botocore's legacy SigV2
+        config = config.merge(Config(signature_version="s3v4"))
     return boto3.client(service, config=config)
 
 
-def error_response(status: int, message: str) -> Any:
-    """The API's one error shape: {"error": message}."""
-    from aws_lambda_powertools.event_handler import Response, content_types
+def error_response(status: int, message: str, kind: str | None = None) -> Any:
+    """The API's one error shape, {"error": message, "type": kind} (api_errors, ivadas_contract.errors)."""
+    from ivadas_functions import api_errors
 
-    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body={"error": message})
+    return api_errors.error_response(status, message, kind)
 
 
 def cors_config() -> Any:
     """CORS headers on every API answer (API Gateway itself only answers the preflight)."""
     from aws_lambda_powertools.event_handler import CORSConfig
 
-    return CORSConfig(allow_origin=os.environ.get("UI_ORIGIN", "*"), allow_headers=["X-Api-Key"], max_age=600)
+    headers = ["Authorization", "X-Api-Key"]  # a signed-in user's id token; a machine's API key
+    return CORSConfig(allow_origin=os.environ.get("UI_ORIGIN", "*"), allow_headers=headers, max_age=600)
 
 
 _per_thread = threading.local()
@@ -122,7 +126,12 @@ def table(name: str) -> Any:
 
 
 class RejectedImage(Exception):
-    """The image can never be inspected (not an image, too big, unknown class): record it, do not retry."""
+    """The image can never be inspected (not an image, too big, unknown class): record it, do not retry.
+    `kind` is the error type (ivadas_contract.errors) the model server gave, for `/predict` to pass on."""
+
+    def __init__(self, message: str, kind: str = "unprocessable") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 class TransientFailure(Exception):
@@ -171,7 +180,7 @@ def _invoke(endpoint: str, content_type: str, body: bytes, attrs: str | None) ->
         status, message = _status_and_message(err)
         code = err.response.get("Error", {}).get("Code", "")
         if status in (400, 404, 413, 415, 422) and code != "ThrottlingException":
-            raise RejectedImage(_server_message(message)) from None
+            raise RejectedImage(*_server_error(status, message)) from None
         raise TransientFailure(f"endpoint {endpoint} answered {status} {code}: {message}") from None
     except (BotoCoreError, OSError) as err:
         raise TransientFailure(f"endpoint {endpoint} unreachable: {err}") from None
@@ -182,10 +191,21 @@ def _invoke(endpoint: str, content_type: str, body: bytes, attrs: str | None) ->
     return EndpointAnswer(result, (time.perf_counter() - start) * 1000.0)
 
 
-def _server_message(message: str) -> str:
-    """The model server's JSON error message, when the text is its error body."""
+#: the kind of a refusal whose body names none (locally boto3 keeps only the message, not the body's type)
+_REFUSAL_KINDS = {400: "invalid_image", 413: "payload_too_large", 415: "unsupported_media_type"}
+
+
+def _server_error(status: int, message: str) -> tuple[str, str]:
+    """(message, error type) of a model server refusal: from its JSON error body where the text is that body
+    (on AWS, SageMaker passes it on as OriginalMessage), else from the status."""
+    kind = _REFUSAL_KINDS.get(status, "unprocessable")
     try:
         doc = json.loads(message)
     except (ValueError, TypeError):
-        return message
-    return doc.get("error", message) if isinstance(doc, dict) else message
+        return message, kind
+    if not isinstance(doc, dict):
+        return message, kind
+    named = doc.get("type")
+    if named in errors.TYPES and 400 <= errors.TYPES[named] < 500:
+        kind = named
+    return str(doc.get("error", message)), kind

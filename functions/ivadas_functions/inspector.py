@@ -18,6 +18,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from urllib.parse import unquote_plus
 
+from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.data_classes import S3Event
 from botocore.exceptions import ClientError
 
@@ -36,6 +37,7 @@ from ivadas_contract.stats import counts_for, shadow_counts
 from ivadas_functions import counters
 from ivadas_functions.aws import RejectedImage, Settings, TransientFailure, client, invoke_endpoint, table
 
+logger = Logger(child=True)
 _MISSING = ("404", "NoSuchKey", "NotFound", "412", "PreconditionFailed")
 #: Shadow calls run beside the baseline's (a few at once: the worker handles one object at a time per thread).
 _shadow_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="shadow")
@@ -135,6 +137,7 @@ def add_shadow(record: dict, call: Future, settings: Settings) -> dict:
 def reject(obj: dict, class_name: str | None, reason: str, settings: Settings) -> dict:
     record = rejected_record(obj, class_name, reason, settings.default_model)
     table(settings.results_table).put_item(Item=to_item(record))
+    logger.info("result written", extra={"status": record["status"]})  # one line per write: re-writes count
     counters.add(settings, record, counts_for(record))
     return record
 
@@ -161,5 +164,6 @@ def store(
         ContentType="application/json",
     )
     table(settings.results_table).put_item(Item=to_item(record))
+    logger.info("result written", extra={"status": record["status"]})
     counters.add(settings, record, counts_for(record))
     return record

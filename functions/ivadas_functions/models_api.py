@@ -3,8 +3,8 @@
 - `GET /models`: every version of each model (status, classes, mean metrics, decision), what each endpoint
   serves, and per class the baseline/candidate verdict agreement of the last `AGREEMENT_DAYS` (stats table).
 - `POST /models/{version}/approve` `{"note": ...}` and `POST /models/{version}/reject` `{"why": ...}`: the
-  decision, recorded with the package. Off unless the stack parameter UiApprovals is "true": until people sign
-  in, the UI's API key is readable by anyone who can open the UI.
+  decision, recorded with the package with who made it: a signed-in ML engineer (ivadas_functions.identity);
+  anyone else gets 403 `forbidden`. Every route needs a signed-in operator or ML engineer.
 """
 
 from __future__ import annotations
@@ -18,21 +18,20 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from ivadas_contract import stats
+from ivadas_contract.limits import MAX_NOTE_CHARS
 from ivadas_contract.models import MODELS, endpoint_name
-from ivadas_functions import registry
+from ivadas_functions import api_errors, identity, registry, request_checks
 from ivadas_functions.aws import Settings, client, cors_config, error_response
 from ivadas_functions.stats_query import read_slots
 
 logger = Logger()
 tracer = Tracer()
 app = APIGatewayRestResolver(cors=cors_config())
+api_errors.install(app, logger)  # the one error shape (ivadas_contract.errors)
+app.use(middlewares=[identity.required(identity.READ)])  # signed-in operators and ML engineers
 settings = Settings.from_env()
 STAGE = os.environ.get("STAGE", "dev")
 AGREEMENT_DAYS = 7
-
-
-def approvals_enabled() -> bool:
-    return os.environ.get("UI_APPROVALS", "false").lower() == "true"
 
 
 def _agreement() -> list[dict]:
@@ -65,20 +64,15 @@ def list_models() -> dict:
             "deployed": {k: record.get(k) for k in ("version", "deployed_at", "deployed_by", "promoted")},
             "versions": [v.to_dict() for v in reversed(registry.versions(sagemaker, STAGE, model))],
         }
-    return {"models": models, "agreement": _agreement(), "approvals_enabled": approvals_enabled()}
+    caller = identity.caller(app.current_event.raw_event)
+    can_decide = bool(caller and caller.may(identity.DECIDE))
+    return {"models": models, "agreement": _agreement(), "can_decide": can_decide}
 
 
-def _author() -> str:
-    """Who decided, until sign-in: the API key's id and the caller's address."""
-    identity = app.current_event.raw_event.get("requestContext", {}).get("identity") or {}
-    return f"ui:api-key {identity.get('apiKeyId') or 'unknown'} from {identity.get('sourceIp') or 'unknown'}"
-
-
-def _decide(version: str, status: str, note: str | None):  # noqa: ANN202 - dict or Response
-    if not approvals_enabled():
-        return error_response(403, "approving and rejecting from the UI is off (stack parameter UiApprovals)")
+def _decide(version: str, status: str, note: str | None, who: identity.Identity):  # noqa: ANN202
     try:
-        decided = registry.decide(client("sagemaker"), client("ssm"), STAGE, version, status, note, _author())
+        sagemaker, ssm, by = client("sagemaker"), client("ssm"), who.principal
+        decided = registry.decide(sagemaker, ssm, STAGE, version, status, note, by, who.as_author("decided"))
     except registry.RegistryError as exc:
         return error_response(409 if "deployed" in str(exc) else 404, str(exc))
     logger.info(
@@ -90,18 +84,18 @@ def _decide(version: str, status: str, note: str | None):  # noqa: ANN202 - dict
 @app.post("/models/<version>/approve")
 @tracer.capture_method
 def approve(version: str):  # noqa: ANN201
-    body = app.current_event.json_body or {}
-    return _decide(version, registry.APPROVED, body.get("note") if isinstance(body, dict) else None)
+    who = identity.require(app.current_event.raw_event, identity.DECIDE)
+    body = request_checks.json_object(app.current_event.json_body, required=False)
+    return _decide(version, registry.APPROVED, request_checks.text(body, "note", MAX_NOTE_CHARS), who)
 
 
 @app.post("/models/<version>/reject")
 @tracer.capture_method
 def reject(version: str):  # noqa: ANN201
-    body = app.current_event.json_body or {}
-    why = body.get("why") if isinstance(body, dict) else None
-    if not isinstance(why, str) or not why.strip():
-        return error_response(400, 'a rejection needs its reason: {"why": "..."}')
-    return _decide(version, registry.REJECTED, why.strip())
+    who = identity.require(app.current_event.raw_event, identity.DECIDE)
+    body = request_checks.json_object(app.current_event.json_body, required=True)
+    why = request_checks.text(body, "why", MAX_NOTE_CHARS, required=True)  # a rejection needs its reason
+    return _decide(version, registry.REJECTED, why, who)
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

@@ -1,4 +1,6 @@
-"""Predict Lambda: `POST /predict` scores one image synchronously for the web UI.
+"""Predict Lambda: `POST /predict` scores one image synchronously for the web UI (a signed-in operator or ML
+engineer), `POST /machine/predict` the same for cameras and line scripts (the API key; template.yaml says why
+there are two routes).
 
 Body: {"class_name": "bottle", "image_base64": "...", "model": "patchcore" | "softpatch" | "both",
 "return_heatmap": true}. "both" asks the baseline and the candidate at once and answers side by side.
@@ -20,7 +22,10 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from ivadas_contract.errors import TYPES
+from ivadas_contract.limits import MAX_NAME_CHARS
 from ivadas_contract.models import MODELS
+from ivadas_functions import api_errors, identity
 from ivadas_functions.aws import (
     RejectedImage,
     Settings,
@@ -34,6 +39,7 @@ logger = Logger()
 tracer = Tracer()
 metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "IVADAS"))
 app = APIGatewayRestResolver(cors=cors_config())
+api_errors.install(app, logger)  # the one error shape (ivadas_contract.errors)
 settings = Settings.from_env()
 _pool = ThreadPoolExecutor(max_workers=len(MODELS))
 
@@ -49,8 +55,11 @@ def _parse(body: object) -> tuple[str, bytes, str, bool]:
         raise BadRequestError("the body must be a JSON object")
     class_name, encoded = body.get("class_name"), body.get("image_base64")
     model = body.get("model", settings.default_model)
-    if not isinstance(class_name, str) or not class_name:
-        raise BadRequestError("class_name (string) is required")
+    if not isinstance(class_name, str) or not class_name or len(class_name) > MAX_NAME_CHARS:
+        raise BadRequestError(f"class_name (string of at most {MAX_NAME_CHARS} characters) is required")
+    heatmap = body.get("return_heatmap", True)
+    if not isinstance(heatmap, bool):
+        raise BadRequestError("return_heatmap must be true or false")
     if not isinstance(encoded, str) or not encoded:
         raise BadRequestError("image_base64 (string) is required")
     if model not in (*MODELS, "both"):
@@ -61,12 +70,15 @@ def _parse(body: object) -> tuple[str, bytes, str, bool]:
         image = base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError):
         raise BadRequestError("image_base64 is not valid base64") from None
-    return class_name, image, model, bool(body.get("return_heatmap", True))
+    return class_name, image, model, heatmap
 
 
+@app.post("/machine/predict")
 @app.post("/predict")
 @tracer.capture_method
 def predict() -> Response | dict:
+    machine = app.current_event.resource.startswith("/machine/")
+    identity.require(app.current_event.raw_event, identity.MACHINE if machine else identity.PREDICT)
     start = time.perf_counter()
     class_name, image, model, heatmap = _parse(app.current_event.json_body)
     if len(image) > settings.max_image_bytes:
@@ -79,8 +91,8 @@ def predict() -> Response | dict:
     for m, future in futures.items():
         try:
             results[m] = future.result()
-        except RejectedImage as exc:
-            return error_response(422, str(exc))
+        except RejectedImage as exc:  # the model server's refusal, with its kind
+            return error_response(TYPES[exc.kind], str(exc), exc.kind)
         except TransientFailure as exc:
             logger.error("endpoint failure", extra={"model": m, "error": str(exc)})
             raise ServiceError(503, f"the {m} model is not available right now, try again") from None

@@ -71,6 +71,7 @@ class ModelVersion:
             "metrics": {m: self.summary(m) for m in SUMMARY_METRICS},
             "artifact_version": meta.get("artifact_version"), "code_version": meta.get("code_version"),
             "decided_by": meta.get("decided_by"), "decided_at": meta.get("decided_at"),
+            "decided_by_verified": meta.get("decided_by_verified") == "true",
             "decision_note": meta.get("decision_note"),
         }  # fmt: skip
 
@@ -113,16 +114,19 @@ def deployment(ssm: Any, stage: str, model: str) -> dict | None:
 
 
 def decide(
-    sagemaker: Any, ssm: Any, stage: str, name: str, status: str, note: str | None, author: str
-) -> ModelVersion:
-    """Approve or reject `name`; the decision, its author, time and note are kept with the package. A
-    deployed version cannot be rejected (deploy another or roll back first)."""
+    sagemaker: Any, ssm: Any, stage: str, name: str, status: str, note: str | None, author: str,
+    author_details: dict[str, str] | None = None,
+) -> ModelVersion:  # fmt: skip
+    """Approve or reject `name`; the decision, its author (and `author_details`: e.g. the signed-in user's
+    sub), time and note are kept with the package. A deployed version cannot be rejected (deploy another or
+    roll back first)."""
     version = get_version(sagemaker, stage, name)
     serving = {(deployment(ssm, stage, m) or {}).get("version") for m in {version.model, BASELINE}}
     if status == REJECTED and name in serving:  # a promoted version serves on the baseline endpoint
         raise RegistryError(f"{name} is deployed: deploy another version or roll back first")
-    meta = {**version.metadata, "decision": status, "decided_by": author,
-            "decided_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}  # fmt: skip
+    meta = {k: v for k, v in version.metadata.items() if not k.startswith("decided_by")}  # the last decider's
+    meta.update({**(author_details or {}), "decision": status, "decided_by": author,
+                 "decided_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")})  # fmt: skip
     if note:
         meta["decision_note"] = note[:256]
     else:

@@ -4,8 +4,8 @@
   paginated (by-class index; anomalies-by-class when anomalous=true; a scan only when no class is given).
 - `GET /results/{inspection_id}`: one item, with presigned URLs for its image and heatmap.
 - `GET /classes`: the classes each deployed model serves, with model version and threshold.
-- `POST /results/{inspection_id}/review` `{"verdict": "good" | "defect", "reviewer": ..., "defect_type": ...,
-  "note": ...}`: a review, kept as history; the newest is shown on the result (`review`).
+- `POST /results/{inspection_id}/review` `{"verdict": "good" | "defect", "defect_type": ..., "note": ...}`: a
+  review by the signed-in user (ivadas_functions.identity), kept as history; the newest is shown on a result.
 - `GET /stats?class_name=&line=&since=ISO&until=ISO`: images inspected, anomaly rate, rejects by reason,
   endpoint latency percentiles and candidate agreement, from the stats table's counters; and the DLQ depth.
 """
@@ -27,7 +27,7 @@ from ivadas_contract import export, reviews, stats
 from ivadas_contract.inspection import INSPECTED, now_iso, reviewed_image_key
 from ivadas_contract.models import MODELS
 from ivadas_contract.results_table import QUEUE_ATTRIBUTES, from_dynamo, to_dynamo
-from ivadas_functions import counters
+from ivadas_functions import api_errors, counters, identity, request_checks
 from ivadas_functions.aws import (
     Settings,
     TransientFailure,
@@ -46,23 +46,18 @@ tracer = Tracer()
 app = APIGatewayRestResolver(cors=cors_config())
 settings = Settings.from_env()
 MAX_LIMIT = 200
-URL_SECONDS = 900
+#: Lifetime of every presigned link this API hands out (images, heatmaps, exports): minutes, not hours.
+URL_SECONDS = 300
 _classes_cache: dict = {"at": 0.0, "value": None}
 CLASSES_TTL_SECONDS = 60
 
 
-@app.exception_handler(BadRequestError)
-def _bad_request(exc: BadRequestError):  # noqa: ANN202 - the API's one error shape
-    return error_response(400, exc.msg)
-
-
-@app.exception_handler(NotFoundError)
-def _not_found(exc: NotFoundError):  # noqa: ANN202
-    return error_response(404, exc.msg)
+api_errors.install(app, logger)  # the one error shape (ivadas_contract.errors)
+app.use(middlewares=[identity.required(identity.READ)])  # signed-in operators and ML engineers
 
 
 def _query() -> dict[str, str]:
-    return app.current_event.query_string_parameters or {}
+    return request_checks.query(app.current_event.query_string_parameters)  # lengths (openapi/api.yaml)
 
 
 def _limit(q: dict[str, str]) -> int:
@@ -120,11 +115,14 @@ def review_queue() -> dict:
 def export_results() -> dict:
     q = _query()
     flt = _filter(q)
-    written = export_csv(
-        client("s3"), table(settings.results_table), settings.results_bucket,
-        plan(flt, settings.retention_days), app.lambda_context.get_remaining_time_in_millis,
-        q.get("next_token") or None,
-    )  # fmt: skip
+    try:
+        written = export_csv(
+            client("s3"), table(settings.results_table), settings.results_bucket,
+            plan(flt, settings.retention_days), app.lambda_context.get_remaining_time_in_millis,
+            q.get("next_token") or None,
+        )  # fmt: skip
+    except ValueError as exc:  # a next_token this query did not issue
+        raise BadRequestError(str(exc)) from None
     written["url"] = client("s3").generate_presigned_url(
         "get_object", Params={"Bucket": settings.results_bucket, "Key": written["key"]}, ExpiresIn=URL_SECONDS
     )
@@ -162,13 +160,16 @@ def _reviews(inspection_id: str) -> list[dict]:
 @app.post("/results/<inspection_id>/review")
 @tracer.capture_method
 def review(inspection_id: str):  # noqa: ANN201 - dict or Response
+    reviewer = identity.require(app.current_event.raw_event, identity.REVIEW)
     item = table(settings.results_table).get_item(Key={"inspection_id": inspection_id}).get("Item")
     if not item:
         return error_response(404, f"no inspection {inspection_id}")
     if item.get("status") != INSPECTED:
         return error_response(409, "a rejected object has no verdict to review")
     try:
-        record = reviews.review_record(from_dynamo(item), app.current_event.json_body, False, now_iso())
+        record = reviews.review_record(
+            from_dynamo(item), app.current_event.json_body, reviewer.as_reviewer(), now_iso()
+        )
     except ValueError as exc:
         return error_response(400, str(exc))
     record["image_copy"] = _keep_image(from_dynamo(item))
@@ -225,7 +226,7 @@ def list_classes() -> dict:
                 models[model] = _describe(model)
             except TransientFailure as exc:
                 logger.warning("endpoint not describable", extra={"model": model, "error": str(exc)})
-                models[model] = {"available": False, "error": str(exc)}
+                models[model] = {"available": False, "error": "unavailable"}  # the cause stays in the log
         _classes_cache.update(at=now, value=models)
     models = _classes_cache["value"]
     names = sorted({c for m in models.values() for c in m.get("classes", {})})

@@ -70,8 +70,8 @@ class ResultFilter:
     @classmethod
     def from_query(cls, q: dict[str, str]) -> ResultFilter:
         """The filter of `GET /results` query parameters; ValueError names a bad one."""
-        since = parse_time(q["since"], "since") if q.get("since") else None
-        until = parse_time(q["until"], "until") if q.get("until") else None
+        since = parse_time(q["since"], "since") if "since" in q else None  # an empty one is no time either
+        until = parse_time(q["until"], "until") if "until" in q else None
         if since and until and since > until:
             raise ValueError("since must not be after until")
         return cls(

@@ -17,6 +17,7 @@ from aws_lambda_powertools.utilities.idempotency import (
     IdempotencyConfig,
     idempotent_function,
 )
+from aws_lambda_powertools.utilities.idempotency.persistence.datarecord import DataRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from ivadas_contract.inspection import INSPECTED
@@ -28,10 +29,20 @@ tracer = Tracer()
 metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "IVADAS"))
 settings = Settings.from_env()
 processor = BatchProcessor(event_type=EventType.SQS)
+
+
+def _replayed(response: dict, record: DataRecord) -> dict:
+    """A delivery of an object already inspected: its stored result, no second inspection (logged, so how
+    often at-least-once delivery repeats itself is visible)."""
+    logger.info("already inspected: delivered again", extra={"status": (response or {}).get("status")})
+    return response
+
+
 idempotency_config = IdempotencyConfig(
     event_key_jmespath="[bucket, key, etag]",
     expires_after_seconds=int(os.environ.get("IDEMPOTENCY_TTL_SECONDS", str(7 * 24 * 3600))),
     raise_on_no_idempotency_key=True,
+    response_hook=_replayed,
 )
 persistence = DynamoDBPersistenceLayer(table_name=settings.idempotency_table)
 
@@ -62,7 +73,14 @@ def observe(record: dict) -> None:
         _metric("CandidateErrors", record)
 
 
-@idempotent_function(data_keyword_argument="obj", config=idempotency_config, persistence_store=persistence)
+# key_prefix: the record's key must not depend on the module's import name (Lambda's is the handler path; the
+# local runtime loads one copy per execution environment), or two environments inspect the same object.
+@idempotent_function(
+    data_keyword_argument="obj",
+    config=idempotency_config,
+    persistence_store=persistence,
+    key_prefix="inspection",
+)
 def inspect_once(obj: dict) -> dict:
     record = inspector.inspect(obj, settings)
     observe(record)
@@ -76,9 +94,18 @@ def record_handler(record: SQSRecord) -> None:
     except ValueError:
         logger.error("SQS message is not JSON: dropped", extra={"message_id": record.message_id})
         return
+    logger.append_keys(message_id=record.message_id)
     for obj in objects:
         logger.append_keys(inspection_id=obj["inspection_id"])
-        inspect_once(obj=obj)  # TransientFailure propagates: this record goes back to SQS
+        try:
+            inspect_once(obj=obj)
+        except Exception as exc:  # TransientFailure, or in progress elsewhere: this record goes back to SQS
+            # the last of these for a message is why it is in the dead-letter queue (`ivadas redrive` says it)
+            logger.warning(
+                "inspection failed: the message returns to the queue",
+                extra={"error": f"{type(exc).__name__}: {exc}"},
+            )
+            raise
 
 
 @logger.inject_lambda_context

@@ -43,7 +43,8 @@ class Context:
 
     @cached_property
     def caller(self) -> str:
-        """Who decides or deploys: the caller's AWS identity (people's identities come with sign-in)."""
+        """Who decides or deploys from the CLI: the caller's AWS identity, its ARN from STS
+        GetCallerIdentity (moto answers it locally). Decisions made in the UI record the signed-in user."""
         return boto3.client("sts").get_caller_identity()["Arn"]
 
     @cached_property

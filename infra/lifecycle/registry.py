@@ -111,9 +111,11 @@ def get_version(ctx: Context, name: str) -> ModelVersion:
 
 
 def decide(ctx: Context, name: str, status: str, note: str | None) -> ModelVersion:
-    """Approve or reject `name` as the caller's AWS identity (people's identities come with sign-in)."""
+    """Approve or reject `name` as the caller's AWS identity (STS GetCallerIdentity: verified by AWS's request
+    signature, as a UI decision is by the sign-in token)."""
     try:
-        return shared.decide(ctx.sagemaker, ctx.ssm, ctx.stage, name, status, note, ctx.caller)
+        verified = {"decided_by_verified": "true"}
+        return shared.decide(ctx.sagemaker, ctx.ssm, ctx.stage, name, status, note, ctx.caller, verified)
     except RegistryError as exc:
         raise IvadasError(str(exc)) from None
 

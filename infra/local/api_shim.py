@@ -1,6 +1,6 @@
-"""API Gateway, locally: each route of template.yaml's API events becomes a Starlette route that checks the
-API key, turns the request into a REST proxy event for the real handler, and its answer back into HTTP. The
-same app serves `ui/` and its `config.json`."""
+"""API Gateway, locally: each route of template.yaml's API events becomes a Starlette route that checks its
+authorizer or API key (authorizer.py), turns the request into a REST proxy event for the real handler, and
+its answer back into HTTP. The same app serves `ui/` and its `config.json`."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from infra.local import api_contract
+from infra.local.authorizer import Denied, Gate, UserPool, stamp
 from infra.local.lambda_runtime import Handler, LambdaContext, function_timeout, load_handler
 from infra.local.processes import ROOT
 from infra.template import ACCOUNT, Stack
@@ -41,7 +43,7 @@ class ApiFunction:
             return self._handler(event, LambdaContext(self.name, self.timeout_s))
 
 
-def proxy_event(request: Request, body: bytes, resource: str, api_key: str) -> dict:
+def proxy_event(request: Request, body: bytes, resource: str, api_key: str | None) -> dict:
     """The REST API (v1) proxy event API Gateway sends for `request` on route `resource`."""
     return {
         "resource": resource,
@@ -90,45 +92,53 @@ def _cors_headers(stack: Stack) -> dict[str, str]:
     }
 
 
-def _api_route(method: str, resource: str, function: ApiFunction, api_key: str, cors: dict) -> Route:
+def _api_route(method: str, resource: str, function: ApiFunction, gate: Gate, cors: dict) -> Route:
     async def endpoint(request: Request) -> Response:
         if request.method == "OPTIONS":
             return Response(status_code=200, headers=cors)
-        if request.headers.get("x-api-key") != api_key:
-            return JSONResponse({"message": "Forbidden"}, status_code=403, headers=cors)
+        try:  # the route's authorizer or API key (authorizer.py), as API Gateway checks them
+            admitted = gate.admit(method, resource, request.headers)
+        except Denied as denied:
+            return api_contract.error(denied.status, denied.message, denied.kind, cors)
         body = await request.body()
         if len(body) > MAX_REQUEST_BYTES:
-            return JSONResponse({"error": f"request body over the {_MB} MB limit"}, status_code=413)
-        event = proxy_event(request, body, resource, api_key)
+            return api_contract.error(413, f"request body over the {_MB} MB limit", "payload_too_large", cors)
+        event = stamp(proxy_event(request, body, resource, None), admitted)
         result = await asyncio.get_running_loop().run_in_executor(None, function, event)
         return http_response(result)
 
     return Route(resource, endpoint, methods=[method, "OPTIONS"])  # API Gateway's {param} is Starlette's too
 
 
-def _static(ui_dir: Path):
+def _static(ui_dir: Path, api_routes: list[Route]):
     async def static(request: Request) -> Response:
         rel = request.path_params.get("path") or "index.html"
         target = (ui_dir / rel).resolve()
         if not target.is_relative_to(ui_dir.resolve()) or not target.is_file():
-            return JSONResponse({"error": f"not found: /{rel}"}, status_code=404)
+            refused = api_contract.method_not_allowed(request, api_routes)  # GET on a POST route: 405
+            return refused or api_contract.error(404, f"not found: /{rel}", "not_found")
         return FileResponse(target)
 
     return static
 
 
-def create_shim(stack: Stack, api_key: str, config: dict, ui_dir: Path = UI) -> Starlette:
-    """Starlette app: API Gateway REST proxy events for the real handlers, plus ui/ and its config.json."""
+def create_shim(
+    stack: Stack, api_key: str, config: dict, ui_dir: Path = UI, pool: UserPool | None = None
+) -> Starlette:
+    """Starlette app: API Gateway REST proxy events for the real handlers, plus ui/ and its config.json.
+    `pool`: the user pool whose id tokens the Cognito authorizer's routes take (none: they answer 401)."""
     cors = _cors_headers(stack)
+    gate = Gate(stack, api_key, pool)
     functions: dict[str, ApiFunction] = {}
     routes = []
     for method, resource, logical_id in stack.api_routes():
         function = functions.setdefault(logical_id, ApiFunction(stack, logical_id))
-        routes.append(_api_route(method, resource, function, api_key, cors))
+        routes.append(_api_route(method, resource, function, gate, cors))
 
     async def config_json(request: Request) -> Response:
         return JSONResponse(config)
 
-    static = _static(ui_dir)
-    routes += [Route("/config.json", config_json), Route("/", static), Route("/{path:path}", static)]
-    return Starlette(routes=routes)
+    static = _static(ui_dir, list(routes))
+    routes += [*api_contract.contract_routes(), Route("/config.json", config_json)]
+    routes += [Route("/", static), Route("/{path:path}", static)]
+    return Starlette(routes=routes, exception_handlers=api_contract.exception_handlers())

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from infra.local.processes import ROOT, wait_http
-from infra.local.state import read_state, state_path
+from infra.local.state import read_state, stack_processes, state_path
 from ivadas_contract.models import MODELS
 
 
@@ -31,15 +31,32 @@ def _supervisor_command(args: argparse.Namespace) -> list[str]:
     return cmd
 
 
+def _alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie, killed but not yet reaped, does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
 def _already_running(state_dir: Path) -> bool:
+    """Whether a stack runs from this state folder; a stale state.json (its supervisor killed -9) is removed,
+    with whatever of that stack still runs (nothing, when its children died with it as they should)."""
     if not state_path(state_dir).exists():
         return False
-    try:
-        os.kill(read_state(state_dir)["pid"], 0)
+    state = read_state(state_dir)
+    if _alive(state["pid"]):
         return True
-    except OSError:
-        state_path(state_dir).unlink()  # left by a supervisor that died
-        return False
+    left = stack_processes(state.get("pgid", state["pid"]))
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in left) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if left:
+        print(f"killed {len(left)} processes left by a local stack that was killed", file=sys.stderr)
+    state_path(state_dir).unlink(missing_ok=True)
+    return False
 
 
 def up(args: argparse.Namespace) -> int:
@@ -63,7 +80,8 @@ def up(args: argparse.Namespace) -> int:
         time.sleep(0.3)
     state = read_state(state_dir)
     wait_http(state["api_url"] + "/config.json", 60)
-    print(f"local stack up: UI {state['ui_url']}  API {state['api_url']}  (X-Api-Key: {state['api_key']})")
+    print(f"local stack up: UI {state['ui_url']}  API {state['api_url']}")
+    print(f"people: ivadas local add-user NAME --group operators; machines: X-Api-Key {state['api_key']}")
     print(
         f"inbox bucket: {state['resources']['InboxBucket']}, "
         f"moto at {state['environment']['AWS_ENDPOINT_URL']}"
@@ -82,13 +100,12 @@ def down(args: argparse.Namespace) -> int:
     except OSError:
         path.unlink(missing_ok=True)
         return 0
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except OSError:
-            break
+    deadline = time.monotonic() + 60
+    while _alive(pid) and time.monotonic() < deadline:
         time.sleep(0.2)
+    if _alive(pid):  # still saving or stopping its children: its state.json stays until it is done
+        print(f"the local stack ({pid}) is still stopping", file=sys.stderr)
+        return 1
     path.unlink(missing_ok=True)
     print("local stack stopped")
     return 0

@@ -134,6 +134,8 @@ class EndpointFollower(threading.Thread):
     def __init__(self, served: list[Served], endpoints: list[str], model_url: str, cache: Path) -> None:
         super().__init__(name="endpoint-follower", daemon=True)
         self.seen = {s.endpoint: s.config for s in served}
+        #: what each endpoint serves now: a replaced model server starts with these
+        self.artifacts: dict[str, Path] = {s.endpoint: s.artifact for s in served}
         self.endpoints = endpoints
         self.model_url = model_url
         self.cache = cache
@@ -160,7 +162,9 @@ class EndpointFollower(threading.Thread):
                 continue
             self.seen[endpoint] = config  # a failed swap is logged once, not retried in a loop
             try:
-                answer = self._swap(endpoint, download(artifact_url(config), self.cache))
+                artifact = download(artifact_url(config), self.cache)
+                answer = self._swap(endpoint, artifact)
+                self.artifacts[endpoint] = artifact
                 log.info("endpoint %s now serves %s (%s)", endpoint, answer["model_version"], config)
             except Exception:  # noqa: BLE001 - the old artifact keeps serving, as on a failed update
                 log.exception("endpoint %s could not swap to %s", endpoint, config)

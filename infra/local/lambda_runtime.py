@@ -58,14 +58,16 @@ def handler_location(stack: Stack, logical_id: str) -> HandlerLocation:
 
 
 def load_module(location: HandlerLocation, instance: str) -> ModuleType:
-    """A fresh copy of the handler module (its module-level state is per execution environment)."""
+    """A fresh copy of the handler module (its module-level state is per execution environment), under the
+    module's own name as Lambda imports it: powertools names idempotency records after the function's module,
+    so copies named per instance would each keep their own records and never see each other's work."""
     package = importlib.util.find_spec(location.module.split(".")[0])
     origin = Path(package.origin).resolve() if package and package.origin else None
     if origin is None or not origin.is_relative_to(location.code_uri):
         raise RuntimeError(
             f"{location.module} does not import from its CodeUri {location.code_uri} ({origin})"
         )
-    spec = importlib.util.spec_from_file_location(f"{location.module}[{instance}]", location.path)
+    spec = importlib.util.spec_from_file_location(location.module, location.path)  # not put in sys.modules
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

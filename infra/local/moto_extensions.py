@@ -1,7 +1,8 @@
 """What the local stack's moto needs to behave as AWS does where moto 5.2 falls short.
 
-1. DynamoDB UpdateItem is atomic on AWS; moto's threaded server reads, changes and writes an item without a
-   lock, so two concurrent ADDs to one stats counter could lose one (seen: 412 of 413). Updates queue here.
+1. DynamoDB writes are atomic on AWS; moto's threaded server reads, changes and writes an item without a
+   lock, so two concurrent ADDs to one stats counter could lose one (seen: 412 of 413), and two conditional
+   puts of one idempotency record could both succeed. Item writes queue here, one at a time.
 
 2. UpdateEndpoint for SageMaker's control plane, which has CreateEndpoint but no update.
 
@@ -9,20 +10,34 @@ A deployment is a new endpoint config and an UpdateEndpoint (SageMaker's blue/gr
 must answer it as AWS does: the endpoint keeps its name and ARN, takes the new config, and with
 `RetainAllVariantProperties` keeps each same-named variant's instance counts (what auto scaling set). The
 update is instant here (AWS goes through `Updating`); the local model server follows the endpoint's config.
+3. Durability (infra/local/journal.py): every S3 object and DynamoDB item write moto accepts is journalled,
+   fsynced, before the answer, and `restore` puts the journal's live state back into a new moto.
+
 Installed only into the local stack's moto process (infra.local.moto_server).
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import threading
+from typing import Any
+from urllib.parse import parse_qs, urlparse
 
+import xmltodict
 from moto.core.responses import ActionResult
 from moto.core.utils import utcnow
-from moto.dynamodb.models import DynamoDBBackend
+from moto.dynamodb.models import DynamoDBBackend, dynamodb_backends
+from moto.s3.models import s3_backends
+from moto.s3.responses import S3Response
 from moto.sagemaker.exceptions import ValidationError
 from moto.sagemaker.models import FakeEndpoint, SageMakerModelBackend
 from moto.sagemaker.responses import SageMakerResponse
+
+from infra.local.journal import Journal
+from infra.template import ACCOUNT, REGION
+
+log = logging.getLogger("ivadas.local.moto")
 
 _KEPT = ("CurrentInstanceCount", "DesiredInstanceCount")
 
@@ -62,22 +77,125 @@ def _update_endpoint_response(self: SageMakerResponse) -> ActionResult:
     return ActionResult({"EndpointArn": arn})
 
 
-def _atomic(update_item):  # noqa: ANN001, ANN202 - wraps moto's method
-    lock = threading.Lock()
-
-    @functools.wraps(update_item)
-    def locked(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
-        with lock:
-            return update_item(*args, **kwargs)
-
-    locked.ivadas_atomic = True
-    return locked
+#: One lock for every item write (moto's put, update and delete; a transaction's writes nest inside it).
+_ITEM_WRITES = threading.RLock()
+_journal: Journal | None = None
 
 
-def install() -> None:
-    """Patch moto's classes in this process (each part a no-op once moto does it itself)."""
+def _journal_item(backend: DynamoDBBackend, table_name: str, attrs: dict) -> None:
+    """Journal the current state of the item whose key attributes are in `attrs` (called under the lock)."""
+    table = backend.get_table(table_name)
+    key = {a: attrs[a] for a in (table.hash_key_attr, table.range_key_attr) if a and a in attrs}
+    item = backend.get_item(table.name, key)
+    _journal.append(_journal.item_record(table.name, key, item.to_json()["Attributes"] if item else None))
+
+
+def _item_write(method, key_argument: str):  # noqa: ANN001, ANN202 - wraps moto's method
+    """moto's write, atomic, then (journalling) the item's resulting state made durable before the answer."""
+
+    @functools.wraps(method)
+    def write(self, table_name, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        with _ITEM_WRITES:
+            out = method(self, table_name, *args, **kwargs)
+            if _journal is not None and key_argument:
+                _journal_item(self, table_name, args[0] if args else kwargs[key_argument])
+        return out
+
+    write.ivadas_atomic = True
+    return write
+
+
+def _journal_object(backend: Any, bucket: str, key: str) -> None:
+    """Journal an S3 object's current state (its body, ETag and metadata, or that it is gone)."""
+    with _journal.locked():
+        try:
+            fake_key = backend.get_object(bucket, key)
+        except Exception:  # noqa: BLE001 - no such bucket or key: nothing is there
+            fake_key = None
+        _journal.append(_journal.object_record(bucket, key, fake_key))
+
+
+def _changes_object(method: str, query: dict) -> bool:
+    """Whether a successful key request changed the object (not a part upload or a multipart initiation)."""
+    if method == "PUT":
+        return "uploadId" not in query
+    if method == "POST":
+        return "uploadId" in query  # completion; ?uploads only initiates
+    return method == "DELETE"
+
+
+def _journalled_key_response(original):  # noqa: ANN001, ANN202 - wraps moto's method
+    @functools.wraps(original)
+    def respond(self, request, full_url, headers):  # noqa: ANN001, ANN202
+        status, response_headers, content = original(self, request, full_url, headers)
+        query = parse_qs(urlparse(full_url).query, keep_blank_values=True)
+        if _journal is not None and status < 300 and _changes_object(request.method, query):
+            _journal_object(
+                self.backend, self.parse_bucket_name_from_url(request, full_url), self.parse_key_name()
+            )
+        return status, response_headers, content
+
+    respond.ivadas_journal = True
+    return respond
+
+
+def _journalled_bucket_response(original):  # noqa: ANN001, ANN202 - wraps moto's method
+    """DeleteObjects (POST /bucket?delete) changes many objects at once."""
+
+    @functools.wraps(original)
+    def respond(self, request, full_url, headers):  # noqa: ANN001, ANN202
+        out = original(self, request, full_url, headers)
+        status = out[0] if isinstance(out, tuple) else 200
+        if (
+            _journal is not None
+            and request.method == "POST"
+            and status < 300
+            and "delete" in parse_qs(urlparse(full_url).query, keep_blank_values=True)
+        ):
+            objects = xmltodict.parse(self.body)["Delete"].get("Object", [])
+            bucket = self.parse_bucket_name_from_url(request, full_url)
+            for obj in objects if isinstance(objects, list) else [objects]:
+                _journal_object(self.backend, bucket, obj["Key"])
+        return out
+
+    respond.ivadas_journal = True
+    return respond
+
+
+def restore(journal: Journal, buckets: set[str], tables: set[str]) -> dict[str, int]:
+    """Put the journal's live state of these (already provisioned) buckets and tables into this moto, without
+    notifications (an old object is not a new upload), keeping each object's ETag (inspection ids use it)."""
+    s3, ddb = s3_backends[ACCOUNT]["aws"], dynamodb_backends[ACCOUNT][REGION]
+    counts = {"objects": 0, "items": 0, "missing_blobs": 0}
+    for rec in journal.restorable(buckets, tables):
+        if rec["k"] == "ddb":
+            ddb.get_table(rec["c"]).put_item(rec["item"])
+            counts["items"] += 1
+            continue
+        path = journal.blob_path(rec["blob"])
+        if not path.exists():  # never expected: a blob is fsynced before its record
+            log.error("blob %s of s3://%s/%s is missing", rec["blob"], rec["c"], rec["key"])
+            counts["missing_blobs"] += 1
+            continue
+        fake_key = s3.put_object(rec["c"], rec["key"], path.read_bytes(), etag=rec["etag"],
+                                 disable_notification=True)  # fmt: skip
+        fake_key.set_metadata(dict(rec["meta"]))
+        counts["objects"] += 1
+    return counts
+
+
+def install(journal: Journal | None = None) -> None:
+    """Patch moto's classes in this process (each part a no-op once done); with a journal, writes last."""
+    global _journal
+    _journal = journal
     if not getattr(DynamoDBBackend.update_item, "ivadas_atomic", False):
-        DynamoDBBackend.update_item = _atomic(DynamoDBBackend.update_item)
+        DynamoDBBackend.put_item = _item_write(DynamoDBBackend.put_item, "item_attrs")
+        DynamoDBBackend.update_item = _item_write(DynamoDBBackend.update_item, "key")
+        DynamoDBBackend.delete_item = _item_write(DynamoDBBackend.delete_item, "key")
+        DynamoDBBackend.transact_write_items = _item_write(DynamoDBBackend.transact_write_items, "")
+    if not getattr(S3Response.key_response, "ivadas_journal", False):
+        S3Response.key_response = _journalled_key_response(S3Response.key_response)
+        S3Response.bucket_response = _journalled_bucket_response(S3Response.bucket_response)
     if not hasattr(SageMakerResponse, "update_endpoint"):
         SageMakerModelBackend.update_endpoint = _update_endpoint  # type: ignore[attr-defined]
         SageMakerResponse.update_endpoint = _update_endpoint_response  # type: ignore[attr-defined]

@@ -1,42 +1,93 @@
-"""The local stack's AWS: moto's documented `ThreadedMotoServer`, in a process of its own.
+"""The local stack's AWS: moto's server application (what `ThreadedMotoServer` runs), in a process of its own.
 
 Unlike `python -m moto.server` it runs without Flask's debug mode and without a log line per request (werkzeug
 logs warnings and errors only): both cost CPU on the cores the model server shares with it. It also answers
-SageMaker's UpdateEndpoint, which moto lacks, and makes DynamoDB updates atomic (moto_extensions.py).
-Run: python -m infra.local.moto_server --port PORT [--host 127.0.0.1]
+SageMaker's UpdateEndpoint, which moto lacks, makes DynamoDB writes atomic, and with --journal-dir makes every
+accepted S3 and DynamoDB write durable before it answers (moto_extensions.py, journal.py). Three routes of its
+own, outside any AWS API: POST /_ivadas/journal/restore {"buckets": [...], "tables": [...]} (put the journal's
+state back, once the resources exist), POST /_ivadas/journal/compact, GET /_ivadas/journal/status.
+Run: python -m infra.local.moto_server --port PORT [--host 127.0.0.1] [--journal-dir DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
 import threading
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+ROUTES = "/_ivadas/journal/"
+WsgiApp = Callable[[dict, Callable], Iterable[bytes]]
+
+
+def journal_routes(app: WsgiApp, journal: object | None) -> WsgiApp:
+    """moto's WSGI application with the journal's routes in front of it."""
+    from infra.local import moto_extensions
+
+    def wsgi(environ: dict, start_response: Callable) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if not path.startswith(ROUTES):
+            return app(environ, start_response)
+        action, method = path[len(ROUTES) :], environ["REQUEST_METHOD"]
+        if journal is None:
+            answer, status = (
+                {"error": "this moto runs without a journal", "type": "NotFound"},
+                "404 Not Found",
+            )
+        elif (action, method) == ("restore", "POST"):
+            body = json.loads(environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0)) or b"{}")
+            answer = moto_extensions.restore(journal, set(body["buckets"]), set(body["tables"]))
+            answer["torn_frames"] = journal.torn
+            status = "200 OK"
+        elif (action, method) == ("compact", "POST"):
+            answer, status = {"records": journal.compact()}, "200 OK"
+        elif (action, method) == ("status", "GET"):
+            answer, status = journal.status(), "200 OK"
+        else:
+            answer, status = {"error": f"no route {method} {path}", "type": "NotFound"}, "404 Not Found"
+        start_response(status, [("Content-Type", "application/json")])
+        return [json.dumps(answer).encode()]
+
+    return wsgi
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--journal-dir", help="make accepted S3 and DynamoDB writes durable here")
     args = parser.parse_args(argv)
     os.environ.setdefault("MOTO_PORT", str(args.port))  # moto builds its own URLs with it, as its CLI does
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    from moto.server import ThreadedMotoServer
+    from moto.moto_server.werkzeug_app import (
+        DomainDispatcherApplication,
+        MotoRequestHandler,
+        create_backend_app,
+    )
+    from werkzeug.serving import make_server
 
+    from infra.local.journal import Journal
     from infra.local.moto_extensions import install
 
-    install()
-
+    journal = Journal(Path(args.journal_dir)) if args.journal_dir else None
+    install(journal)
+    app = journal_routes(DomainDispatcherApplication(create_backend_app), journal)
+    server = make_server(args.host, args.port, app, threaded=True, request_handler=MotoRequestHandler)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    server = ThreadedMotoServer(args.host, args.port, verbose=False)
-    server.start()
+    threading.Thread(target=server.serve_forever, name="moto", daemon=True).start()
     print(f"moto server on http://{args.host}:{args.port}", flush=True)
     stop.wait()
-    server.stop()
+    server.shutdown()
+    if journal is not None:  # every write is durable already; compacting makes the next restore one read
+        journal.compact()
+        journal.close()
 
 
 if __name__ == "__main__":

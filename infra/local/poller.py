@@ -1,17 +1,23 @@
 """Lambda's SQS event source mapping, locally: receive up to the batch size (within the batching window), call
 the real worker handler with the SQS event, and delete only the messages it did not report in
 batchItemFailures. `concurrency` pollers run at once (at most the template's ScalingConfig
-MaximumConcurrency), each with its own copy of the handler."""
+MaximumConcurrency), each with its own execution environment: a child process (infra.local.lambda_process)
+that the poller kills when the function's Timeout passes, and replaces when it dies. A batch whose invocation
+failed, timed out or crashed is never deleted: its messages return after the visibility timeout, and move to
+the dead-letter queue after MaxReceiveCount deliveries, as with Lambda."""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import boto3
 
-from infra.local.lambda_runtime import LambdaContext, function_timeout, load_handler
+from infra.local.lambda_process import ExecutionEnvironment, InvocationFailed
+from infra.local.lambda_runtime import function_timeout
 from infra.template import REGION, Stack
 
 log = logging.getLogger("ivadas.local")
@@ -35,7 +41,14 @@ def sqs_record(message: dict, queue_arn: str) -> dict:
 
 
 class Poller:
-    def __init__(self, stack: Stack, queue_url: str, concurrency: int) -> None:
+    def __init__(
+        self,
+        stack: Stack,
+        queue_url: str,
+        concurrency: int,
+        logs: Path,
+        on_change: Callable[[], None] = lambda: None,
+    ) -> None:
         event = stack.sqs_event(WORKER)
         self.stack = stack
         self.batch_size = int(event.get("BatchSize", 10))
@@ -47,6 +60,16 @@ class Poller:
         cap = event.get("ScalingConfig", {}).get("MaximumConcurrency")  # as the event source mapping caps it
         concurrency = min(concurrency, int(cap)) if cap else concurrency
         self.stop = threading.Event()
+        visibility = float(stack.resolve(stack.props(QUEUE).get("VisibilityTimeout", 30)))
+        if visibility < self.timeout_s:  # CreateEventSourceMapping refuses this on AWS
+            log.warning(
+                "queue visibility timeout %.0f s is shorter than the worker timeout %.0f s: a batch still "
+                "running is delivered again, and finds its images in progress", visibility, self.timeout_s,
+            )  # fmt: skip
+        self.environments = [
+            ExecutionEnvironment(WORKER, str(i), stack.parameters, logs / f"worker-{i}.log", on_change)
+            for i in range(concurrency)
+        ]
         self.threads = [
             threading.Thread(target=self._run, args=(i,), name=f"poller-{i}", daemon=True)
             for i in range(concurrency)
@@ -56,6 +79,21 @@ class Poller:
     def start(self) -> None:
         for t in self.threads:
             t.start()
+
+    def pids(self) -> list[int]:
+        """The execution environments' process ids (a test may kill -9 one mid-batch)."""
+        return [pid for env in self.environments if (pid := env.ready_pid) is not None]
+
+    def shutdown(self, grace_s: float = 0.0) -> None:
+        """No more batches: the ones running get up to `grace_s` to finish (a batch cut short is inspected
+        again, where it had reached the endpoint), then every environment is killed."""
+        self.stop.set()
+        deadline = time.monotonic() + grace_s
+        for t in self.threads:
+            if t.is_alive():
+                t.join(max(0.0, deadline - time.monotonic()))
+        for env in self.environments:
+            env.kill()
 
     def _receive(self, sqs) -> list[dict]:
         messages: list[dict] = []
@@ -81,10 +119,21 @@ class Poller:
             entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(chunk)]
             sqs.delete_message_batch(QueueUrl=self.queue_url, Entries=entries)
 
+    def _start(self, index: int) -> bool:
+        try:
+            self.environments[index].start()
+            return True
+        except InvocationFailed as exc:
+            log.error("worker environment %d could not start: %s", index, exc)
+            time.sleep(1.0)
+            return False
+
     def _run(self, index: int) -> None:
         sqs = boto3.client("sqs")
-        handler = load_handler(self.stack, WORKER, str(index))
+        env = self.environments[index]
         while not self.stop.is_set():
+            if env.pid is None and not self._start(index):  # first start, or the last one was killed
+                continue
             try:
                 messages = self._receive(sqs)
             except Exception:  # noqa: BLE001 - moto restarting or shutting down
@@ -94,10 +143,15 @@ class Poller:
                 continue
             event = {"Records": [sqs_record(m, self.queue_arn) for m in messages]}
             try:
-                result = handler(event, LambdaContext(self.function_name, self.timeout_s)) or {}
-            except Exception:  # a crashed invocation: every message returns after the visibility timeout
-                log.exception("worker invocation failed")
+                result = env.invoke(event, self.timeout_s)
+            except InvocationFailed as exc:  # every message returns after the visibility timeout
+                log.warning(
+                    "worker invocation failed (%d messages back to the queue): %s", len(messages), exc
+                )
                 continue
             self.invocations += 1
             failed = {f["itemIdentifier"] for f in result.get("batchItemFailures", [])}
-            self._delete(sqs, [m for m in messages if m["MessageId"] not in failed])
+            try:
+                self._delete(sqs, [m for m in messages if m["MessageId"] not in failed])
+            except Exception:  # noqa: BLE001 - not deleted: delivered again, idempotency absorbs it
+                log.warning("could not delete a finished batch; its messages will be delivered again")

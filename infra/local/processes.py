@@ -22,7 +22,10 @@ def free_port() -> int:
 
 
 def spawn(args: list[str], log_path: Path) -> subprocess.Popen:
-    """`python args...` from the repository, with its output appended to `log_path`."""
+    """`python args...` from the repository, with its output appended to `log_path`; a module (`-m M ...`)
+    runs under infra.local.child, so it dies with this process even when this one is killed -9."""
+    if args[:1] == ["-m"]:
+        args = ["-m", "infra.local.child", str(os.getpid()), *args[1:]]
     return subprocess.Popen(
         [sys.executable, *args],
         stdout=open(log_path, "ab"),  # noqa: SIM115 - the child process owns the log file

@@ -1,10 +1,12 @@
 """Create what template.yaml declares, in moto: buckets, queues (dead-letter queue first), tables with their
-indexes and TTL, and the inbox's notification to the queue. Names and settings all come from the template."""
+indexes and TTL, the user pool with its app client and groups, and the inbox's notification to the queue.
+Names and settings all come from the template."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from typing import Any
 
 import boto3
 
@@ -88,6 +90,58 @@ def configure_notifications(stack: Stack, names: dict[str, str]) -> None:
         )
 
 
+def _resolve(stack: Stack, value: Any) -> Any:
+    """stack.resolve plus what the user pool uses: Fn::If on the template's Fn::Equals conditions and
+    AWS::NoValue (the property dropped)."""
+    if isinstance(value, dict) and set(value) == {"Fn::If"}:
+        name, then, otherwise = value["Fn::If"]
+        left, right = (stack.resolve(v) for v in stack.template["Conditions"][name]["Fn::Equals"])
+        return _resolve(stack, then if str(left) == str(right) else otherwise)
+    if value == {"Ref": "AWS::NoValue"}:
+        return _NO_VALUE
+    if isinstance(value, dict) and not ({"Ref", "Fn::Sub", "Fn::GetAtt"} & set(value)):
+        resolved = {k: _resolve(stack, v) for k, v in value.items()}
+        return {k: v for k, v in resolved.items() if v is not _NO_VALUE}
+    if isinstance(value, list):
+        return [v for v in (_resolve(stack, v) for v in value) if v is not _NO_VALUE]
+    return stack.resolve(value)
+
+
+_NO_VALUE = object()
+#: CreateUserPool and CreateUserPoolClient take these template properties under the same names
+_POOL_PROPERTIES = (
+    *("Policies", "MfaConfiguration", "AdminCreateUserConfig", "UsernameConfiguration"),
+    *("AutoVerifiedAttributes", "Schema", "AccountRecoverySetting", "UserAttributeUpdateSettings"),
+)
+_CLIENT_PROPERTIES = (
+    *("ClientName", "GenerateSecret", "ExplicitAuthFlows", "PreventUserExistenceErrors", "ReadAttributes"),
+    *("EnableTokenRevocation", "AuthSessionValidity", "IdTokenValidity", "AccessTokenValidity"),
+    *("RefreshTokenValidity", "TokenValidityUnits"),
+)
+
+
+def create_user_pools(stack: Stack) -> dict[str, str]:
+    """The user pools, their app clients and groups (moto's cognito-idp): pool and client ids by logical id.
+    moto checks the password policy and issues RS256 id tokens with the groups, as Cognito does."""
+    idp = boto3.client("cognito-idp")
+    ids: dict[str, str] = {}
+    for logical in _of_type(stack, "AWS::Cognito::UserPool"):
+        props = _resolve(stack, stack.props(logical))
+        kwargs = {k: props[k] for k in _POOL_PROPERTIES if k in props}
+        ids[logical] = idp.create_user_pool(PoolName=props["UserPoolName"], **kwargs)["UserPool"]["Id"]
+    for logical in _of_type(stack, "AWS::Cognito::UserPoolClient"):
+        props = stack.props(logical)
+        pool_id = ids[props["UserPoolId"]["Ref"]]
+        kwargs = {k: v for k, v in _resolve(stack, props).items() if k in _CLIENT_PROPERTIES}
+        kwargs.update({k: int(v) for k, v in kwargs.items() if k.endswith("Validity")})  # !Ref gives text
+        ids[logical] = idp.create_user_pool_client(UserPoolId=pool_id, **kwargs)["UserPoolClient"]["ClientId"]
+    for logical in _of_type(stack, "AWS::Cognito::UserPoolGroup"):
+        props = _resolve(stack, {k: v for k, v in stack.props(logical).items() if k != "UserPoolId"})
+        pool_id = ids[stack.props(logical)["UserPoolId"]["Ref"]]
+        idp.create_group(UserPoolId=pool_id, **props)
+    return ids
+
+
 def provision(
     stack: Stack, before_notifications: Callable[[dict[str, str]], None] | None = None
 ) -> dict[str, str]:
@@ -97,6 +151,7 @@ def provision(
     announce old images as new ones).
     """
     names = {**create_buckets(stack), **create_queues(stack), **create_tables(stack)}
+    names.update(create_user_pools(stack))
     if before_notifications is not None:
         before_notifications(names)
     configure_notifications(stack, names)

@@ -1,21 +1,32 @@
-"""Local stack state across `local down` / `local up`: moto keeps all in memory, so the supervisor saves
-S3 objects, DynamoDB items, the stack's SSM parameters (deployment records) and the model registry on the way
-down and puts them back on the way up (registry versions are re-created in their order, so they keep their
-numbers, statuses and decisions; only their creation times become the restore's). Messages still queued are
-not saved; instead, after a restore every inbox object that has no result item is announced to the queue
-again, so an image that was waiting when the stack stopped is still inspected (idempotency: one result).
+"""Local stack state across `local down` / `local up` and across a kill -9 of the whole stack.
+
+S3 objects and DynamoDB items are never lost: the local moto journals every write it accepts before it answers
+(infra/local/journal.py), and `restore` has it put them back once the resources are provisioned. The stack's
+SSM parameters (deployment records) and the model registry are saved here: on the way down and every few
+seconds while the stack runs (a kill -9 loses at most the last interval's registry and deployment changes),
+and put back on the way up (registry versions are re-created in their order, so they keep their numbers,
+statuses and decisions; only their creation times become the restore's).
+
+Messages still queued are not saved; instead, after a restore every inbox object that has no result item
+is announced to the queue again (`requeue_uninspected`), so an image that was waiting, or whose invocation
+was cut short, when the stack stopped is still inspected (idempotency: one result). An idempotency record
+still `INPROGRESS` after a restart belongs to an invocation that died with the stack; `clear_interrupted`
+removes it, as its expiry would on AWS, so the redelivery is inspected rather than refused as in progress.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import urllib.request
 from pathlib import Path
 from urllib.parse import quote_plus
 
 from ivadas_contract.inspection import inspection_id, is_folder_marker
 
-SNAPSHOT_FILES = ("s3.jsonl", "dynamodb.jsonl", "ssm.jsonl", "registry.jsonl")
+SNAPSHOT_FILES = ("ssm.jsonl", "registry.jsonl")
+#: Written by earlier versions, which saved objects and items here instead of a journal: restored once.
+LEGACY_FILES = ("s3.jsonl", "dynamodb.jsonl")
 #: SSM parameters of the stack (deployment records) live under this path.
 PARAMETER_PATH = "/ivadas/"
 #: What a model package is re-created from.
@@ -82,67 +93,82 @@ def _restore_packages(path: Path) -> int:
     return len(lines)
 
 
-def save(directory: Path, buckets: list[str], tables: list[str]) -> dict[str, int]:
-    import boto3
-
-    s3, ddb = boto3.client("s3"), boto3.client("dynamodb")
+def save(directory: Path) -> dict[str, int]:
+    """The stack's SSM parameters and registry (the previous snapshot is replaced once this one is whole)."""
     directory.mkdir(parents=True, exist_ok=True)
-    counts = {"objects": 0, "items": 0}
-    with open(directory / "s3.jsonl.partial", "w") as out:
-        for bucket in buckets:
-            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-                for obj in page.get("Contents", []):
-                    got = s3.get_object(Bucket=bucket, Key=obj["Key"])
-                    out.write(
-                        json.dumps(
-                            {
-                                "bucket": bucket,
-                                "key": obj["Key"],
-                                "content_type": got.get("ContentType"),
-                                "metadata": got.get("Metadata", {}),
-                                "body": base64.b64encode(got["Body"].read()).decode(),
-                            }
-                        )
-                        + "\n"
-                    )
-                    counts["objects"] += 1
-    with open(directory / "dynamodb.jsonl.partial", "w") as out:
-        for table in tables:
-            for page in ddb.get_paginator("scan").paginate(TableName=table):
-                for item in page.get("Items", []):
-                    out.write(json.dumps({"table": table, "item": item}) + "\n")
-                    counts["items"] += 1
-    counts["parameters"] = _save_lines(directory / "ssm.jsonl.partial", _parameters())
-    counts["packages"] = _save_lines(directory / "registry.jsonl.partial", _packages())
-    for name in SNAPSHOT_FILES:  # replace the previous snapshot only once this one is whole
+    counts = {
+        "parameters": _save_lines(directory / "ssm.jsonl.partial", _parameters()),
+        "packages": _save_lines(directory / "registry.jsonl.partial", _packages()),
+    }
+    for name in SNAPSHOT_FILES:
         (directory / f"{name}.partial").replace(directory / name)
     return counts
 
 
-def restore(directory: Path) -> dict[str, int]:
+def restore_journal(moto_url: str, buckets: list[str], tables: list[str]) -> dict[str, int]:
+    """Have the local moto put its journal's objects and items of these buckets and tables back."""
+    req = urllib.request.Request(
+        f"{moto_url}/_ivadas/journal/restore",
+        data=json.dumps({"buckets": buckets, "tables": tables}).encode(),
+        method="POST",
+    )
+    with urllib.request.urlopen(req, timeout=600) as resp:  # noqa: S310 - the local moto's URL
+        return json.loads(resp.read())
+
+
+def _restore_legacy(directory: Path) -> dict[str, int]:
+    """Objects and items an earlier version saved as JSON lines: put through the API (so now journalled), then
+    the files are removed."""
     import boto3
 
     s3, ddb = boto3.client("s3"), boto3.client("dynamodb")
-    counts = {"objects": 0, "items": 0, "parameters": _restore_parameters(directory / "ssm.jsonl"),
-              "packages": _restore_packages(directory / "registry.jsonl")}  # fmt: skip
+    counts = {"objects": 0, "items": 0}
     if (directory / "s3.jsonl").exists():
         for line in (directory / "s3.jsonl").read_text().splitlines():
             rec = json.loads(line)
             extra = {"ContentType": rec["content_type"]} if rec.get("content_type") else {}
-            s3.put_object(
-                Bucket=rec["bucket"],
-                Key=rec["key"],
-                Body=base64.b64decode(rec["body"]),
-                Metadata=rec.get("metadata", {}),
-                **extra,
-            )
+            s3.put_object(Bucket=rec["bucket"], Key=rec["key"], Body=base64.b64decode(rec["body"]),
+                          Metadata=rec.get("metadata", {}), **extra)  # fmt: skip
             counts["objects"] += 1
     if (directory / "dynamodb.jsonl").exists():
         for line in (directory / "dynamodb.jsonl").read_text().splitlines():
             rec = json.loads(line)
             ddb.put_item(TableName=rec["table"], Item=rec["item"])
             counts["items"] += 1
+    for name in LEGACY_FILES:
+        (directory / name).unlink(missing_ok=True)
     return counts
+
+
+def restore(directory: Path, moto_url: str, buckets: list[str], tables: list[str]) -> dict[str, int]:
+    """Everything of the last run: the journal's objects and items, then the saved parameters and registry."""
+    counts = restore_journal(moto_url, buckets, tables)
+    counts["parameters"] = _restore_parameters(directory / "ssm.jsonl")
+    counts["packages"] = _restore_packages(directory / "registry.jsonl")
+    legacy = _restore_legacy(directory)
+    counts["objects"] += legacy["objects"]
+    counts["items"] += legacy["items"]
+    return counts
+
+
+def clear_interrupted(idempotency_table: str) -> int:
+    """Remove idempotency records left `INPROGRESS` by invocations that died with the stack; their count is
+    the number of images cut short (each is inspected again, its result overwriting the same item)."""
+    import boto3
+
+    table = boto3.resource("dynamodb").Table(idempotency_table)
+    cleared, start = 0, {}
+    while True:
+        page = table.scan(
+            FilterExpression="#s = :p", ExpressionAttributeNames={"#s": "status"},
+            ExpressionAttributeValues={":p": "INPROGRESS"}, ProjectionExpression="id", **start,
+        )  # fmt: skip
+        for item in page.get("Items", []):
+            table.delete_item(Key={"id": item["id"]})
+            cleared += 1
+        if "LastEvaluatedKey" not in page:
+            return cleared
+        start = {"ExclusiveStartKey": page["LastEvaluatedKey"]}
 
 
 def requeue_uninspected(inbox: str, results_table: str, queue_url: str) -> int:

@@ -49,3 +49,20 @@ def write_state(state_dir: str | Path, state: dict) -> None:
 def use_state(state: dict) -> None:
     """Point this process's boto3 clients at the running local stack."""
     os.environ.update(state["environment"])
+
+
+def stack_processes(pgid: int) -> list[int]:
+    """Processes of a local stack's process group (the supervisor starts one; its children inherit it) that
+    run this project's code: what a kill -9 of the supervisor could leave behind (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            group = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[2])
+            cmdline = (entry / "cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            continue
+        if group == pgid and any(m in cmdline for m in (b"infra.local", b"model_server")):
+            found.append(int(entry.name))
+    return found

@@ -1,6 +1,8 @@
 """The local stack's supervisor process (`python -m infra.local`, started by `ivadas local up`): moto and the
 model server as child processes, the resources provisioned from template.yaml (Stage=local), the last run's
 state restored, the poller and the API shim in this process. SIGTERM saves the state and stops it all.
+moto journals every S3 and DynamoDB write before answering it (infra/local/journal.py), and the children die
+with this process (infra/local/child.py), so a kill -9 of the stack loses nothing S3 or DynamoDB accepted.
 """
 
 from __future__ import annotations
@@ -9,9 +11,11 @@ import argparse
 import logging
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import uvicorn
@@ -19,12 +23,16 @@ import uvicorn
 from infra.local import endpoints, snapshot
 from infra.local.api_shim import create_shim
 from infra.local.args import add_local_arguments
+from infra.local.authorizer import UserPool
+from infra.local.health import HealthCheck
 from infra.local.poller import Poller
 from infra.local.processes import free_port, spawn, wait_http
 from infra.local.provision import provision
 from infra.local.state import aws_environment, state_path, write_state
-from infra.template import Stack, load_template
+from infra.publish_ui import ui_config
+from infra.template import REGION, Stack, load_template
 from ivadas_contract.models import MODELS, endpoint_name
+from model_server.server.faults import JOURNAL_ENV
 
 log = logging.getLogger("ivadas.local")
 #: Buckets whose contents survive a restart (the UI bucket is filled from ui/ instead); every table does.
@@ -51,16 +59,28 @@ class Supervisor:
         self.moto: subprocess.Popen | None = None
         self.model_server: subprocess.Popen | None = None
         self.names: dict[str, str] = {}
+        self.poller: Poller | None = None
+        self.health: HealthCheck | None = None
+        self.replacements = 0  # model server instances replaced by the health check
+        self.published: dict | None = None  # state.json once written; rewritten when a pid changes
+        self.publish_lock = threading.Lock()
+        self.saving = threading.Event()  # set: no more periodic snapshots
+        self.restored: dict[str, int] = {}
 
     def _start_moto(self) -> None:
-        self.moto = spawn(
-            ["-m", "infra.local.moto_server", "--port", str(self.moto_port)], self.logs / "moto.log"
-        )
+        """moto, journalling every S3 and DynamoDB write it accepts (a fresh stack starts a new journal)."""
+        journal = self.state_dir / "journal"
+        if self.args.fresh:
+            shutil.rmtree(journal, ignore_errors=True)
+            shutil.rmtree(self.snapshot_dir, ignore_errors=True)
+        args = ["-m", "infra.local.moto_server", "--port", str(self.moto_port), "--journal-dir", str(journal)]
+        self.moto = spawn(args, self.logs / "moto.log")
         self.children.append(self.moto)
 
-    def _start_model_server(self, served: list[endpoints.Served]) -> None:
+    def _start_model_server(self, artifacts: dict[str, Path]) -> None:
         """The model server with every endpoint that has an artifact; --admin: the follower swaps them."""
-        endpoint_args = [a for s in served for a in ("--endpoint", f"{s.endpoint}={s.artifact}")]
+        endpoint_args = [a for name, path in artifacts.items() for a in ("--endpoint", f"{name}={path}")]
+        os.environ[JOURNAL_ENV] = str(self.logs / "invocations.log")  # counts outlive a replaced instance
         serve = ["-m", "model_server.server.serve", "--host", "127.0.0.1", "--port", str(self.model_port)]
         self.model_server = spawn(
             [*serve, "--admin", "--log-level", "warning", *endpoint_args], self.logs / "model_server.log"
@@ -68,12 +88,18 @@ class Supervisor:
         self.children.append(self.model_server)
 
     def _restore(self, names: dict[str, str]) -> None:
-        if not self.args.fresh and self.snapshot_dir.exists():
-            counts = snapshot.restore(self.snapshot_dir)
-            log.info(
-                "restored %d objects, %d items, %d parameters and %d model versions",
-                counts["objects"], counts["items"], counts["parameters"], counts["packages"],
-            )  # fmt: skip
+        if self.args.fresh:
+            return
+        moto_url = f"http://127.0.0.1:{self.moto_port}"
+        counts = snapshot.restore(self.snapshot_dir, moto_url, *self._stateful(names))
+        counts["interrupted"] = snapshot.clear_interrupted(names["IdempotencyTable"])
+        log.info(
+            "restored %d objects, %d items, %d parameters and %d model versions; %d invocations had been cut "
+            "short (their images are inspected again)",
+            counts["objects"], counts["items"], counts["parameters"], counts["packages"],
+            counts["interrupted"],
+        )  # fmt: skip
+        self.restored = counts
 
     def bring_up(self) -> None:
         """moto, the resources (and the last run's state), the endpoints, then the model server with them."""
@@ -86,43 +112,79 @@ class Supervisor:
         served = endpoints.bring_up(artifacts, stage, self.names["ModelBucket"], cache)
         if not served:
             raise RuntimeError("no model to serve: give --patchcore (and --softpatch) or deploy a version")
-        self._start_model_server(served)
+        self._start_model_server({s.endpoint: s.artifact for s in served})
         wait_http(f"http://127.0.0.1:{self.model_port}/ping", 300, self.model_server, ok=lambda s: s == 200)
         names = [endpoint_name(stage, model) for model in MODELS]
         self.follower = endpoints.EndpointFollower(
             served, names, f"http://127.0.0.1:{self.model_port}", cache
         )
         self.follower.start()
+        ping = f"http://127.0.0.1:{self.model_port}/ping"
+        self.health = HealthCheck(ping, lambda: self.model_server, self._replace_model_server)
+        self.health.start()
+
+    def _replace_model_server(self, why: str) -> None:
+        """What SageMaker does with an unhealthy instance: a new one, serving what the endpoints serve now."""
+        old, self.model_server = self.model_server, None
+        if old.poll() is None:
+            old.kill()
+        old.wait()
+        self.children.remove(old)
+        self._start_model_server(self.follower.artifacts)
+        wait_http(f"http://127.0.0.1:{self.model_port}/ping", 300, self.model_server, ok=lambda s: s == 200)
+        self.replacements += 1
+        log.warning("model server replaced (%s): pid %d serves %s", why, self.model_server.pid,
+                    ", ".join(f"{n}={p.name}" for n, p in self.follower.artifacts.items()))  # fmt: skip
+        self.publish()
+
+    def publish(self) -> None:
+        """Rewrite state.json (once first written) with the current pids."""
+        with self.publish_lock:
+            if self.published is not None:
+                self.published = {**self.published, **self._pids()}
+                write_state(self.state_dir, self.published)
 
     def requeue(self) -> None:
         """Inbox objects that were still waiting when the stack stopped are announced again."""
-        if self.args.fresh or not self.snapshot_dir.exists():
+        if self.args.fresh:
             return
         sent = snapshot.requeue_uninspected(
             self.names["InboxBucket"], self.names["ResultsTable"], self.names["InspectionQueue"]
         )
+        self.restored["requeued"] = sent
         log.info("re-announced %d inbox images that had no result yet", sent)
 
-    def _stateful(self) -> tuple[list[str], list[str]]:
-        buckets = [self.names[k] for k in STATEFUL_BUCKETS if k in self.names]
+    def _stateful(self, names: dict[str, str]) -> tuple[list[str], list[str]]:
+        buckets = [names[k] for k in STATEFUL_BUCKETS if k in names]
         tables = [
-            self.names[k]
+            names[k]
             for k, r in self.stack.resources.items()
-            if r["Type"] == "AWS::DynamoDB::Table" and k in self.names
+            if r["Type"] == "AWS::DynamoDB::Table" and k in names
         ]
         return buckets, tables
 
+    def _save_snapshot(self) -> None:
+        counts = snapshot.save(self.snapshot_dir)
+        log.debug("saved %d parameters and %d model versions", counts["parameters"], counts["packages"])
+
+    def _save_periodically(self) -> None:
+        """Registry and deployment records every few seconds (objects and items are journalled as written)."""
+        while not self.saving.wait(self.args.snapshot_interval):
+            try:
+                self._save_snapshot()
+            except Exception:  # noqa: BLE001 - moto busy or stopping: the next interval tries again
+                log.warning("could not save the registry and deployment records", exc_info=True)
+
     def stop(self, *_: object) -> None:
         """Save what moto holds, stop the children, remove state.json, exit."""
+        if self.health is not None:
+            self.health.paused.set()
+        if self.poller is not None:  # no batch runs while the state is saved (`local down` waits 30 s)
+            self.poller.shutdown(grace_s=min(20.0, self.poller.timeout_s))
+        self.saving.set()
         if self.names and self.moto is not None and self.moto.poll() is None:
             try:
-                counts = snapshot.save(self.snapshot_dir, *self._stateful())
-                log.info(
-                    "saved %d objects and %d items to %s",
-                    counts["objects"],
-                    counts["items"],
-                    self.snapshot_dir,
-                )
+                self._save_snapshot()
             except Exception:  # noqa: BLE001 - never block shutdown
                 log.exception("could not save the local stack's state")
         for child in self.children:
@@ -139,9 +201,11 @@ class Supervisor:
     def state(self, api_key: str) -> dict:
         return {
             "pid": os.getpid(),
+            "pgid": os.getpgrp(),  # every process of the stack: `local up` kills what a kill -9 left
+            "restored": self.restored,  # what the last run left: objects, items, interrupted, requeued
             "moto_port": self.moto_port,
             "model_port": self.model_port,
-            "model_server_pid": self.model_server.pid,
+            **self._pids(),
             "moto_pid": self.moto.pid,
             "api_url": f"http://127.0.0.1:{self.api_port}",
             "ui_url": f"http://127.0.0.1:{self.api_port}/",
@@ -150,9 +214,20 @@ class Supervisor:
             "environment": self.env,
         }
 
+    def _pids(self) -> dict:
+        """The processes a fault test may kill: the model server and the worker execution environments."""
+        server = self.model_server
+        return {
+            "model_server_pid": server.pid if server is not None else None,
+            "worker_pids": self.poller.pids() if self.poller is not None else [],
+            "model_server_replacements": self.replacements,
+        }
+
     def run(self) -> int:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(exist_ok=True)
+        if self.args.fresh:  # a fresh stack starts with no invocation counts
+            (self.logs / "invocations.log").unlink(missing_ok=True)
         os.environ.update(self.env)
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
@@ -162,17 +237,23 @@ class Supervisor:
             log.error("local stack failed to start: %s", exc)
             self.stop()
             return 1
-        api_key = secrets.token_urlsafe(24)
-        config = {
-            "apiBaseUrl": f"http://127.0.0.1:{self.api_port}",
-            "apiKey": api_key,
-            "stage": self.stack.values["Stage"],
-        }
-        Poller(self.stack, self.names["InspectionQueue"], self.args.worker_concurrency).start()
+        api_key = secrets.token_urlsafe(24)  # machines' key (/machine/...); people sign in to the pool
+        pool_ids = self.names["UserPool"], self.names["UserPoolClient"]
+        pool = UserPool(*pool_ids, REGION, self.env["AWS_ENDPOINT_URL"])
+        config = ui_config(
+            f"http://127.0.0.1:{self.api_port}", REGION, *pool_ids, pool.endpoint, self.stack.values["Stage"]
+        )
+        self.poller = Poller(
+            self.stack, self.names["InspectionQueue"], self.args.worker_concurrency, self.logs, self.publish
+        )
+        self.poller.start()
         self.requeue()
-        write_state(self.state_dir, self.state(api_key))
+        threading.Thread(target=self._save_periodically, name="snapshots", daemon=True).start()
+        with self.publish_lock:
+            self.published = self.state(api_key)
+            write_state(self.state_dir, self.published)
         uvicorn.run(
-            create_shim(self.stack, api_key, config),
+            create_shim(self.stack, api_key, config, pool=pool),
             host="127.0.0.1",
             port=self.api_port,
             log_level="warning",
@@ -186,6 +267,9 @@ def main(argv: list[str] | None = None) -> int:
     add_local_arguments(parser)
     parser.add_argument("--moto-port", type=int, default=0)
     parser.add_argument("--model-port", type=int, default=0)
+    parser.add_argument(
+        "--snapshot-interval", type=float, default=10.0, help="seconds between registry saves"
+    )
     args = parser.parse_args(argv)
     for model in MODELS:
         setattr(args, model, getattr(args, model) or None)

@@ -23,7 +23,7 @@ from model_server.engine.config import FeatureConfig
 from model_server.engine.features import FeatureExtractor
 from model_server.engine.geometry import crop
 from model_server.engine.heatmap import heatmap_png, regions
-from model_server.engine.images import read_image
+from model_server.engine.images import decode_image
 from model_server.engine.maps import anomaly_maps, resize_map
 
 STAGES = ("decode", "preprocess", "backbone", "knn", "heatmap")
@@ -33,6 +33,7 @@ STAGES = ("decode", "preprocess", "backbone", "knn", "heatmap")
 class DecodedImage:
     rgb: np.ndarray  # HxWx3 uint8
     decode_ms: float = 0.0
+    input: dict | None = None  # what was decoded and done to it (ImageInput); None for an array passed in
 
 
 @dataclass
@@ -51,6 +52,7 @@ class Prediction:
     #: "batch_size" (images in the forward pass)
     timings_ms: dict[str, float] = field(default_factory=dict)
     heatmap_png: bytes | None = None
+    input: dict | None = None  # the decoded image's ImageInput: format, mode, frames, orientation, notes
 
     def add_time(self, stage: str, ms: float) -> None:
         """Count `ms` more in `stage`; the total stays the sum of the stages."""
@@ -71,6 +73,7 @@ class Prediction:
             "image_height": self.image_shape[0],
             "regions": self.regions,
             "timings_ms": self.timings_ms,
+            **({"input": self.input} if self.input is not None else {}),
         }
 
 
@@ -112,8 +115,8 @@ class Predictor:
         t = time.perf_counter()
         if isinstance(data, np.ndarray):
             return DecodedImage(data, 0.0)
-        rgb = read_image(data, name=name, max_pixels=self.max_pixels)
-        return DecodedImage(rgb, _ms_since(t))
+        rgb, info = decode_image(data, name=name, max_pixels=self.max_pixels)
+        return DecodedImage(rgb, _ms_since(t), info.to_dict())
 
     def score(self, model: ClassModel, images: Sequence[DecodedImage]) -> list[Prediction]:
         """One forward pass over images of one class: score, verdict, map and regions of each."""
@@ -149,6 +152,7 @@ class Predictor:
                     image_shape=shape,
                     anomaly_map=amap,
                     regions=regions(amap, cal.threshold, shape),
+                    input=img.input,
                 )
             )
         shared["heatmap"] = _ms_since(t)

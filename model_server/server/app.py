@@ -12,11 +12,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from pathlib import Path
 
+import yaml
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
@@ -24,10 +27,15 @@ from starlette.routing import Route
 
 from model_server.server.config import ServerConfig
 from model_server.server.endpoint import Endpoint
+from model_server.server.faults import Faults
 from model_server.server.protocol import HttpError, describe, error_response, parse_request, read_body
 from model_server.server.scoring import score_instances
 
 log = logging.getLogger("ivadas.server")
+#: the contract of these routes (in the image: IVADAS_OPENAPI_DIR), served at CONTRACT_PATH
+_OPENAPI_DIR = Path(__file__).resolve().parents[2] / "openapi"
+CONTRACT_DOCUMENT = Path(os.environ.get("IVADAS_OPENAPI_DIR", _OPENAPI_DIR)) / "model_server.yaml"
+CONTRACT_PATH = "/openapi.json"
 
 
 class Server:
@@ -40,6 +48,7 @@ class Server:
         self.endpoints = {name: Endpoint(name, path, config) for name, path in config.endpoints.items()}
         self.default_endpoint = next(iter(self.endpoints))
         self.io_pool = ThreadPoolExecutor(max_workers=config.io_threads, thread_name_prefix="io")
+        self.faults = Faults.from_env() if config.admin else None  # local stack only
 
     def load_all(self) -> None:
         for ep in self.endpoints.values():
@@ -61,6 +70,8 @@ class Server:
 
     async def invoke(self, request: Request, name: str) -> Response:
         t0 = time.perf_counter()
+        if self.faults is not None and (injected := await self.faults.before()) is not None:
+            return injected
         ep = self.endpoints.get(name)
         try:
             if ep is None:
@@ -77,9 +88,11 @@ class Server:
             )
             if not instances:  # {"describe": true}: what this endpoint serves (for GET /classes)
                 return JSONResponse(describe(gen.predictor))
+            if self.faults is not None:
+                self.faults.count([i.image for i in instances])
             results = await score_instances(gen, instances, self.io_pool)
         except HttpError as exc:
-            return error_response(exc.status, exc.message)
+            return error_response(exc.status, exc.message, exc.kind)
         except ClientDisconnect:
             return Response(status_code=499)
         total_ms = round((time.perf_counter() - t0) * 1000.0, 3)
@@ -104,12 +117,12 @@ class Server:
         except (ValueError, KeyError):
             return error_response(400, 'the body must be {"artifact": "<path>"}')
         except HttpError as exc:
-            return error_response(exc.status, exc.message)
+            return error_response(exc.status, exc.message, exc.kind)
         ep = self.endpoints.get(name) or Endpoint(name, path, self.config)
         try:
             gen = await asyncio.get_running_loop().run_in_executor(None, ep.swap, path)
         except Exception as exc:  # noqa: BLE001 - the caller learns why; the endpoint keeps its old model
-            return error_response(422, f"cannot load {path}: {type(exc).__name__}: {exc}")
+            return error_response(422, f"cannot load {path}: {type(exc).__name__}: {exc}", "unprocessable")
         self.endpoints[name] = ep
         return JSONResponse({"endpoint": name, "artifact": path, "model_version": gen.model_version})
 
@@ -121,11 +134,32 @@ class Server:
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:
-    return error_response(404, f"no route for {request.method} {request.url.path}")
+    return error_response(404, f"no route for {request.method} {request.url.path}", "not_found")
 
 
 async def _method_not_allowed(request: Request, exc: Exception) -> Response:
-    return JSONResponse({"error": f"{request.method} not allowed on {request.url.path}"}, status_code=405)
+    allow = getattr(exc, "headers", None) or {}  # Starlette's HTTPException names the allowed methods
+    message = f"{request.method} is not allowed on {request.url.path}"
+    return error_response(405, message, "method_not_allowed", headers=allow)
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    """A bug: the trace goes to the log (Starlette re-raises it to the server's log), never to the caller."""
+    return error_response(500, "internal error: the request was not completed (logged)", "internal")
+
+
+def _contract(document: Path) -> Route:
+    """`GET /openapi.json`: this server's OpenAPI document (openapi/model_server.yaml), read once."""
+    loaded: dict = {}
+
+    async def contract(request: Request) -> Response:
+        if not loaded and document.is_file():
+            loaded.update(yaml.safe_load(document.read_text()))
+        if not loaded:
+            return error_response(404, f"no contract document in this image ({document})", "not_found")
+        return JSONResponse(loaded)
+
+    return Route(CONTRACT_PATH, contract, methods=["GET"])
 
 
 def create_app(config: ServerConfig) -> Starlette:
@@ -143,10 +177,12 @@ def create_app(config: ServerConfig) -> Starlette:
             Route("/ping", server.ping, methods=["GET"]),
             Route("/invocations", server.invocations, methods=["POST"]),
             Route("/endpoints/{name}/invocations", server.endpoint_invocations, methods=["POST"]),
+            _contract(CONTRACT_DOCUMENT),
             *([Route("/endpoints/{name}/artifact", server.swap, methods=["PUT"])] if config.admin else []),
+            *(server.faults.routes() if server.faults is not None else []),
         ],
         lifespan=lifespan,
-        exception_handlers={404: _not_found, 405: _method_not_allowed},
+        exception_handlers={404: _not_found, 405: _method_not_allowed, Exception: _unexpected},
     )
     app.state.endpoints = server.endpoints
     return app

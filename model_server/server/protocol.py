@@ -12,26 +12,37 @@ from dataclasses import dataclass
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from ivadas_contract.errors import error_body, kind_for_status
 from model_server.engine.predictor import Prediction, Predictor
 
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/jpg", "application/x-image")
-ERROR_TYPES = {400: "ValidationError", 404: "ValidationError", 413: "ValidationError", 415: "ValidationError",
-               422: "ValidationError", 424: "ModelError", 503: "ServiceUnavailable"}  # fmt: skip
+#: InvokeEndpoint's limit on CustomAttributes (SageMaker refuses longer ones before the container sees them)
+MAX_CUSTOM_ATTRIBUTES = 1024
+#: the error code boto3's sagemaker-runtime client raises (x-amzn-ErrorType): 424 must be ModelError
+AWS_ERROR_CODES = {424: "ModelError", 503: "ServiceUnavailable"}
 
 
 class HttpError(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    """A refusal with its status and its kind (ivadas_contract.errors.TYPES; the status's own by default)."""
+
+    def __init__(self, status: int, message: str, kind: str | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.kind = kind or kind_for_status(status)
 
 
-def error_response(status: int, message: str) -> JSONResponse:
-    kind = ERROR_TYPES.get(status, "Error")
+def error_response(
+    status: int, message: str, kind: str | None = None, headers: dict | None = None
+) -> JSONResponse:
+    """The one error shape, plus `message`: the same text where boto3's rest-json parser reads it (the worker
+    records it as the reason)."""
+    body = error_body(kind or kind_for_status(status), message)
+    code = AWS_ERROR_CODES.get(status, "ValidationError" if status < 500 else "InternalFailure")
     return JSONResponse(
-        {"error": message, "message": message, "type": kind, "status": status},  # boto3 reads "message"
+        {**body, "message": message},
         status_code=status,
-        headers={"x-amzn-ErrorType": kind},
+        headers={"x-amzn-ErrorType": code, **(headers or {})},
     )
 
 
@@ -73,13 +84,18 @@ def _instance_from_json(obj: object, where: str) -> Instance:
         image = base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError):
         raise HttpError(400, f"{where}: image_base64 is not valid base64") from None
-    return Instance(class_name, image, _truthy(obj.get("return_heatmap", False)))
+    heatmap = obj.get("return_heatmap", False)
+    if not isinstance(heatmap, bool):  # JSON has booleans: a string here is a mistake (the header takes text)
+        raise HttpError(400, f"{where}: return_heatmap must be true or false")
+    return Instance(class_name, image, heatmap)
 
 
 def parse_request(
     content_type: str, body: bytes, custom_attributes: str | None
 ) -> tuple[list[Instance], bool]:
     """(instances, is_batch) from a request body, or HttpError 400/415."""
+    if custom_attributes and len(custom_attributes) > MAX_CUSTOM_ATTRIBUTES:
+        raise HttpError(400, f"X-Amzn-SageMaker-Custom-Attributes is over {MAX_CUSTOM_ATTRIBUTES} characters")
     media = content_type.split(";")[0].strip().lower()
     if media in ("application/json", ""):
         try:

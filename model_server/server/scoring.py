@@ -1,6 +1,7 @@
 """The endpoint's scoring pipeline, as plain functions that need no HTTP: check every class, decode the images
 on the I/O pool, score them per class through the micro-batchers, then render heatmaps on the I/O pool.
-Problems become `HttpError`s: 422 for what the caller sent, 424 (ModelError) for a failure inside the model.
+Problems become `HttpError`s: 400 (or the image error's own kind) for an image that cannot be decoded, 422
+for a class the model lacks, 424 (ModelError) for a failure inside the model.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import logging
 import time
 from concurrent.futures import Executor
 
+from ivadas_contract.errors import TYPES
 from model_server.engine.predictor import DecodedImage, Prediction, Predictor
 from model_server.errors import ImageError, IvadasError, UnknownClassError
 from model_server.server.endpoint import Generation
@@ -40,8 +42,9 @@ async def decode_all(predictor: Predictor, instances: list[Instance], pool: Exec
         return list(
             await asyncio.gather(*(loop.run_in_executor(pool, decode, i) for i in range(len(instances))))
         )
-    except ImageError as exc:
-        raise HttpError(422, str(exc)) from None
+    except ImageError as exc:  # its kind (invalid_image, payload_too_large...) sets the status
+        kind = getattr(exc, "kind", "invalid_image")
+        raise HttpError(TYPES.get(kind, 400), str(exc), kind if kind in TYPES else "invalid_image") from None
 
 
 async def run_models(
@@ -61,7 +64,7 @@ async def run_models(
         raise HttpError(422, str(exc)) from None
     except Exception as exc:  # noqa: BLE001 - a failure inside the model: 424 ModelError
         log.exception("model failure on endpoint %s", gen.endpoint.name)
-        raise HttpError(424, f"the model failed: {type(exc).__name__}: {exc}") from None
+        raise HttpError(424, f"the model failed: {type(exc).__name__}: {exc}", "model_error") from None
     preds: list[Prediction] = [None] * len(instances)  # type: ignore[list-item]
     for idx, group in zip(by_class.values(), groups, strict=True):
         for i, p in zip(idx, group, strict=True):

@@ -5,7 +5,8 @@ requests with a heatmap asked for, from keep-alive HTTP clients at concurrency 1
 over the images each, repeated --rounds times). Prints p50/p95 latency, throughput (images/s), the mean
 forward-pass batch size, and the server's overhead over the in-process predict path (same images, same
 heatmap) at concurrency 1.
-Targets: overhead < 10 % of the in-process p50; throughput at 16 >= 1.5x throughput at 1.
+Targets (exit 1 when one is missed): overhead < 10 % of the in-process p50; throughput at 16 >= 1.5x
+throughput at 1.
 Run: .venv/bin/python tests/benchmarks/bench_server.py [--artifact PATH] [--rounds N]
 """
 
@@ -141,6 +142,23 @@ def interleaved(port: int, blobs: list[bytes], levels: tuple[int, ...], rounds: 
     ]
 
 
+#: The targets this benchmark prints.
+MAX_OVERHEAD_FRACTION = 0.10
+MIN_THROUGHPUT_RATIO = 1.5
+
+
+def missed_targets(summary: dict) -> list[str]:
+    missed = []
+    if summary["overhead_fraction_at_c1"] >= MAX_OVERHEAD_FRACTION:
+        missed.append(f"server overhead {summary['overhead_fraction_at_c1']:.1%} of the in-process p50 "
+                      f">= {MAX_OVERHEAD_FRACTION:.0%}")  # fmt: skip
+    if summary["throughput_ratio_c16_c1"] < MIN_THROUGHPUT_RATIO:
+        missed.append(
+            f"throughput at 16 / at 1 {summary['throughput_ratio_c16_c1']}x < {MIN_THROUGHPUT_RATIO}x"
+        )
+    return missed
+
+
 def bottle_artifact(path: str) -> Path | None:
     """The default PatchCore bottle model (trained here if missing); None without the MVTec data."""
     if not (MVTEC / "bottle/test").is_dir():
@@ -231,7 +249,11 @@ def main() -> int:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(summary, indent=2) + "\n")
     print(f"wrote {args.out}")
-    return 0
+    missed = missed_targets(summary)
+    for line in missed:
+        print(f"MISSED: {line}")
+    print("all targets met" if not missed else f"{len(missed)} target(s) missed", flush=True)
+    return 1 if missed else 0
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@
 With the shared MVTec bottle data, the stack serves a small bottle model (trained here at 128 px) and the test
 uploads a real broken bottle; without it, the synthetic widget class and a generated image.
 Screenshots of the inspect and results views go to docs/screenshots/ (linked from the README).
+Every page signs in first (moto's cognito-idp, users made with infra.local.users): an ML engineer unless a
+test says otherwise.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import boto3
 import pytest
 
 from infra.cli import main as ivadas
+from infra.local.users import create_user
 from tests.conftest import local_stack
 from tests.paths import MVTEC_ROOT
 
@@ -36,6 +39,8 @@ CHROME_ARGS = [
 ]
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed")
+PASSWORD = "Browser-Test-Passw0rd!"
+ENGINEER, OPERATOR = "mia", "oli"
 
 
 @pytest.fixture(scope="module")
@@ -89,8 +94,10 @@ def scenario(
         state_dir,
         artifacts["patchcore"],
         artifacts["softpatch"],
-        ["WorkerBatchingWindowSeconds=0", "UiApprovals=true"],
+        ["WorkerBatchingWindowSeconds=0"],
     ) as st:
+        create_user(st, ENGINEER, PASSWORD, ["ml-engineers"])
+        create_user(st, OPERATOR, PASSWORD, ["operators"])
         yield {**info, "state": st, "artifacts": artifacts}
 
 
@@ -104,18 +111,33 @@ def browser() -> Iterator:
         b.close()
 
 
+def sign_in(pg, user: str, password: str = PASSWORD) -> None:
+    """Fill the sign-in form and wait until the app has loaded for that user."""
+    pg.wait_for_selector("body[data-ready='signin']", timeout=30_000)
+    pg.fill("#si-user", user)
+    pg.fill("#si-password", password)
+    pg.click("#si-submit")
+    pg.wait_for_selector("body[data-ready='true']", timeout=30_000)
+
+
 @pytest.fixture
-def page(browser, scenario):
+def signed_out(browser, scenario):
+    """A fresh browser context at the UI, not signed in; fails the test on any uncaught script error."""
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     pg = context.new_page()
     script_errors: list[str] = []
     pg.on("pageerror", lambda exc: script_errors.append(str(exc)))
     pg.goto(scenario["state"]["ui_url"])
-    pg.wait_for_selector("body[data-ready]", timeout=30_000)
-    assert pg.get_attribute("body", "data-ready") == "true", pg.inner_text("#error")
     yield pg
     context.close()
     assert not script_errors, script_errors  # an uncaught error in app.js fails the test that caused it
+
+
+@pytest.fixture
+def page(signed_out):
+    sign_in(signed_out, ENGINEER)
+    assert signed_out.get_attribute("body", "data-ready") == "true", signed_out.inner_text("#error")
+    return signed_out
 
 
 def test_inspect_shows_verdict_heatmap_and_regions(page, scenario) -> None:
@@ -288,7 +310,6 @@ def test_review_queue_with_keyboard_shortcuts(page, scenario) -> None:
     page.wait_for_function("() => document.querySelectorAll('#q-class option').length > 0")
     page.select_option("#q-class", scenario["class"])
     page.select_option("#q-line", "ui-a")
-    page.fill("#q-reviewer", "ui tester")
     page.click("#queue-filters button[type=submit]")
     item = page.wait_for_selector(f"#queue-item[data-id][data-query='{scenario['class']}/ui-a']")
     order = [item.get_attribute("data-id")] + page.eval_on_selector_all(
@@ -306,7 +327,8 @@ def test_review_queue_with_keyboard_shortcuts(page, scenario) -> None:
     state = scenario["state"]
     table = boto3.resource("dynamodb").Table(state["resources"]["ResultsTable"])
     first = table.get_item(Key={"inspection_id": order[0]}, ConsistentRead=True)["Item"]
-    assert first["review"]["verdict"] == "good" and first["review"]["reviewer"] == "ui tester"
+    assert first["review"]["verdict"] == "good" and first["review"]["reviewer"] == ENGINEER
+    assert first["review"]["reviewer_verified"] is True
     skipped = table.get_item(Key={"inspection_id": order[1]}, ConsistentRead=True)["Item"]
     assert "review" not in skipped
     page.select_option("#a-window", "1440")
@@ -402,7 +424,7 @@ def test_models_view_lists_versions_and_records_a_decision(page, scenario, retra
     row = page.wait_for_selector(
         "tr[data-version='patchcore-2']:has(.status:text('Approved'))", timeout=30_000
     )
-    assert "ui:api-key" in row.inner_text()
+    assert f"cognito:{ENGINEER}" in row.inner_text()
     assert page.query_selector("#agreement-table")
     versions = {v.name: v for v in _registry_versions(scenario)}
     assert versions["softpatch-1"].metadata["decision_note"] == "misses thin scratches"
@@ -439,3 +461,94 @@ def test_large_image_is_downscaled_before_upload(page, scenario, tmp_path: Path)
     notice = page.inner_text("#notice")
     assert "scaled down from 2600x2600" in notice
     assert page.is_hidden("#error")
+
+
+# ------------------------------------------------------------------------------------------ sign-in
+
+
+def test_sign_in_refuses_a_wrong_password_then_signs_in_and_out(signed_out, scenario) -> None:
+    pg = signed_out
+    pg.wait_for_selector("body[data-ready='signin']", timeout=30_000)
+    assert pg.is_hidden("main") and pg.is_hidden("nav")
+    pg.fill("#si-user", ENGINEER)
+    pg.fill("#si-password", "Not-The-Password-1")
+    pg.click("#si-submit")
+    pg.wait_for_selector("#signin-reason:has-text('Wrong user name or password')")
+    assert pg.is_hidden("main")
+    pg.screenshot(path=str(SHOTS / "sign-in.png"), full_page=True)
+    sign_in(pg, ENGINEER)
+    assert ENGINEER in pg.inner_text("#whoami") and "ml-engineers" in pg.inner_text("#whoami")
+    token = pg.evaluate("JSON.parse(sessionStorage.getItem('ivadas.session')).idToken")
+    config = pg.evaluate("fetch('config.json').then(r => r.text())")
+    assert scenario["state"]["api_key"] not in config and token not in config
+    pg.click("#signout")
+    pg.wait_for_selector("body[data-ready='signin']")
+    assert pg.is_hidden("main") and pg.evaluate("sessionStorage.getItem('ivadas.session')") is None
+
+
+def test_requests_carry_the_id_token_not_the_key(signed_out, scenario) -> None:
+    sent = []
+    signed_out.on("request", lambda r: sent.append(r.headers) if "/classes" in r.url else None)
+    sign_in(signed_out, ENGINEER)
+    assert sent and all(h.get("authorization", "").count(".") == 2 for h in sent)
+    assert not any("x-api-key" in h for h in sent)
+
+
+def test_an_operator_reviews_but_sees_no_decisions(signed_out, scenario) -> None:
+    sign_in(signed_out, OPERATOR)
+    assert signed_out.is_visible("#tab-review")
+    signed_out.click("#tab-models")
+    signed_out.wait_for_selector("#approvals-note:has-text('ml-engineers')", timeout=30_000)
+    assert not signed_out.query_selector_all("#models button.approve, #models button.reject")
+    status = signed_out.evaluate(
+        """async () => {
+          const s = JSON.parse(sessionStorage.getItem('ivadas.session'));
+          const r = await fetch('/models/patchcore-1/approve', {method: 'POST', body: '{}',
+            headers: {Authorization: s.idToken, 'Content-Type': 'application/json'}});
+          return [r.status, (await r.json()).type];
+        }"""
+    )
+    assert status == [403, "forbidden"]  # the API refuses what the page hides
+
+
+_EDIT_SESSION = """how => {
+  const s = JSON.parse(sessionStorage.getItem('ivadas.session'));
+  if (how === 'expire') s.expiresAt = Date.now() - 1000;
+  if (how === 'forge') {  // one signature character changed: the page still takes it for valid
+    const t = s.idToken;
+    s.idToken = t.slice(0, -2) + (t.at(-2) === 'A' ? 'B' : 'A') + t.at(-1);
+  }
+  sessionStorage.setItem('ivadas.session', JSON.stringify(s));
+}"""
+
+
+def test_an_expired_or_forged_session_asks_to_sign_in_again(signed_out, scenario) -> None:
+    pg = signed_out
+    sign_in(pg, ENGINEER)
+    pg.evaluate(_EDIT_SESSION, "expire")
+    pg.reload()
+    pg.wait_for_selector("#signin-reason:has-text('expired')", timeout=30_000)
+    sign_in(pg, ENGINEER)
+    pg.evaluate(_EDIT_SESSION, "forge")
+    pg.reload()
+    pg.wait_for_selector("#signin-reason:has-text('no longer valid')", timeout=30_000)
+    assert pg.is_hidden("main")
+
+
+def test_first_sign_in_with_a_temporary_password_sets_a_new_one(signed_out, scenario) -> None:
+    idp = boto3.client("cognito-idp")
+    pool = scenario["state"]["resources"]["UserPool"]
+    idp.admin_create_user(UserPoolId=pool, Username="newbie", TemporaryPassword="Temp-Passw0rd-123!",
+                          MessageAction="SUPPRESS")  # fmt: skip
+    idp.admin_add_user_to_group(UserPoolId=pool, Username="newbie", GroupName="operators")
+    pg = signed_out
+    pg.wait_for_selector("body[data-ready='signin']", timeout=30_000)
+    pg.fill("#si-user", "newbie")
+    pg.fill("#si-password", "Temp-Passw0rd-123!")
+    pg.click("#si-submit")
+    pg.wait_for_selector("#si-step:not([hidden])")
+    assert "New password" in pg.inner_text("#si-answer-label")
+    pg.fill("#si-answer", "Chosen-Passw0rd-456!")
+    pg.click("#si-submit")
+    pg.wait_for_selector("body[data-ready='true']", timeout=30_000)
+    assert "newbie" in pg.inner_text("#whoami")

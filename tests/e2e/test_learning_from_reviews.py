@@ -42,18 +42,14 @@ def test_reviewed_false_alarms_become_a_pending_version_that_learned_them(
         flagged = [iid for iid, item in results.items() if item["is_anomaly"]]
         assert len(flagged) >= 3, "the drift should fool the model on some parts"
         for iid in flagged:
-            status, _ = call(
-                state, "POST", f"/results/{iid}/review", body={"verdict": "good", "reviewer": "qa"}
-            )
+            status, _ = call(state, "POST", f"/results/{iid}/review", body={"verdict": "good"})
             assert status == 200
         clean = {put(state, f"line1/widget/clean-{p.name}", p.read_bytes()): p
                  for p in sorted((synthetic_root / "widget/test/good").glob("*.png"))}  # fmt: skip
         passed = [iid for iid, item in wait_items(state, list(clean)).items() if not item["is_anomaly"]]
         assert passed, "the model passes clean good parts"
         # a part the model passed that a reviewer calls defective: an escape
-        status, _ = call(
-            state, "POST", f"/results/{passed[0]}/review", body={"verdict": "defect", "reviewer": "qa"}
-        )
+        status, _ = call(state, "POST", f"/results/{passed[0]}/review", body={"verdict": "defect"})
         assert status == 200
 
         out = tmp_path / "updated.tar.gz"

@@ -18,6 +18,7 @@ import pytest
 from ivadas_contract import export
 from ivadas_contract.results_table import from_dynamo
 from tests.conftest import local_stack
+from tests.e2e.people import ENGINEER, PASSWORD, auth_headers
 
 CLASSES, LINES = ("widget", "gadget"), ("line1", "line2")
 PAGE = 5
@@ -53,12 +54,14 @@ def _wait_all(state: dict, n: int, timeout: float = 240) -> list[dict]:
 
 
 def call(
-    state: dict, method: str, path: str, query: dict | None = None, body: dict | None = None
-) -> tuple[int, dict]:
+    state: dict, method: str, path: str, query: dict | None = None, body: dict | None = None,
+    user: str = ENGINEER,
+) -> tuple[int, dict]:  # fmt: skip
+    """A call as the signed-in `user` (an ML engineer unless named)."""
     url = state["api_url"] + path + ("?" + urllib.parse.urlencode(query) if query else "")
     req = urllib.request.Request(
         url, method=method, data=json.dumps(body).encode() if body is not None else None,
-        headers={"X-Api-Key": state["api_key"], "Content-Type": "application/json"},
+        headers={**auth_headers(state, user), "Content-Type": "application/json"},
     )  # fmt: skip
     try:
         with urllib.request.urlopen(req, timeout=60) as resp:
@@ -144,9 +147,7 @@ def test_reviews_keep_history_and_the_queue_is_nearest_the_threshold_first(loade
     assert {i["inspection_id"] for i in queue["items"]} == {i["inspection_id"] for i in expected}
     first = queue["items"][0]["inspection_id"]
     for verdict, who in (("good", "ana"), ("defect", "ben")):
-        status, _ = call(
-            state, "POST", f"/results/{first}/review", body={"verdict": verdict, "reviewer": who}
-        )
+        status, _ = call(state, "POST", f"/results/{first}/review", body={"verdict": verdict}, user=who)
         assert status == 200
     status, one = call(state, "GET", f"/results/{first}")
     assert [r["reviewer"] for r in one["reviews"]] == ["ana", "ben"] and one["review"]["verdict"] == "defect"
@@ -166,10 +167,13 @@ def test_reviews_keep_history_and_the_queue_is_nearest_the_threshold_first(loade
     assert "model against reviewers" in said and "widget" in said.split("model against reviewers")[1]
 
 
-def test_results_command_filters_by_line_and_refuses_a_bad_time(loaded, capsys) -> None:  # noqa: ANN001
+def test_results_command_filters_by_line_and_refuses_a_bad_time(loaded, capsys, monkeypatch) -> None:  # noqa: ANN001, E501
     from infra.cli import main
 
     state, items = loaded
+    auth_headers(state)  # the user exists; the command signs in as it
+    monkeypatch.setenv("IVADAS_USER", ENGINEER)
+    monkeypatch.setenv("IVADAS_PASSWORD", PASSWORD)
     where = ["--state-dir", state["state_dir"]]
     capsys.readouterr()
     assert main(["results", "--line", "line2", "--class-name", "gadget", "--limit", "50", *where]) == 0

@@ -203,10 +203,21 @@ def test_worker_fails_only_the_transient_record(aws, monkeypatch) -> None:
     assert "anomaly_class" not in items()[0]
 
 
+def claims_of(user: str, groups: str = "ml-engineers") -> dict:
+    """requestContext.authorizer.claims as API Gateway's Cognito authorizer passes them (all strings)."""
+    return {"sub": f"sub-of-{user}", "cognito:username": user, "cognito:groups": groups, "token_use": "id",
+            "email": f"{user}@example.com", "exp": "Wed Dec 02 11:00:00 UTC 2026"}  # fmt: skip
+
+
 def api_event(
-    method: str, path: str, body: dict | None = None, query: dict | None = None, params=None
-) -> dict:
+    method: str, path: str, body: dict | None = None, query: dict | None = None, params=None,
+    claims: dict | None = None, signed_in: bool = True,
+) -> dict:  # fmt: skip
+    """A REST proxy event; signed in as ML engineer "ana" unless `claims` says who or `signed_in` is False."""
     headers = {"content-type": "application/json", "origin": "http://ui.local"}
+    context = {"resourcePath": path, "httpMethod": method, "stage": "test", "requestId": "r"}
+    if signed_in:
+        context["authorizer"] = {"claims": claims or claims_of("ana")}
     return {
         "resource": path,
         "path": path,
@@ -217,7 +228,7 @@ def api_event(
         "multiValueQueryStringParameters": None,
         "pathParameters": params,
         "stageVariables": None,
-        "requestContext": {"resourcePath": path, "httpMethod": method, "stage": "test", "requestId": "r"},
+        "requestContext": context,
         "body": json.dumps(body) if body is not None else None,
         "isBase64Encoded": False,
     }
@@ -343,7 +354,7 @@ def test_drift_flags_a_class_whose_hour_leaves_its_recent_rate(aws) -> None:
     assert "sparse" not in found  # under DriftMinImages in the hour: not judged
 
 
-def test_models_api_lists_and_decides_only_when_enabled(aws, monkeypatch) -> None:
+def test_models_api_decisions_need_an_ml_engineer_and_record_who(aws, monkeypatch) -> None:
     sm = boto3.client("sagemaker")
     sm.create_model_package_group(ModelPackageGroupName="ivadas-test-patchcore")
     container = {"Image": "img", "ModelDataUrl": "s3://m/patchcore/model.tar.gz"}
@@ -359,25 +370,27 @@ def test_models_api_lists_and_decides_only_when_enabled(aws, monkeypatch) -> Non
     )
     monkeypatch.setenv("STAGE", "test")
     api = importlib.import_module("ivadas_functions.models_api")
-    listed = json.loads(api.handler(api_event("GET", "/models"), Context())["body"])
+    operator = claims_of("oli", "operators")
+    listed = json.loads(api.handler(api_event("GET", "/models", claims=operator), Context())["body"])
     (version,) = listed["models"]["patchcore"]["versions"]
     assert version["version"] == "patchcore-1" and version["status"] == "PendingManualApproval"
     assert version["classes"] == ["bottle"] and version["metrics"]["image_auroc"] == 0.995
-    assert listed["approvals_enabled"] is False and listed["models"]["softpatch"]["versions"] == []
+    assert listed["can_decide"] is False and listed["models"]["softpatch"]["versions"] == []
 
-    def post(path: str, body: dict) -> tuple[int, dict]:
+    def post(path: str, body: dict, **who) -> tuple[int, dict]:  # noqa: ANN003
         params = {"version": path.split("/")[2]}
-        resp = api.handler(api_event("POST", path, body, params=params), Context())
+        resp = api.handler(api_event("POST", path, body, params=params, **who), Context())
         return resp["statusCode"], json.loads(resp["body"])
 
-    status, body = post("/models/patchcore-1/approve", {"note": "ok"})
-    assert status == 403 and "UiApprovals" in body["error"]
-    monkeypatch.setenv("UI_APPROVALS", "true")
+    status, body = post("/models/patchcore-1/approve", {"note": "ok"}, claims=operator)
+    assert status == 403 and body["type"] == "forbidden" and "ml-engineers" in body["error"]
+    assert post("/models/patchcore-1/reject", {"why": "no"}, claims=operator)[0] == 403
+    assert post("/models/patchcore-1/approve", {}, signed_in=False)[0] == 401
     assert post("/models/patchcore-1/reject", {})[0] == 400
     assert post("/models/patchcore-9/approve", {})[0] == 404
     status, body = post("/models/patchcore-1/approve", {"note": "line trial passed"})
-    assert status == 200 and body["status"] == "Approved" and body["decided_by"].startswith("ui:")
-    assert body["decision_note"] == "line trial passed"
+    assert status == 200 and body["status"] == "Approved" and body["decided_by"] == "cognito:ana"
+    assert body["decided_by_verified"] is True and body["decision_note"] == "line trial passed"
 
 
 def test_reviews_keep_history_and_never_touch_the_model_fields(aws) -> None:
@@ -389,17 +402,17 @@ def test_reviews_keep_history_and_never_touch_the_model_fields(aws) -> None:
     table.put_item(Item=model_fields)
     table.put_item(Item={**model_fields, "inspection_id": "r1", "status": "REJECTED"})
 
-    def post(iid: str, body) -> tuple[int, dict]:  # noqa: ANN001
-        resp = results.handler(
-            api_event("POST", f"/results/{iid}/review", body, params={"inspection_id": iid}), Context()
-        )
+    def post(iid: str, body, who: str = "ana", groups: str = "operators") -> tuple[int, dict]:  # noqa: ANN001
+        event = api_event("POST", f"/results/{iid}/review", body, params={"inspection_id": iid},
+                          claims=claims_of(who, groups))  # fmt: skip
+        resp = results.handler(event, Context())
         return resp["statusCode"], json.loads(resp["body"])
 
-    status, first = post("i1", {"verdict": "good", "reviewer": "ana", "note": "reflection"})
-    assert (
-        status == 200 and first["review"]["agrees"] is False and first["review"]["reviewer_verified"] is False
-    )
-    status, second = post("i1", {"verdict": "defect", "reviewer": "ben", "defect_type": "crack"})
+    status, first = post("i1", {"verdict": "good", "reviewer": "mallory", "note": "reflection"})
+    assert status == 200 and first["review"]["agrees"] is False
+    assert first["review"]["reviewer_verified"] is True and "mallory" not in json.dumps(first)
+    assert first["review"]["reviewer"] == "ana" and first["review"]["reviewer_sub"] == "sub-of-ana"
+    status, second = post("i1", {"verdict": "defect", "defect_type": "crack"}, "ben", "ml-engineers")
     assert status == 200 and second["reviews"] == 2
     item = table.get_item(Key={"inspection_id": "i1"})["Item"]
     assert {k: item[k] for k in model_fields} == model_fields  # the model's verdict is untouched
@@ -410,7 +423,7 @@ def test_reviews_keep_history_and_never_touch_the_model_fields(aws) -> None:
     assert [r["reviewer"] for r in one["reviews"]] == ["ana", "ben"] and one["reviews"][0][
         "note"
     ] == "reflection"
-    assert post("i1", {"verdict": "maybe", "reviewer": "ana"})[0] == 400
-    assert post("i1", {"verdict": "good"})[0] == 400  # a name is needed until sign-in
-    assert post("nope", {"verdict": "good", "reviewer": "ana"})[0] == 404
-    assert post("r1", {"verdict": "good", "reviewer": "ana"})[0] == 409
+    assert post("i1", {"verdict": "maybe"})[0] == 400
+    assert post("i1", {"verdict": "good"}, "eve", "visitors")[0] == 403  # a group that may not review
+    assert post("nope", {"verdict": "good"})[0] == 404
+    assert post("r1", {"verdict": "good"})[0] == 409

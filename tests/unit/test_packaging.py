@@ -92,9 +92,13 @@ def _image_sources() -> list[str]:
 
 def test_model_server_image_holds_the_server_and_the_contract_only(tmp_path: Path) -> None:
     sources = _image_sources()
-    assert sorted(sources) == ["functions/ivadas_contract", "model_server"]
+    assert sorted(sources) == ["functions/ivadas_contract", "model_server", "openapi/model_server.yaml"]
     image = tmp_path / "opt/program"
     for src in sources:
+        if (ROOT / src).is_file():  # the server's OpenAPI document
+            (image / src).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(ROOT / src, image / src)
+            continue
         shutil.copytree(ROOT / src, image / src, ignore=shutil.ignore_patterns("__pycache__"))
     targets = ["model_server.server.serve:main", "model_server.server.app:create_app"]
     blocked = ["infra", "ivadas_functions", "boto3", "aws_lambda_powertools", "moto", "tests"]

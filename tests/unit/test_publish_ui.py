@@ -1,4 +1,5 @@
-"""publish-ui uploads the UI and writes its config.json from the stack outputs."""
+"""publish-ui uploads the UI and writes its config.json from the stack outputs: the pool and client people
+sign in to, and no credential (the API key never goes to the browser)."""
 
 from __future__ import annotations
 
@@ -25,13 +26,25 @@ def test_publish_from_stack_outputs(monkeypatch, capsys) -> None:
         "UiBucketName": "ui-bucket",
         "ApiUrl": "https://api.example/dev",
         "ApiKeyId": key["id"],
+        "UserPoolId": "eu-west-1_AbCdEf123",
+        "UserPoolClientId": "client123",
         "UiUrl": "https://d1.cloudfront.net",
     }
     monkeypatch.setattr(publish_ui, "stack_outputs", lambda name: outputs)
     assert main(["publish-ui", "--stack-name", "ivadas-dev"]) == 0
     objects = {o["Key"] for o in s3.list_objects_v2(Bucket="ui-bucket")["Contents"]}
     assert {"index.html", "app.js", "style.css", "config.json"} <= objects
-    config = json.loads(s3.get_object(Bucket="ui-bucket", Key="config.json")["Body"].read())
-    assert config == {"apiBaseUrl": "https://api.example/dev", "apiKey": "secret-key-0123456789abcdef"}
+    raw = s3.get_object(Bucket="ui-bucket", Key="config.json")["Body"].read().decode()
+    assert json.loads(raw) == {
+        "apiBaseUrl": "https://api.example/dev",
+        "stage": "dev",
+        "auth": {
+            "region": "eu-west-1",  # the pool's own region, from its id
+            "userPoolId": "eu-west-1_AbCdEf123",
+            "clientId": "client123",
+            "cognitoEndpoint": "https://cognito-idp.eu-west-1.amazonaws.com/",
+        },
+    }
+    assert "secret-key" not in raw and key["id"] not in raw
     assert s3.get_object(Bucket="ui-bucket", Key="index.html")["ContentType"] == "text/html"
     assert main(["publish-ui"]) == 2 and "no bucket" in capsys.readouterr().err

@@ -169,7 +169,7 @@ def test_review_queue_is_nearest_the_threshold_first_and_a_review_takes_an_item_
     assert [round(abs(i["normalized_score"] - 0.5), 6) for i in body["items"]] == pytest.approx(expected)
     first = body["items"][0]["inspection_id"]
     resp = results.handler(
-        api_event("POST", f"/results/{first}/review", {"verdict": "good", "reviewer": "ana"},
+        api_event("POST", f"/results/{first}/review", {"verdict": "good"},
                   params={"inspection_id": first}), Context(),
     )  # fmt: skip
     assert resp["statusCode"] == 200
@@ -186,7 +186,7 @@ def test_review_counts_follow_corrections_into_agreement_figures(seeded) -> None
     def review(rec: dict, verdict: str) -> None:
         iid = rec["inspection_id"]
         resp = results.handler(
-            api_event("POST", f"/results/{iid}/review", {"verdict": verdict, "reviewer": "ana"},
+            api_event("POST", f"/results/{iid}/review", {"verdict": verdict},
                       params={"inspection_id": iid}), Context(),
         )  # fmt: skip
         assert resp["statusCode"] == 200

@@ -60,6 +60,7 @@ def test_outputs_and_local_names() -> None:
     routes = set(stack.api_routes())
     assert routes == {
         ("POST", "/predict", "PredictFunction"),
+        ("POST", "/machine/predict", "PredictFunction"),
         ("GET", "/results", "ResultsFunction"),
         ("GET", "/results/{inspection_id}", "ResultsFunction"),
         ("GET", "/classes", "ResultsFunction"),
@@ -126,3 +127,72 @@ def test_results_bucket_keeps_reviewed_images_longer_and_expires_exports() -> No
     assert writes == {
         json.dumps({"Fn::Sub": f"${{ResultsBucket.Arn}}/{p}*"}) for p in (export.PREFIX, "reviewed/")
     }
+
+
+# ------------------------------------------------------------------------------------------ who gets in
+def test_api_functions_answer_cors_for_the_ui_origin() -> None:
+    """Every API function gets UiOrigin as UI_ORIGIN (aws.cors_config), not only the preflight."""
+    stack = Stack(load_template(), {"UiOrigin": "https://ui.example"})
+    api_functions = {logical for _, _, logical in stack.api_routes()}
+    assert {"PredictFunction", "ResultsFunction", "ModelsFunction"} <= api_functions
+    for logical in api_functions:
+        assert stack.function_environment(logical)["UI_ORIGIN"] == "https://ui.example", logical
+
+
+def _csp(stack: Stack) -> dict[str, list[str]]:
+    policy = stack.props("UiResponseHeadersPolicy")["ResponseHeadersPolicyConfig"]["SecurityHeadersConfig"]
+    text = stack.resolve(policy["ContentSecurityPolicy"]["ContentSecurityPolicy"])
+    if isinstance(text, dict):  # Fn::Join
+        sep, parts = text["Fn::Join"]
+        text = sep.join(str(stack.resolve(p)) for p in parts)
+    return {d.split()[0]: d.split()[1:] for d in text.split("; ")}
+
+
+def test_ui_answers_carry_security_headers_fitting_the_ui() -> None:
+    stack = Stack(load_template(), {"Stage": "local"})
+    behaviour = stack.props("UiDistribution")["DistributionConfig"]["DefaultCacheBehavior"]
+    assert behaviour["ResponseHeadersPolicyId"] == {"Ref": "UiResponseHeadersPolicy"}
+    headers = stack.props("UiResponseHeadersPolicy")["ResponseHeadersPolicyConfig"]["SecurityHeadersConfig"]
+    assert int(headers["StrictTransportSecurity"]["AccessControlMaxAgeSec"]) >= 365 * 24 * 3600
+    assert headers["FrameOptions"]["FrameOption"] == "DENY" and headers["ContentTypeOptions"]["Override"]
+    assert headers["ReferrerPolicy"]["ReferrerPolicy"] in ("same-origin", "no-referrer", "strict-origin")
+    csp = _csp(stack)
+    assert csp["default-src"] == ["'none'"] and csp["frame-ancestors"] == ["'none'"]
+    assert csp["script-src"] == ["'self'"] and csp["style-src"] == ["'self'"]  # no inline script or style
+    # what ui/ loads: only its own files (relative URLs), and it calls only config.json and the API
+    page = (ROOT / "ui/index.html").read_text()
+    assert not re.findall(r'(?:src|href)="(?:https?:)?//', page) and "<script>" not in page
+    assert "style=" not in page and "<style" not in page
+    app = (ROOT / "ui/app.js").read_text()
+    assert "innerHTML" not in app and 'setAttribute("style"' not in app
+    assert any(s.startswith("https://") and ".execute-api." in s for s in csp["connect-src"])
+    assert "data:" in csp["img-src"]  # the uploaded image and the heatmap are data: URLs
+    for bucket in ("InboxBucket", "ResultsBucket"):  # presigned links (GET /results)
+        assert f"https://{stack.ref(bucket)}.s3.amazonaws.com" in csp["img-src"]
+
+
+def test_api_is_behind_a_waf_and_logs_every_request() -> None:
+    stack = Stack(load_template(), {"Stage": "local"})
+    association = stack.props("ApiWebAclAssociation")
+    assert association["WebACLArn"] == {"Fn::GetAtt": ["ApiWebAcl", "Arn"]}
+    assert "/restapis/${Api}/stages/${Api.Stage}" in association["ResourceArn"]["Fn::Sub"]
+    acl = stack.props("ApiWebAcl")
+    assert acl["Scope"] == "REGIONAL"
+    rules = {r["Name"]: r for r in acl["Rules"]}
+    assert "RateBasedStatement" in rules["rate-limit-per-ip"]["Statement"]
+    common = rules["aws-common-rules"]["Statement"]["ManagedRuleGroupStatement"]
+    # /predict bodies are base64 images: the common rules' 8 KB body limit must only count
+    assert {"Name": "SizeRestrictions_BODY", "ActionToUse": {"Count": {}}} in common["RuleActionOverrides"]
+    logs = stack.props("Api")["AccessLogSetting"]
+    assert logs["DestinationArn"] == {"Fn::GetAtt": ["ApiAccessLogGroup", "Arn"]}
+    quoted = logs["Format"].replace("$context.error.messageString", '"message"')  # a quoted value itself
+    assert json.loads(quoted)["requestId"] == "$context.requestId"  # one JSON object per line
+    assert stack.props("ApiAccessLogGroup")["RetentionInDays"] == {"Ref": "AccessLogRetentionDays"}
+    assert stack.resources["Api"]["DependsOn"] == "ApiGatewayAccount"  # the account's CloudWatch role
+
+
+def test_sagemaker_models_have_no_network() -> None:
+    stack = Stack(load_template())
+    models = [k for k, r in stack.resources.items() if r["Type"] == "AWS::SageMaker::Model"]
+    assert sorted(models) == ["PatchCoreModel", "SoftPatchModel"]
+    assert all(stack.props(m)["EnableNetworkIsolation"] is True for m in models)

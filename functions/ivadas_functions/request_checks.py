@@ -1,0 +1,43 @@
+"""What every API handler checks of a request before it uses it, against the limits of the published contract
+(openapi/api.yaml, ivadas_contract.limits): a value the document refuses is a 400 `bad_request` here too,
+never a failed AWS call (an over-long DynamoDB key) or a crash on a wrong type further in."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.event_handler.exceptions import BadRequestError
+
+from ivadas_contract.limits import MAX_NAME_CHARS, MAX_TOKEN_CHARS
+
+#: query parameter -> its longest value
+QUERY_LIMITS = {"class_name": MAX_NAME_CHARS, "line": MAX_NAME_CHARS, "next_token": MAX_TOKEN_CHARS}
+
+
+def query(params: dict[str, str] | None) -> dict[str, str]:
+    """The query parameters, each within its length limit (BadRequestError otherwise)."""
+    params = params or {}
+    for name, limit in QUERY_LIMITS.items():
+        if len(params.get(name) or "") > limit:
+            raise BadRequestError(f"{name} must be at most {limit} characters")
+    return params
+
+
+def json_object(body: Any, required: bool) -> dict:
+    """The JSON body as an object; an absent body is {} unless `required` (BadRequestError otherwise)."""
+    if body is None and not required:
+        return {}
+    if not isinstance(body, dict):
+        raise BadRequestError("the body must be a JSON object")
+    return body
+
+
+def text(body: dict, name: str, limit: int, required: bool = False) -> str | None:
+    """`body[name]` as stripped text of at most `limit` characters; None when absent or null (if optional)."""
+    value = body.get(name)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or len(value) > limit or (required and not value.strip()):
+        need = "is required: text" if required else "must be text"
+        raise BadRequestError(f"{name} {need} of at most {limit} characters")
+    return value.strip() or None

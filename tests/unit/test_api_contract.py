@@ -1,0 +1,259 @@
+"""The published contract (openapi/) against what serves it: the template's API events, the routes the
+powertools resolvers register, the model server's Starlette routes, errors.TYPES and the limits; and the one
+error shape from each layer that answers on its own (Lambda resolvers, the local shim, the model server)."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import io
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from infra.local.authorizer import API_KEY, COGNITO, route_auth
+from infra.template import Stack, load_template
+from ivadas_contract import errors, reviews
+from ivadas_contract.limits import MAX_IMAGE_BYTES, MAX_REQUEST_BYTES
+from ivadas_contract.models import MODELS
+
+ROOT = Path(__file__).resolve().parents[2]
+API = yaml.safe_load((ROOT / "openapi/api.yaml").read_text())
+SERVER = yaml.safe_load((ROOT / "openapi/model_server.yaml").read_text())
+METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
+CLAIMS = {"token_use": "id", "sub": "u-1", "cognito:username": "ana", "cognito:groups": "ml-engineers"}
+
+
+def _documented(doc: dict) -> set[tuple[str, str]]:
+    return {(m.upper(), path) for path, item in doc["paths"].items() for m in item if m in METHODS}
+
+
+@pytest.fixture
+def handlers(monkeypatch: pytest.MonkeyPatch) -> dict:
+    """The three API modules, imported with the settings template.yaml gives them (no AWS call is made)."""
+    for name in ("RESULTS_TABLE", "STATS_TABLE", "REVIEWS_TABLE", "RESULTS_BUCKET", "INBOX_BUCKET",
+                 "IDEMPOTENCY_TABLE", "PATCHCORE_ENDPOINT", "SOFTPATCH_ENDPOINT"):  # fmt: skip
+        monkeypatch.setenv(name, name.lower())
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "true")
+    for name in [m for m in sys.modules if m.split(".")[0] == "ivadas_functions"]:
+        sys.modules.pop(name)
+    return {n: importlib.import_module(f"ivadas_functions.{n}") for n in ("predict", "results", "models_api")}
+
+
+def _resolver_routes(module) -> set[tuple[str, str]]:  # noqa: ANN001
+    app = module.app
+    routes = [*app._static_routes, *app._dynamic_routes]  # noqa: SLF001 - no public route table
+    return {(r.method, r.path.replace("<", "{").replace(">", "}")) for r in routes}
+
+
+def test_api_document_lists_exactly_the_template_and_resolver_routes(handlers: dict) -> None:
+    template = {(method, path) for method, path, _ in Stack(load_template()).api_routes()}
+    served = set().union(*(_resolver_routes(m) for m in handlers.values()))
+    assert _documented(API) == template
+    assert served == template
+
+
+def test_each_operation_documents_the_gate_the_template_puts_on_it() -> None:
+    scheme = {COGNITO: [{"cognito": []}], API_KEY: [{"apiKey": []}]}
+    for (method, path), kind in route_auth(Stack(load_template())).items():
+        op = API["paths"][path][method.lower()]
+        assert op.get("security", API["security"]) == scheme[kind], (method, path)
+        assert "401" in op["responses"] or kind == API_KEY, (method, path)
+
+
+def test_model_server_document_lists_exactly_its_starlette_routes() -> None:
+    from model_server.server.app import CONTRACT_PATH, create_app
+    from model_server.server.config import ServerConfig
+
+    app = create_app(ServerConfig(endpoints={"e": "/nonexistent"}))  # no lifespan: nothing loads
+    served = {(m, r.path) for r in app.routes for m in r.methods - {"HEAD"} if r.path != CONTRACT_PATH}
+    assert _documented(SERVER) == served
+
+
+def test_error_types_are_the_documented_enum() -> None:
+    for doc in (API, SERVER):
+        schema = doc["components"]["schemas"]["Error"]
+        assert schema["properties"]["type"]["enum"] == list(errors.TYPES)
+        assert schema["required"] == ["error", "type"]
+
+
+def test_documented_limits_are_the_code_limits(handlers: dict) -> None:
+    from model_server.server.protocol import MAX_CUSTOM_ATTRIBUTES
+
+    schemas, params = API["components"]["schemas"], API["components"]["parameters"]
+    assert schemas["PredictRequest"]["properties"]["image_base64"]["maxLength"] == 4 * math.ceil(
+        MAX_IMAGE_BYTES / 3
+    )
+    assert (
+        MAX_REQUEST_BYTES >= MAX_IMAGE_BYTES
+    )  # the body limit (413) bounds the image before the schema does
+    assert schemas["PredictRequest"]["properties"]["model"]["enum"] == [*MODELS, "both"]
+    review = schemas["ReviewRequest"]["properties"]
+    assert review["verdict"]["enum"] == list(reviews.VERDICTS)
+    assert {k: review[k]["maxLength"] for k in reviews.MAX_TEXT} == reviews.MAX_TEXT
+    assert params["Limit"]["schema"]["maximum"] == handlers["results"].MAX_LIMIT
+    custom = SERVER["components"]["parameters"]["CustomAttributes"]["schema"]
+    assert custom["maxLength"] == MAX_CUSTOM_ATTRIBUTES
+
+
+# ------------------------------------------------------------------------------------ the error shape
+
+
+def _event(method: str, path: str, body: str | None, resource: str | None = None) -> dict:
+    return {
+        "resource": resource or path, "path": path, "httpMethod": method,
+        "headers": {"content-type": "application/json"}, "multiValueHeaders": {},
+        "queryStringParameters": None, "multiValueQueryStringParameters": None, "pathParameters": None,
+        "stageVariables": None, "body": body, "isBase64Encoded": False,
+        "requestContext": {"resourcePath": resource or path, "httpMethod": method, "stage": "test",
+                           "requestId": "r", "authorizer": {"claims": CLAIMS}},
+    }  # fmt: skip
+
+
+class _Context:
+    function_name, memory_limit_in_mb, aws_request_id = "test", 128, "req-1"
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:test"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 30_000
+
+
+def _answer(module, event: dict) -> tuple[int, dict, dict]:  # noqa: ANN001
+    resp = module.handler(event, _Context())
+    return resp["statusCode"], json.loads(resp["body"]), resp.get("multiValueHeaders") or resp["headers"]
+
+
+def _shape(status: int, body: dict, kind: str) -> None:
+    assert set(body) == {"error", "type"} and body["type"] == kind and errors.TYPES[kind] == status, body
+
+
+def test_a_body_that_is_not_json_is_400_bad_request(handlers: dict) -> None:
+    status, body, _ = _answer(handlers["predict"], _event("POST", "/predict", "{not json"))
+    _shape(status, body, "bad_request")
+    status, body, _ = _answer(handlers["models_api"], _event("POST", "/models/patchcore-1/reject", "]["))
+    _shape(status, body, "bad_request")
+
+
+def test_unknown_routes_are_404_and_other_methods_405(handlers: dict) -> None:
+    status, body, _ = _answer(handlers["results"], _event("GET", "/nope", None))
+    _shape(status, body, "not_found")
+    status, body, headers = _answer(handlers["results"], _event("DELETE", "/results", None))
+    _shape(status, body, "method_not_allowed")
+    assert "GET" in str(headers.get("Allow"))
+
+
+def test_powertools_errors_keep_their_status_in_the_shape(handlers: dict) -> None:
+    status, body, _ = _answer(handlers["results"], _event("GET", "/review-queue", None))  # BadRequestError
+    _shape(status, body, "bad_request")
+    unsigned = _event("GET", "/results", None)
+    del unsigned["requestContext"]["authorizer"]
+    status, body, _ = _answer(handlers["results"], unsigned)  # identity's ServiceError(401)
+    _shape(status, body, "unauthorized")
+
+
+def test_an_unexpected_exception_is_500_internal_logged_never_in_the_body(
+    handlers: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(body):  # noqa: ANN001, ANN202
+        raise RuntimeError("secret detail of a bug")
+
+    monkeypatch.setattr(handlers["predict"], "_parse", broken)
+    log = io.StringIO()
+    monkeypatch.setattr(handlers["predict"].logger.registered_handler, "stream", log)
+    body_text = json.dumps({"class_name": "w", "image_base64": "AAAA"})
+    status, body, _ = _answer(handlers["predict"], _event("POST", "/predict", body_text))
+    _shape(status, body, "internal")
+    assert "secret" not in body["error"] and "Traceback" not in body["error"]
+    logged = log.getvalue()
+    assert "secret detail of a bug" in logged and "Traceback" in logged
+
+
+def test_error_response_keeps_its_old_call_and_takes_a_kind(handlers: dict) -> None:
+    from ivadas_functions.aws import error_response
+
+    old_call = error_response(409, "busy")
+    assert old_call.status_code == 409 and old_call.body == {"error": "busy", "type": "conflict"}
+    assert error_response(400, "x", "invalid_image").body == {"error": "x", "type": "invalid_image"}
+
+
+def _asgi(app, method: str, path: str, body: bytes = b"", headers: dict | None = None):  # noqa: ANN001, ANN201
+    """(status, headers, body) of one request to an ASGI app; an exception the app re-raises after its
+    answer (Starlette's error middleware does) is swallowed, as a server would log it."""
+    sent: list[dict] = []
+    chunks = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receive() -> dict:
+        return chunks.pop(0) if chunks else {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    raw = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "path": path,
+        "raw_path": path.encode(), "query_string": b"", "root_path": "", "scheme": "http", "headers": raw,
+        "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80),
+    }  # fmt: skip
+    try:
+        asyncio.run(app(scope, receive, send))
+    except RuntimeError as exc:
+        if "broken on purpose" not in str(exc):
+            raise
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    out = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return start["status"], {k.decode(): v.decode() for k, v in start["headers"]}, out
+
+
+def _doc(raw: bytes) -> dict:
+    return json.loads(raw)
+
+
+def test_the_model_server_answers_every_error_in_the_shape(monkeypatch: pytest.MonkeyPatch) -> None:
+    from model_server.server import app as server_app
+    from model_server.server.config import ServerConfig
+
+    async def broken(self, request):  # noqa: ANN001, ANN202
+        raise RuntimeError("broken on purpose: secret")
+
+    monkeypatch.setattr(server_app.Server, "ping", broken)
+    app = server_app.create_app(ServerConfig(endpoints={"e": "/nonexistent"}))
+    status, _, body = _asgi(app, "GET", "/nope")
+    _shape(status, {k: v for k, v in _doc(body).items() if k != "message"}, "not_found")
+    status, headers, body = _asgi(app, "GET", "/invocations")
+    _shape(status, {k: v for k, v in _doc(body).items() if k != "message"}, "method_not_allowed")
+    assert headers["allow"] == "POST"
+    status, _, body = _asgi(app, "GET", "/ping")
+    _shape(status, {k: v for k, v in _doc(body).items() if k != "message"}, "internal")
+    assert "secret" not in body.decode()
+    status, _, body = _asgi(app, "POST", "/invocations", b"{}", {"content-type": "application/json"})
+    assert status == 503 and _doc(body)["type"] == "unavailable"  # nothing loaded (no lifespan)
+    status, _, body = _asgi(app, "GET", "/openapi.json")
+    assert status == 200 and _doc(body) == SERVER
+
+
+def test_the_shim_answers_its_own_errors_in_the_shape() -> None:
+    from infra.local.api_shim import create_shim
+
+    app = create_shim(Stack(load_template()), "the-key", {})
+    status, _, body = _asgi(app, "GET", "/openapi.json")  # no key, no token
+    assert status == 200 and _doc(body) == API
+    status, _, body = _asgi(app, "GET", "/openapi.yaml")
+    assert status == 200 and yaml.safe_load(body) == API
+    status, _, body = _asgi(app, "POST", "/machine/predict", b"{}", {"x-api-key": "wrong"})
+    _shape(status, _doc(body), "forbidden")
+    huge = b"x" * (MAX_REQUEST_BYTES + 1)
+    status, _, body = _asgi(app, "POST", "/machine/predict", huge, {"x-api-key": "the-key"})
+    _shape(status, _doc(body), "payload_too_large")
+    status, _, body = _asgi(app, "GET", "/results")  # a people route without a token
+    _shape(status, _doc(body), "unauthorized")
+    status, _, body = _asgi(app, "GET", "/no-such-file.png")
+    _shape(status, _doc(body), "not_found")
+    for method, path in (("DELETE", "/results"), ("GET", "/predict"), ("PUT", "/models/patchcore-1/approve")):
+        status, headers, body = _asgi(app, method, path)
+        _shape(status, _doc(body), "method_not_allowed")
+        assert headers["allow"], (method, path)

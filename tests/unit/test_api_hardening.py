@@ -1,0 +1,74 @@
+"""What the API functions answer a browser: CORS only for the UI's origin, presigned links that expire within
+minutes, and no internal error text (the template side is in test_template.py)."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from urllib.parse import parse_qs, urlparse
+
+import boto3
+import pytest
+
+from tests.unit.test_handlers import INBOX, TABLE, Context, api_event, aws  # noqa: F401
+
+UI = "https://ui.example"
+
+
+def _signed_in(event: dict, origin: str) -> dict:
+    """An event as API Gateway passes it after the Cognito authorizer, from a browser at `origin`."""
+    event["headers"]["origin"] = origin
+    event["requestContext"]["authorizer"] = {
+        "claims": {"sub": "u-1", "token_use": "id", "cognito:username": "ann", "cognito:groups": "ml-engineers"}
+    }
+    return event
+
+
+@pytest.fixture
+def ui_origin(monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("UI_ORIGIN", UI)  # what the template sets from UiOrigin
+    return UI
+
+
+def test_answers_allow_only_the_ui_origin(aws, ui_origin) -> None:  # noqa: F811
+    predict = importlib.import_module("ivadas_functions.predict")
+    event = api_event("POST", "/predict", body={"class_name": "bottle"})  # a 400: no endpoint needed
+    mine = predict.handler(_signed_in(event, ui_origin), Context())
+    assert mine["statusCode"] == 400
+    assert mine["multiValueHeaders"]["Access-Control-Allow-Origin"] == [UI]
+    event = api_event("POST", "/predict", body={"class_name": "bottle"})
+    other = predict.handler(_signed_in(event, "https://elsewhere.example"), Context())
+    assert "Access-Control-Allow-Origin" not in other["multiValueHeaders"]
+
+
+def test_presigned_links_expire_within_minutes(aws, ui_origin) -> None:  # noqa: F811
+    results = importlib.import_module("ivadas_functions.results")
+    boto3.resource("dynamodb").Table(TABLE).put_item(
+        Item={"inspection_id": "id1", "class_name": "bottle", "status": "INSPECTED",
+              "created_at": "2026-11-27T10:00:00.000Z", "bucket": INBOX, "key": "k.png",
+              "heatmap_key": "heatmaps/bottle/id1.png"}  # fmt: skip
+    )
+    event = _signed_in(api_event("GET", "/results/id1", params={"inspection_id": "id1"}), ui_origin)
+    answer = results.handler(event, Context())
+    assert answer["statusCode"] == 200, answer["body"]
+    body = json.loads(answer["body"])
+    for name in ("image_url", "heatmap_url"):
+        query = parse_qs(urlparse(body[name]).query)
+        assert query["X-Amz-Algorithm"] == ["AWS4-HMAC-SHA256"], name  # SigV4: S3's supported signature
+        assert int(query["X-Amz-Expires"][0]) == results.URL_SECONDS <= 300, name
+
+
+def test_classes_never_shows_why_an_endpoint_failed(aws, ui_origin, monkeypatch, caplog) -> None:  # noqa: F811
+    results = importlib.import_module("ivadas_functions.results")
+    detail = "endpoint ivadas-dev-patchcore answered 500 InternalFailure: Traceback in /opt/program/serve"
+
+    def fail(endpoint: str, payload: dict) -> dict:
+        raise results.TransientFailure(detail)
+
+    monkeypatch.setattr(results, "invoke_endpoint_json", fail)
+    answer = results.handler(_signed_in(api_event("GET", "/classes"), ui_origin), Context())
+    assert answer["statusCode"] == 200
+    body = json.loads(answer["body"])
+    assert all(m == {"available": False, "error": "unavailable"} for m in body["models"].values())
+    assert "Traceback" not in answer["body"] and "InternalFailure" not in answer["body"]
+    assert any(getattr(r, "error", None) == detail for r in caplog.records)  # logged for the operators
