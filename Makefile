@@ -17,9 +17,25 @@ $(STAMP): pyproject.toml Makefile
 
 install: $(STAMP)
 
-lint: install
+# checkov in a venv of its own: its pins (boto3/botocore 1.35, networkx 2.6, packaging 23) would downgrade the
+# project's. Made once per version (about 1 min, 290 MB).
+CHECKOV_VERSION := 3.3.30
+CHECKOV_VENV := build/checkov-venv
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
+
+$(CHECKOV_STAMP):
+	rm -rf $(CHECKOV_VENV)
+	$(PYTHON) -m venv $(CHECKOV_VENV) || python3 -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install -q 'checkov==$(CHECKOV_VERSION)'
+	touch $@
+
+# Static checks: ruff; bandit on the Python (each finding left has its `# nosec` reason); checkov on the
+# template (each finding left has its reason in the resource's Metadata). Any new finding fails the build.
+lint: install $(CHECKOV_STAMP)
 	$(VENV)/bin/ruff check model_server functions infra tests
 	$(VENV)/bin/ruff format --check model_server functions infra tests
+	$(VENV)/bin/bandit -q -c pyproject.toml -r functions infra model_server
+	$(CHECKOV_VENV)/bin/checkov -f template.yaml --framework cloudformation --quiet --compact --skip-download
 
 test: install lint
 	$(PY) -m pytest tests -q

@@ -209,7 +209,7 @@ def results(args: argparse.Namespace) -> int:
     url = f"{state['api_url']}/results?{urllib.parse.urlencode(query)}"
     req = urllib.request.Request(url, headers=headers)
     try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
+        with urllib.request.urlopen(req, timeout=30) as resp:  # the stack's API (or the local shim)  # nosec B310
             doc = json.loads(resp.read())
     except urllib.error.HTTPError as err:
         from infra.cli_errors import api_error, describe

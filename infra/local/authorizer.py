@@ -75,7 +75,7 @@ class CognitoAuthorizer:
     def _fetch_keys(self) -> None:
         header = _MOTO_COGNITO_HEADER.format(region=self.pool.region)
         request = urllib.request.Request(self.pool.jwks_url, headers={"Authorization": header})
-        with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310 - the pool's own JWKS URL
+        with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310 - the pool's own JWKS URL  # nosec B310
             keys = jwt.PyJWKSet.from_dict(json.loads(resp.read())).keys
         self._keys = {k.key_id: k for k in keys if k.key_id}
         self._fetched_at = time.monotonic()

@@ -66,7 +66,7 @@ def up(args: argparse.Namespace) -> int:
         return 1
     state_dir.mkdir(parents=True, exist_ok=True)
     log_file = open(state_dir / "supervisor.log", "ab")  # noqa: SIM115 - handed to the supervisor process
-    proc = subprocess.Popen(
+    proc = subprocess.Popen(  # argument list (no shell) of this package's supervisor  # nosec B603
         _supervisor_command(args), cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT,
         start_new_session=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
     )  # fmt: skip

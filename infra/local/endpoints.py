@@ -148,7 +148,7 @@ class EndpointFollower(threading.Thread):
             method="PUT",
             headers={"Content-Type": "application/json"},
         )
-        with urllib.request.urlopen(request, timeout=600) as resp:  # noqa: S310 - the local model server
+        with urllib.request.urlopen(request, timeout=600) as resp:  # noqa: S310 - the local model server  # nosec B310
             return json.loads(resp.read())
 
     def check(self) -> None:

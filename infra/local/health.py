@@ -16,7 +16,7 @@ log = logging.getLogger("ivadas.local")
 
 def answers_ping(url: str, timeout: float) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - the local model server
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - the local model server  # nosec B310
             return resp.status == 200
     except (urllib.error.URLError, OSError):
         return False

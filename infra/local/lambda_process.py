@@ -70,7 +70,7 @@ class ExecutionEnvironment:
                "--function", self.function, "--instance", self.instance,
                "--parameters", json.dumps(self.parameters)]  # fmt: skip
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
+            self.proc = subprocess.Popen(  # this interpreter on this package's runtime module, no shell  # nosec B603
                 cmd, pass_fds=(child.fileno(),), stdout=log, stderr=subprocess.STDOUT,
                 # unbuffered: the handler's log lines reach the file even when the process is killed
                 env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}, cwd=ROOT,

@@ -26,7 +26,7 @@ def spawn(args: list[str], log_path: Path) -> subprocess.Popen:
     runs under infra.local.child, so it dies with this process even when this one is killed -9."""
     if args[:1] == ["-m"]:
         args = ["-m", "infra.local.child", str(os.getpid()), *args[1:]]
-    return subprocess.Popen(
+    return subprocess.Popen(  # this interpreter with the stack's own modules, no shell  # nosec B603
         [sys.executable, *args],
         stdout=open(log_path, "ab"),  # noqa: SIM115 - the child process owns the log file
         stderr=subprocess.STDOUT,
@@ -46,7 +46,7 @@ def wait_http(
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"{' '.join(map(str, proc.args))} exited with {proc.returncode}")
         try:
-            with urllib.request.urlopen(url, timeout=2) as resp:
+            with urllib.request.urlopen(url, timeout=2) as resp:  # a local service's health URL  # nosec B310
                 status = resp.status
         except urllib.error.HTTPError as err:
             status = err.code

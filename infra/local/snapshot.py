@@ -112,7 +112,7 @@ def restore_journal(moto_url: str, buckets: list[str], tables: list[str]) -> dic
         data=json.dumps({"buckets": buckets, "tables": tables}).encode(),
         method="POST",
     )
-    with urllib.request.urlopen(req, timeout=600) as resp:  # noqa: S310 - the local moto's URL
+    with urllib.request.urlopen(req, timeout=600) as resp:  # noqa: S310 - the local moto's URL  # nosec B310
         return json.loads(resp.read())
 
 

@@ -27,7 +27,7 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--endpoint", action="append", default=[], metavar="NAME=PATH", help="host a named endpoint"
     )
-    p.add_argument("--host", default="0.0.0.0")
+    p.add_argument("--host", default="0.0.0.0")  # SageMaker's container contract: serve on every interface  # nosec B104
     p.add_argument("--port", type=int, default=int(os.environ.get("SAGEMAKER_BIND_TO_PORT", "8080")))
     workers = int(os.environ.get("SAGEMAKER_MODEL_SERVER_WORKERS", "1"))
     p.add_argument("--workers", type=int, default=workers, help="processes; each loads the models")

@@ -76,7 +76,7 @@ class Sample:
         if self.path is not None:
             try:
                 return _display_size(self.path)
-            except Exception:  # let read_image produce the proper error message
+            except Exception:  # let read_image produce the proper error message  # nosec B110
                 pass
         return tuple(self.load_rgb().shape[:2])  # type: ignore[return-value]
 

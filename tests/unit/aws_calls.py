@@ -27,9 +27,14 @@ EVENT_BUCKET = ("event-bucket",)  # the bucket an S3 event names: the one whose 
 RESOURCE_PARAMS = {"s3": "Bucket", "dynamodb": "TableName", "sagemaker-runtime": "EndpointName",
                    "sqs": ("QueueName", "QueueUrl"), "ssm": "Name"}  # fmt: skip
 #: S3 operations whose IAM action is not their name (AWS: "Actions, resources, and condition keys for S3").
-S3_ACTIONS = {"HeadObject": "GetObject", "CreateMultipartUpload": "PutObject", "UploadPart": "PutObject",
-              "CompleteMultipartUpload": "PutObject", "ListObjectsV2": "ListBucket",
-              "CopyObject": "PutObject"}  # fmt: skip  (the copy's source: a GetObject call of its own)
+S3_ACTIONS = {
+    "HeadObject": "GetObject",
+    "CreateMultipartUpload": "PutObject",
+    "UploadPart": "PutObject",
+    "CompleteMultipartUpload": "PutObject",
+    "ListObjectsV2": "ListBucket",
+    "CopyObject": "PutObject",
+}  # fmt: skip  (the copy's source: a GetObject call of its own)
 #: S3 answers a missing key with 404 only to a caller that may list the bucket (403 otherwise), so a read
 #: whose function tells a missing object apart (it names the error code) needs s3:ListBucket too.
 MISSING_KEY = "NoSuchKey"
@@ -48,7 +53,8 @@ class Call:
         prefix = _service_model(self.service).signing_name
         if self.service == "s3":
             action = S3_ACTIONS.get(self.operation, self.operation)
-            listing = [("s3:ListBucket", self.resource)] if self.tells_missing and action == "GetObject" else []
+            lists = self.tells_missing and action == "GetObject"
+            listing = [("s3:ListBucket", self.resource)] if lists else []
             return [(f"s3:{action}", self.resource), *listing]
         return [(f"{prefix}:{self.operation}", self.resource)]
 
@@ -72,9 +78,9 @@ def _settings_fields() -> dict[str, str]:
     for node in ast.walk(tree):
         if isinstance(node, ast.keyword) and isinstance(node.value, ast.Call):
             call = node.value
-            if isinstance(call.func, ast.Name) and call.func.id == "required" and call.args:
-                if isinstance(call.args[0], ast.Constant):
-                    fields[node.arg] = call.args[0].value
+            named = isinstance(call.func, ast.Name) and call.func.id == "required"
+            if named and call.args and isinstance(call.args[0], ast.Constant):
+                fields[node.arg] = call.args[0].value
     return fields
 
 
@@ -208,7 +214,6 @@ class Finder:
         if key in seen:
             return set()
         seen = seen | {key}
-        scope = self.scope(module)
         if isinstance(node, ast.Constant) and isinstance(node.value, str):
             return {("str", node.value)}
         if isinstance(node, ast.Name):
@@ -221,13 +226,12 @@ class Finder:
                 return {("env", v) for v in _endpoint_variables()}
             if isinstance(node.slice, ast.Constant) and node.slice.value == "bucket":
                 return {EVENT_BUCKET}  # a record's "bucket" is the inbox object's (inspection.py)
-            if isinstance(node.slice, ast.Constant) and isinstance(node.value, ast.Attribute):
-                if node.value.attr == "environ":
-                    return {("env", node.slice.value)}
+            environ = isinstance(node.value, ast.Attribute) and node.value.attr == "environ"
+            if environ and isinstance(node.slice, ast.Constant):
+                return {("env", node.slice.value)}
             return {v for v in base if v[0] == "result"}
         if isinstance(node, ast.Call):
             return self._call_value(module, qual, node, seen)
-        del scope
         return set()
 
     def _name(self, module: str, qual: str | None, name: str, seen: frozenset) -> set:
@@ -288,7 +292,8 @@ class Finder:
         out = set()
         for callee in self.value(module, qual, node.func, seen):
             if callee == ("func", AWS_MODULE, "client"):
-                out |= {("client", v[1]) for v in self.value(module, qual, node.args[0], seen) if v[0] == "str"}
+                names = self.value(module, qual, node.args[0], seen)
+                out |= {("client", v[1]) for v in names if v[0] == "str"}
             elif callee == ("func", AWS_MODULE, "table"):
                 out |= {("table", v) for v in self.value(module, qual, node.args[0], seen)}
             elif callee == ("settings-factory",):
@@ -302,13 +307,15 @@ class Finder:
                 for name in (names,) if isinstance(names, str) else names:
                     if name in kwargs:
                         out |= {("result", v) for v in self.value(module, qual, kwargs[name], seen)}
-        if isinstance(node.func, ast.Attribute) and node.func.attr == "get" and node.args:
-            if isinstance(node.func.value, ast.Attribute) and node.func.value.attr == "environ":
-                out |= {("env", v[1]) for v in self.value(module, qual, node.args[0], seen) if v[0] == "str"}
+        func = node.func
+        environ = isinstance(func, ast.Attribute) and isinstance(func.value, ast.Attribute)
+        if environ and func.attr == "get" and func.value.attr == "environ" and node.args:  # os.environ.get
+            out |= {("env", v[1]) for v in self.value(module, qual, node.args[0], seen) if v[0] == "str"}
         return out
 
     # ------------------------------------------------------------------------------------ visiting
-    def _bind(self, module: str, qual: str, args: list, keywords: list, caller: tuple, skip_self: bool) -> None:
+    def _bind(self, module: str, qual: str, args: list, keywords: list, caller: tuple, skip_self: bool
+              ) -> None:  # fmt: skip
         params = self._params(module, qual)
         if skip_self:
             params = params[1:]
@@ -335,7 +342,7 @@ class Finder:
                             self._reach(v[1], v[2])
                             self._add((v[1], v[2], "self"), {v[3]})
                     if isinstance(node, ast.Attribute):
-                        self._visit_op(where, node, None)
+                        self._visit_op(where, node)
 
     def _reach(self, module: str, qual: str) -> None:
         if module != AWS_MODULE or qual not in ("client", "table"):
@@ -359,12 +366,16 @@ class Finder:
                     for op in _persistence_calls():
                         self.calls.add(Call("dynamodb", op, res, self._where(module, node)))
         if isinstance(node.func, ast.Attribute) and node.func.attr == "submit" and node.args:
-            for fn in self.value(module, qual, node.args[0]):  # pool.submit(fn, *args)
-                if fn[0] == "func":
-                    self._bind(fn[1], fn[2], node.args[1:], node.keywords, where, False)
-        if isinstance(node.func, ast.Name) and node.func.id in ("client", "table"):
-            if node.func.id == "client" and not isinstance(node.args[0], ast.Constant):
-                self.unfindable.append(f"{self._where(module, node)}: client() of a service not written out")
+            self._submit(where, node)
+        named = isinstance(node.func, ast.Name) and node.func.id == "client"
+        if named and not (node.args and isinstance(node.args[0], ast.Constant)):
+            self.unfindable.append(f"{self._where(module, node)}: client() of a service not written out")
+
+    def _submit(self, where: tuple, node: ast.Call) -> None:
+        """pool.submit(fn, *args): fn is called with args."""
+        for fn in self.value(*where, node.args[0]):
+            if fn[0] == "func":
+                self._bind(fn[1], fn[2], node.args[1:], node.keywords, where, False)
 
     def _construct(self, module: str, cls: str, node: ast.Call, caller: tuple) -> None:
         fields = self.scope(module).fields(cls)
@@ -377,7 +388,7 @@ class Finder:
     def _where(self, module: str, node: ast.AST) -> str:
         return f"functions/{module.replace('.', '/')}.py:{node.lineno}"
 
-    def _visit_op(self, where: tuple, node: ast.Attribute, _: None) -> None:
+    def _visit_op(self, where: tuple, node: ast.Attribute) -> None:
         module, qual = where
         for recv in self.value(module, qual, node.value):
             if recv[0] == "table" and node.attr in operations("dynamodb"):
@@ -423,10 +434,10 @@ class Finder:
         for node in ast.walk(scope.defs[qual]):
             if isinstance(node, ast.Constant) and node.value == MISSING_KEY:
                 return True
-            if isinstance(node, ast.Name) and node.id in scope.globals:
-                if any(isinstance(c, ast.Constant) and c.value == MISSING_KEY
-                       for v in scope.globals[node.id] for c in ast.walk(v)):  # fmt: skip
-                    return True
+            named = isinstance(node, ast.Name) and node.id in scope.globals
+            if named and any(isinstance(c, ast.Constant) and c.value == MISSING_KEY
+                             for v in scope.globals[node.id] for c in ast.walk(v)):  # fmt: skip
+                return True
         return False
 
     @cache  # noqa: B019 - one finder per test
@@ -435,11 +446,7 @@ class Finder:
 
     def _parent_call(self, module: str, node: ast.Attribute) -> ast.Call | None:
         parent = self._parents(module).get(id(node))
-        if isinstance(parent, ast.Call) and parent.func is node:
-            return parent
-        if isinstance(parent, ast.Attribute) and parent.attr == "paginate":  # get_paginator(...).paginate()
-            return None
-        return None
+        return parent if isinstance(parent, ast.Call) and parent.func is node else None
 
 
 def _dict_items(node: ast.Dict) -> dict[str, ast.AST]:

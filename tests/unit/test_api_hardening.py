@@ -18,9 +18,8 @@ UI = "https://ui.example"
 def _signed_in(event: dict, origin: str) -> dict:
     """An event as API Gateway passes it after the Cognito authorizer, from a browser at `origin`."""
     event["headers"]["origin"] = origin
-    event["requestContext"]["authorizer"] = {
-        "claims": {"sub": "u-1", "token_use": "id", "cognito:username": "ann", "cognito:groups": "ml-engineers"}
-    }
+    claims = {"sub": "u-1", "token_use": "id", "cognito:username": "ann", "cognito:groups": "ml-engineers"}
+    event["requestContext"]["authorizer"] = {"claims": claims}
     return event
 
 
@@ -44,9 +43,15 @@ def test_answers_allow_only_the_ui_origin(aws, ui_origin) -> None:  # noqa: F811
 def test_presigned_links_expire_within_minutes(aws, ui_origin) -> None:  # noqa: F811
     results = importlib.import_module("ivadas_functions.results")
     boto3.resource("dynamodb").Table(TABLE).put_item(
-        Item={"inspection_id": "id1", "class_name": "bottle", "status": "INSPECTED",
-              "created_at": "2026-11-27T10:00:00.000Z", "bucket": INBOX, "key": "k.png",
-              "heatmap_key": "heatmaps/bottle/id1.png"}  # fmt: skip
+        Item={
+            "inspection_id": "id1",
+            "class_name": "bottle",
+            "status": "INSPECTED",
+            "created_at": "2026-11-27T10:00:00.000Z",
+            "bucket": INBOX,
+            "key": "k.png",
+            "heatmap_key": "heatmaps/bottle/id1.png",
+        }  # fmt: skip
     )
     event = _signed_in(api_event("GET", "/results/id1", params={"inspection_id": "id1"}), ui_origin)
     answer = results.handler(event, Context())

@@ -24,7 +24,7 @@ from tests.unit.aws_calls import FUNCTIONS, Call, aws_calls
 ARN = f"{REGION}:{ACCOUNT}"
 #: Wildcard grants, each with why no exact ARN can be written (Stage "dev").
 WILDCARDS = {
-    ("sagemaker:ListModelPackages", "*"): "the action takes no resource (AWS service authorization reference)",
+    ("sagemaker:ListModelPackages", "*"): "the action takes no resource (AWS's authorization reference)",
     **{
         (f"sagemaker:{action}", f"arn:aws:sagemaker:{ARN}:model-package/ivadas-dev-{model}/*"): (
             "one model's versions: the registry numbers each version when it is registered"
@@ -107,8 +107,8 @@ def _arn(call: Call, resource: tuple | None, env: dict[str, str], stack: Stack) 
         assert resource[1] in env, f"{call.where} reads {resource[1]}, which the template does not set"
         name = env[resource[1]]
     else:  # the bucket an S3 event names: the one whose notifications feed the queue
-        name = next(stack.ref(k) for k, r in stack.resources.items()
-                    if r["Type"] == "AWS::S3::Bucket" and "NotificationConfiguration" in r["Properties"])  # fmt: skip
+        name = next(stack.ref(k) for k, r in stack.resources.items() if r["Type"] == "AWS::S3::Bucket"
+                    and "NotificationConfiguration" in r["Properties"])  # fmt: skip
     return {
         "s3": f"arn:aws:s3:::{name}",
         "dynamodb": f"arn:aws:dynamodb:{ARN}:table/{name}",
@@ -130,6 +130,7 @@ def needed(logical: str, calls: set[Call]) -> dict[tuple[str, str], list[str]]:
 
 def compare(need: dict[tuple[str, str], list[str]], grants: set[tuple[str, str]]) -> list[str]:
     """Every problem: a call not allowed, a grant not used, a wildcard not listed."""
+
     def covers(grant: tuple[str, str], want: tuple[str, str]) -> bool:
         return grant[0] == want[0] and (want[1] == "?" or fnmatch.fnmatchcase(want[1], grant[1]))
 
@@ -193,7 +194,7 @@ def test_every_client_comes_from_aws_client() -> None:
         if path.name == "aws.py":
             continue
         for node in ast.walk(ast.parse(path.read_text())):
-            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
-                    and node.value.id == "boto3" and node.attr in ("client", "resource", "Session")):  # fmt: skip
+            on_boto3 = isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+            if on_boto3 and node.value.id == "boto3" and node.attr in ("client", "resource", "Session"):
                 made.append(f"{Path(path).relative_to(FUNCTIONS)}:{node.lineno}")
     assert not made, made
