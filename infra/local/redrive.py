@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import unquote_plus
 
@@ -23,24 +24,29 @@ from ivadas_contract.inspection import inspection_id
 _FAILED = ("inspection failed: the message returns to the queue", "invocation failed")
 
 
-def last_errors(logs: Path) -> dict[str, tuple[str, str]]:
-    """message id -> (time, error) of the last failure logged for it in the worker logs."""
-    found: dict[str, tuple[str, str]] = {}
+def worker_log_records(logs: Path) -> Iterator[dict]:
+    """The JSON lines of every worker environment's log (the platform's and powertools')."""
     for path in sorted(logs.glob("worker-*.log")):
         for line in path.read_text(errors="replace").splitlines():
             if not line.startswith("{"):
                 continue
             try:
-                doc = json.loads(line)
+                yield json.loads(line)
             except ValueError:
                 continue
-            if doc.get("message") not in _FAILED:
-                continue
-            ids = doc.get("message_ids") or [doc.get("message_id")]
-            for mid in filter(None, ids):
-                stamp = str(doc.get("timestamp", ""))
-                if mid not in found or stamp >= found[mid][0]:
-                    found[mid] = (stamp, str(doc.get("error", "")))
+
+
+def last_errors(logs: Path) -> dict[str, tuple[str, str]]:
+    """message id -> (time, error) of the last failure logged for it in the worker logs."""
+    found: dict[str, tuple[str, str]] = {}
+    for doc in worker_log_records(logs):
+        if doc.get("message") not in _FAILED:
+            continue
+        ids = doc.get("message_ids") or [doc.get("message_id")]
+        for mid in filter(None, ids):
+            stamp = str(doc.get("timestamp", ""))
+            if mid not in found or stamp >= found[mid][0]:
+                found[mid] = (stamp, str(doc.get("error", "")))
     return found
 
 

@@ -46,6 +46,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from infra.inspect_cli import _Inbox  # noqa: E402
+from infra.local.redrive import worker_log_records  # noqa: E402
 from infra.local.state import read_state  # noqa: E402
 from tests.conftest import _part, _scratch, _train, make_mvtec  # noqa: E402
 
@@ -281,27 +282,20 @@ def read_logs(logs: Path) -> dict:
     failures: dict[str, list[str]] = defaultdict(list)
     by_message: dict[str, set[str]] = defaultdict(set)
     killed_messages: set[str] = set()
-    for path in logs.glob("worker-*.log"):
-        for line in path.read_text(errors="replace").splitlines():
-            if not line.startswith("{"):
-                continue
-            try:
-                doc = json.loads(line)
-            except ValueError:
-                continue
-            iid, message = doc.get("inspection_id"), doc.get("message")
-            if iid and doc.get("message_id"):
-                by_message[doc["message_id"]].add(iid)
-            if message == "result written":
-                writes[iid] += 1
-            elif message == "already inspected: delivered again":
-                replays[iid] += 1
-            elif message == "inspection failed: the message returns to the queue":
-                error = str(doc.get("error", ""))
-                in_progress[iid] += "IdempotencyAlreadyInProgressError" in error
-                failures[iid].append(error)
-            elif message == "invocation failed":  # the platform's line for a killed or timed-out batch
-                killed_messages.update(doc.get("message_ids") or [])
+    for doc in worker_log_records(logs):
+        iid, message = doc.get("inspection_id"), doc.get("message")
+        if iid and doc.get("message_id"):
+            by_message[doc["message_id"]].add(iid)
+        if message == "result written":
+            writes[iid] += 1
+        elif message == "already inspected: delivered again":
+            replays[iid] += 1
+        elif message == "inspection failed: the message returns to the queue":
+            error = str(doc.get("error", ""))
+            in_progress[iid] += "IdempotencyAlreadyInProgressError" in error
+            failures[iid].append(error)
+        elif message == "invocation failed":  # the platform's line for a killed or timed-out batch
+            killed_messages.update(doc.get("message_ids") or [])
     killed = {iid for mid in killed_messages for iid in by_message.get(mid, ())}
     return {"writes": writes, "replays": replays, "in_progress": in_progress, "failures": failures,
             "killed": killed}  # fmt: skip
