@@ -8,8 +8,11 @@ folder markers (keys ending in "/"), which are not images of anything.
 from __future__ import annotations
 
 import hashlib
+import re
 from datetime import UTC, datetime
 from typing import Any
+
+from ivadas_contract.limits import MAX_NAME_CHARS
 
 INSPECTED = "INSPECTED"
 REJECTED = "REJECTED"
@@ -17,6 +20,16 @@ REJECTED = "REJECTED"
 UNASSIGNED_CLASS = "unassigned"
 #: Object metadata that names the class (and line) when the key does not follow `<line>/<class_name>/<file>`.
 CLASS_METADATA = ("class-name", "class_name")
+#: What a product class may be called: it travels in the endpoint call's CustomAttributes header
+#: (`class_name=<name>,return_heatmap=...`), so no comma, `=`, control character or non-ASCII text.
+CLASS_NAME = re.compile(rf"[A-Za-z0-9][A-Za-z0-9 _.+-]{{0,{MAX_NAME_CHARS - 1}}}")
+CLASS_NAME_RULE = f"1-{MAX_NAME_CHARS} letters, digits, spaces or _ . + -, starting with a letter or digit"
+
+
+def is_class_name(name: object) -> bool:
+    return isinstance(name, str) and CLASS_NAME.fullmatch(name) is not None
+
+
 LINE_METADATA = "line"
 
 

@@ -23,11 +23,13 @@ from aws_lambda_powertools.utilities.data_classes import S3Event
 from botocore.exceptions import ClientError
 
 from ivadas_contract.inspection import (
+    CLASS_NAME_RULE,
     class_from_key,
     class_from_metadata,
     heatmap_key,
     inspected_record,
     inspection_id,
+    is_class_name,
     is_folder_marker,
     rejected_record,
     shadow_fields,
@@ -69,6 +71,8 @@ def _problem(class_name: str | None, size: int, limit: int) -> str | None:
     """Why an object cannot be inspected, judged before its body is read; None when it can be."""
     if not class_name:
         return "no class: put images under <line>/<class_name>/ or set metadata class-name"
+    if not is_class_name(class_name):
+        return f"class {class_name!r} is not a class name ({CLASS_NAME_RULE})"
     if size == 0:
         return "empty file (0 bytes)"
     if size > limit:

@@ -85,7 +85,7 @@ def _decide(version: str, status: str, note: str | None, who: identity.Identity)
 @tracer.capture_method
 def approve(version: str):  # noqa: ANN201
     who = identity.require(app.current_event.raw_event, identity.DECIDE)
-    body = request_checks.json_object(app.current_event.json_body, required=False)
+    body = request_checks.json_object(app.current_event, required=False)
     return _decide(version, registry.APPROVED, request_checks.text(body, "note", MAX_NOTE_CHARS), who)
 
 
@@ -93,7 +93,7 @@ def approve(version: str):  # noqa: ANN201
 @tracer.capture_method
 def reject(version: str):  # noqa: ANN201
     who = identity.require(app.current_event.raw_event, identity.DECIDE)
-    body = request_checks.json_object(app.current_event.json_body, required=True)
+    body = request_checks.json_object(app.current_event, required=True)
     why = request_checks.text(body, "why", MAX_NOTE_CHARS, required=True)  # a rejection needs its reason
     return _decide(version, registry.REJECTED, why, who)
 

@@ -23,7 +23,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from ivadas_contract.errors import TYPES
-from ivadas_contract.limits import MAX_NAME_CHARS
+from ivadas_contract.inspection import CLASS_NAME_RULE, is_class_name
 from ivadas_contract.models import MODELS
 from ivadas_functions import api_errors, identity
 from ivadas_functions.aws import (
@@ -55,8 +55,8 @@ def _parse(body: object) -> tuple[str, bytes, str, bool]:
         raise BadRequestError("the body must be a JSON object")
     class_name, encoded = body.get("class_name"), body.get("image_base64")
     model = body.get("model", settings.default_model)
-    if not isinstance(class_name, str) or not class_name or len(class_name) > MAX_NAME_CHARS:
-        raise BadRequestError(f"class_name (string of at most {MAX_NAME_CHARS} characters) is required")
+    if not is_class_name(class_name):
+        raise BadRequestError(f"class_name is required: {CLASS_NAME_RULE}")
     heatmap = body.get("return_heatmap", True)
     if not isinstance(heatmap, bool):
         raise BadRequestError("return_heatmap must be true or false")

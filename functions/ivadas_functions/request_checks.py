@@ -23,10 +23,12 @@ def query(params: dict[str, str] | None) -> dict[str, str]:
     return params
 
 
-def json_object(body: Any, required: bool) -> dict:
-    """The JSON body as an object; an absent body is {} unless `required` (BadRequestError otherwise)."""
-    if body is None and not required:
+def json_object(event: Any, required: bool) -> dict:
+    """The request's JSON body as an object; an absent (empty) body is {} unless `required`. A body that is
+    present must be an object: `null` is not absence (BadRequestError otherwise)."""
+    if not event.body and not required:
         return {}
+    body = event.json_body
     if not isinstance(body, dict):
         raise BadRequestError("the body must be a JSON object")
     return body

@@ -32,7 +32,6 @@ from ivadas_contract.results_table import (
 
 #: Queries one request may make before it returns what it has (a short page, with a token to go on).
 MAX_READS = 25
-TRUE, FALSE = ("1", "true", "yes"), ("0", "false", "no")
 
 
 def parse_time(text: str, name: str) -> str:
@@ -47,13 +46,12 @@ def parse_time(text: str, name: str) -> str:
 
 
 def _flag(q: dict, name: str) -> bool | None:
+    """A documented flag (openapi/api.yaml `Flag`): absent, or exactly "true" / "false"."""
     value = q.get(name)
-    if value is None or value == "":
+    if value is None:
         return None
-    if value.lower() in TRUE:
-        return True
-    if value.lower() in FALSE:
-        return False
+    if value in ("true", "false"):
+        return value == "true"
     raise ValueError(f"{name} must be true or false")
 
 

@@ -257,3 +257,22 @@ def test_the_shim_answers_its_own_errors_in_the_shape() -> None:
         status, headers, body = _asgi(app, method, path)
         _shape(status, _doc(body), "method_not_allowed")
         assert headers["allow"], (method, path)
+
+
+def test_class_names_are_what_the_endpoint_call_can_carry() -> None:
+    """A class name travels in CustomAttributes: a comma, `=` or non-ASCII text would break the call (the fuzzer
+    found a lone surrogate answered 503); the document states the same rule as the contract."""
+    from ivadas_contract.inspection import CLASS_NAME, is_class_name
+
+    pattern = API["components"]["schemas"]["PredictRequest"]["properties"]["class_name"]["pattern"]
+    assert pattern == f"^{CLASS_NAME.pattern}$"
+    assert all(is_class_name(n) for n in ("bottle", "elpv_mono", "metal nut", "PCB-4.v2+"))
+    assert not any(is_class_name(n) for n in ("", "a,b", "a=b", "\ud922x", "ünï", " lead", "x\n", None, 3))
+
+
+def test_a_class_name_the_endpoint_cannot_carry_is_rejected_not_retried() -> None:
+    from ivadas_functions import inspector
+
+    reason = inspector._problem("a,b", 10, 100)
+    assert reason and "not a class name" in reason
+    assert inspector._problem("bottle", 10, 100) is None
