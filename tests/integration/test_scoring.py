@@ -61,11 +61,14 @@ def test_an_unknown_class_is_refused_before_any_image_is_decoded(endpoint: Endpo
     assert err.value.status == 422 and "capsule" in err.value.message
 
 
-def test_a_corrupt_image_is_422_naming_its_instance(endpoint: Endpoint, synthetic_root: Path) -> None:
+def test_a_corrupt_image_is_invalid_image_naming_its_instance(
+    endpoint: Endpoint, synthetic_root: Path
+) -> None:
     good = (synthetic_root / "widget/test/good/000.png").read_bytes()
     with pytest.raises(HttpError) as err:
         _score(endpoint, [Instance("widget", good, False), Instance("widget", good[:100], False)])
-    assert err.value.status == 422 and err.value.message.startswith("instances[1]")
+    assert err.value.status == 400 and err.value.kind == "invalid_image"
+    assert err.value.message.startswith("instances[1]")
 
 
 def test_a_failure_inside_the_model_is_424(endpoint: Endpoint, monkeypatch: pytest.MonkeyPatch) -> None:

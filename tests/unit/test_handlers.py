@@ -294,7 +294,8 @@ def test_results_lists_newest_first_and_pages(aws) -> None:
     one = results.handler(api_event("GET", "/results/id2", params={"inspection_id": "id2"}), Context())
     assert one["statusCode"] == 200 and "image_url" in json.loads(one["body"])
     missing = results.handler(api_event("GET", "/results/zzz", params={"inspection_id": "zzz"}), Context())
-    assert missing["statusCode"] == 404 and json.loads(missing["body"]) == {"error": "no inspection zzz"}
+    assert missing["statusCode"] == 404
+    assert json.loads(missing["body"]) == {"error": "no inspection zzz", "type": "not_found"}
 
 
 def test_stats_counters_are_kept_as_results_are_written(aws, monkeypatch) -> None:
