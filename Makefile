@@ -65,7 +65,8 @@ demo: install $(DEMO)/patchcore.tar.gz $(DEMO)/softpatch.tar.gz
 	$(VENV)/bin/ivadas local up --patchcore $(DEMO)/patchcore.tar.gz --softpatch $(DEMO)/softpatch.tar.gz --api-port 8000 --fresh
 	for c in $(subst $(comma), ,$(CLASSES)); do $(VENV)/bin/ivadas inspect --data-root $(DATA_ROOT) --class-name $$c | tail -n 1 || exit 1; done
 	@echo "Reports: $(DEMO)/report_patchcore/report.md, $(DEMO)/report_softpatch/report.md"
-	@echo "UI and API: http://127.0.0.1:8000/ (still running; 'ivadas results' queries, 'ivadas local down' stops it)"
+	@echo "UI and API: http://127.0.0.1:8000/ (still running; 'ivadas local down' stops it)"
+	@echo "Sign in: '$(VENV)/bin/ivadas local add-user NAME --group operators' (or ml-engineers), then the UI or 'ivadas results --user NAME'"
 
 # Quality, speed and size figures of the engine (bottle needs ../shared/data/mvtec or IVADAS_MVTEC_ROOT).
 bench-model: install
