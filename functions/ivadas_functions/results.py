@@ -29,6 +29,7 @@ from ivadas_contract.models import MODELS
 from ivadas_contract.results_table import QUEUE_ATTRIBUTES, from_dynamo, to_dynamo
 from ivadas_functions import api_errors, counters, identity, request_checks
 from ivadas_functions.aws import (
+    RejectedImage,
     Settings,
     TransientFailure,
     client,
@@ -224,7 +225,7 @@ def list_classes() -> dict:
         for model in MODELS:
             try:
                 models[model] = _describe(model)
-            except TransientFailure as exc:
+            except (TransientFailure, RejectedImage) as exc:  # down, or not deployed (a 400 ValidationError)
                 logger.warning("endpoint not describable", extra={"model": model, "error": str(exc)})
                 models[model] = {"available": False, "error": "unavailable"}  # the cause stays in the log
         _classes_cache.update(at=now, value=models)

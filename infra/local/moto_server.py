@@ -5,7 +5,9 @@ logs warnings and errors only): both cost CPU on the cores the model server shar
 SageMaker's UpdateEndpoint, which moto lacks, makes DynamoDB writes atomic, and with --journal-dir makes every
 accepted S3 and DynamoDB write durable before it answers (moto_extensions.py, journal.py). Three routes of its
 own, outside any AWS API: POST /_ivadas/journal/restore {"buckets": [...], "tables": [...]} (put the journal's
-state back, once the resources exist), POST /_ivadas/journal/compact, GET /_ivadas/journal/status.
+state back, once the resources exist), POST /_ivadas/journal/compact, GET /_ivadas/journal/status. And it
+answers the browser's CORS preflight for the JSON-protocol APIs (the UI signs in straight to cognito-idp, as on
+AWS): moto routes an OPTIONS without X-Amz-Target to S3, which fails it.
 Run: python -m infra.local.moto_server --port PORT [--host 127.0.0.1] [--journal-dir DIR]
 """
 
@@ -24,12 +26,34 @@ ROUTES = "/_ivadas/journal/"
 WsgiApp = Callable[[dict, Callable], Iterable[bytes]]
 
 
+def _json_api_preflight(environ: dict) -> list[tuple[str, str]] | None:
+    """CORS headers for a preflight of an X-Amz-Target (JSON protocol) call, as cognito-idp answers it; None
+    for any other request (S3 keeps its per-bucket CORS rules)."""
+    requested = environ.get("HTTP_ACCESS_CONTROL_REQUEST_HEADERS", "")
+    if environ["REQUEST_METHOD"] != "OPTIONS" or not environ.get("HTTP_ACCESS_CONTROL_REQUEST_METHOD"):
+        return None
+    if "x-amz-target" not in {h.strip().lower() for h in requested.split(",")}:
+        return None
+    return [
+        ("Access-Control-Allow-Origin", environ.get("HTTP_ORIGIN") or "*"),
+        ("Access-Control-Allow-Methods", "POST"),
+        ("Access-Control-Allow-Headers", requested),
+        ("Access-Control-Max-Age", "600"),
+        ("Vary", "Origin"),
+        ("Content-Length", "0"),
+    ]
+
+
 def journal_routes(app: WsgiApp, journal: object | None) -> WsgiApp:
-    """moto's WSGI application with the journal's routes in front of it."""
+    """moto's WSGI application with the journal's routes and the JSON APIs' CORS preflight in front of it."""
     from infra.local import moto_extensions
 
     def wsgi(environ: dict, start_response: Callable) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
+        preflight = _json_api_preflight(environ)
+        if preflight is not None:
+            start_response("200 OK", preflight)
+            return [b""]
         if not path.startswith(ROUTES):
             return app(environ, start_response)
         action, method = path[len(ROUTES) :], environ["REQUEST_METHOD"]

@@ -150,15 +150,33 @@ def prediction_body(pred: Prediction) -> dict:
     return body
 
 
+#: How much of a refused body is still read (and discarded) before the 413 goes out: a server that answers and
+#: closes while the client is still sending makes the client's next write fail (EPIPE / RST) before it ever
+#: reads the answer. Draining up to a bound, as nginx's lingering close does, lets ordinary clients see the
+#: 413; a client sending far more than this is cut off.
+DRAIN_FACTOR = 4
+
+
+async def _drain(request: Request, budget: int) -> None:
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > budget:
+            return
+
+
 async def read_body(request: Request, max_bytes: int) -> bytes:
-    """The body, refused with 413 as soon as it is known to exceed `max_bytes` (declared or streamed)."""
+    """The body, refused with 413 once it is known to exceed `max_bytes` (declared or streamed)."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > max_bytes:
+        if int(declared) <= DRAIN_FACTOR * max_bytes:
+            await _drain(request, DRAIN_FACTOR * max_bytes)
         raise HttpError(413, f"request body of {int(declared)} bytes is over the {max_bytes} limit")
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > max_bytes:
+            await _drain(request, (DRAIN_FACTOR - 1) * max_bytes)
             raise HttpError(413, f"request body is over the {max_bytes} byte limit")
         chunks.append(chunk)
     return b"".join(chunks)

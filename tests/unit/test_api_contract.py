@@ -260,8 +260,8 @@ def test_the_shim_answers_its_own_errors_in_the_shape() -> None:
 
 
 def test_class_names_are_what_the_endpoint_call_can_carry() -> None:
-    """A class name travels in CustomAttributes: a comma, `=` or non-ASCII text would break the call (the fuzzer
-    found a lone surrogate answered 503); the document states the same rule as the contract."""
+    """A class name travels in CustomAttributes: a comma, `=` or non-ASCII text would break the call (the
+    fuzzer found a lone surrogate answered 503); the document states the same rule as the contract."""
     from ivadas_contract.inspection import CLASS_NAME, is_class_name
 
     pattern = API["components"]["schemas"]["PredictRequest"]["properties"]["class_name"]["pattern"]

@@ -63,12 +63,15 @@ def test_presigned_links_expire_within_minutes(aws, ui_origin) -> None:  # noqa:
         assert int(query["X-Amz-Expires"][0]) == results.URL_SECONDS <= 300, name
 
 
-def test_classes_never_shows_why_an_endpoint_failed(aws, ui_origin, monkeypatch, caplog) -> None:  # noqa: F811
+@pytest.mark.parametrize("failure", ["TransientFailure", "RejectedImage"])
+def test_classes_never_shows_why_an_endpoint_failed(aws, ui_origin, monkeypatch, caplog, failure) -> None:  # noqa: F811
+    """A model down (5xx) or not deployed at all (SageMaker's 400 "Endpoint ... not found") is shown as
+    unavailable, never a 500 for the whole list and never the cause."""
     results = importlib.import_module("ivadas_functions.results")
     detail = "endpoint ivadas-dev-patchcore answered 500 InternalFailure: Traceback in /opt/program/serve"
 
     def fail(endpoint: str, payload: dict) -> dict:
-        raise results.TransientFailure(detail)
+        raise getattr(results, failure)(detail)
 
     monkeypatch.setattr(results, "invoke_endpoint_json", fail)
     answer = results.handler(_signed_in(api_event("GET", "/classes"), ui_origin), Context())
