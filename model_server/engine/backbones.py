@@ -357,11 +357,19 @@ def create_feature_extractor(name: str, out_indices: Sequence[int] = (2, 3)) -> 
     return model
 
 
+@functools.lru_cache(maxsize=32)
+def _feature_info(name: str, out_indices: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(channels, strides) of the returned maps, from a model on the meta device, made once: building even
+    that runs timm's weight initialisation (50 ms), and every request asks for the patch grid."""
+    info = _features_model(get_spec(name), out_indices, device="meta").feature_info
+    return tuple(info.channels()), tuple(info.reduction())
+
+
 def feature_channels(name: str, out_indices: Sequence[int] = (2, 3)) -> list[int]:
     """Channels of each map that ``create_feature_extractor(name, out_indices)`` returns; loads no weights."""
-    return list(_features_model(get_spec(name), out_indices, device="meta").feature_info.channels())
+    return list(_feature_info(name, tuple(out_indices))[0])
 
 
 def feature_strides(name: str, out_indices: Sequence[int] = (2, 3)) -> list[int]:
     """Stride (input pixels per feature cell) of each returned map; loads no weights."""
-    return list(_features_model(get_spec(name), out_indices, device="meta").feature_info.reduction())
+    return list(_feature_info(name, tuple(out_indices))[1])

@@ -29,6 +29,10 @@ class FeatureConfig:
     #: "channels": layers as they come (a layer's weight in the distance grows with its width); "equal": each
     #: layer scaled by 1/sqrt(its channels), the distance the official fixed-length averaging gives.
     layer_weighting: str = defaults.LAYER_WEIGHTING
+    #: "zeros": cells past the map's edge count as zero in a patch's 3x3 average (the official code's zero
+    #: padding; measured better than "inside" on every data set here: README, "Choosing the defaults");
+    #: "inside": only the cells within the map, as artifacts from before this setting were trained.
+    edge: str = defaults.EDGE
     #: (H, W) box in source pixels that holds the class's training images: one scale for the class, aspect
     #: kept, padding masked (geometry.py). None: every image stretched to the square canvas (older artifacts).
     source_size: tuple[int, int] | None = None
@@ -50,6 +54,8 @@ class FeatureConfig:
                 f"unknown layer weighting '{self.layer_weighting}' "
                 f"(choose from {', '.join(defaults.LAYER_WEIGHTINGS)})"
             )
+        if self.edge not in defaults.EDGES:
+            raise ValueError(f"unknown edge '{self.edge}' (choose from {', '.join(defaults.EDGES)})")
         if self.source_size is not None and (len(self.source_size) != 2 or min(self.source_size) < 1):
             raise ValueError(f"source size must be (height, width) in pixels, got {self.source_size}")
 
@@ -63,6 +69,7 @@ class FeatureConfig:
         source = data.get("source_size")
         return cls(
             **{
+                "edge": "inside",  # what every artifact without the setting was trained with
                 **data,
                 "layers": tuple(data["layers"]),
                 "source_size": None if source is None else (int(source[0]), int(source[1])),

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from model_server.engine.backbones import create_feature_extractor, get_spec
+from model_server.engine.backends import Features, default_runtime, features_for
 from model_server.engine.config import FeatureConfig
 from model_server.engine.geometry import place, valid_cells
 from model_server.engine.runtime import retain_freed_memory
@@ -26,14 +28,42 @@ def _network(backbone: str, layers: tuple[int, ...]) -> torch.nn.Module:
     return create_feature_extractor(backbone, layers).to(memory_format=torch.channels_last)
 
 
-class FeatureExtractor:
-    """Image -> patch features [B, rows, cols, dim] for one `FeatureConfig`; the network is loaded once."""
+class PatchFeatureNet(torch.nn.Module):
+    """Normalised images [B, 3, H, W] -> patch features [B, rows, cols, dim]: the network and the patch
+    aggregation as one module, so a runtime (backends.py) compiles the whole computation."""
 
-    def __init__(self, config: FeatureConfig) -> None:
+    def __init__(self, network: torch.nn.Module, config: FeatureConfig) -> None:
+        super().__init__()
+        self.network = network
+        self.patch_size, self.feature_dim = config.patch_size, config.feature_dim
+        self.layer_weighting, self.edge = config.layer_weighting, config.edge
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        maps = self.network(x)
+        return aggregate_patches(
+            list(maps), self.patch_size, self.feature_dim, self.layer_weighting, self.edge
+        )
+
+
+@functools.lru_cache(maxsize=16)
+def _features(config: FeatureConfig, canvas: tuple[int, int], runtime: str) -> Features:
+    """One compiled feature function per graph (everything in the config but the source box) and canvas."""
+    network = _network(config.backbone, tuple(config.layers))
+    module = PatchFeatureNet(network, config).eval()
+    return features_for(module, canvas, runtime)
+
+
+class FeatureExtractor:
+    """Image -> patch features [B, rows, cols, dim] for one `FeatureConfig`; the network is loaded once and
+    runs on `runtime` (backends.py: OpenVINO by default where installed, torch the reference)."""
+
+    def __init__(self, config: FeatureConfig, runtime: str | None = None) -> None:
         self.config = config
+        self.runtime = runtime or default_runtime()
         retain_freed_memory()  # every process that runs a network: server, CLI, benchmarks
         spec = get_spec(config.backbone)
-        self.network = _network(config.backbone, tuple(config.layers))
+        graph = replace(config, source_size=None)  # the box only sets the canvas
+        self.embed_function = _features(graph, config.canvas, self.runtime)
         self.fill = tuple(int(round(m * 255)) for m in spec.mean)  # padding: zero once normalised
         self._mean = torch.tensor(spec.mean, dtype=torch.float32).view(1, 3, 1, 1) * 255.0
         self._std = torch.tensor(spec.std, dtype=torch.float32).view(1, 3, 1, 1) * 255.0
@@ -52,13 +82,9 @@ class FeatureExtractor:
         placed = [self.place(img) for img in images]
         return self.normalise([c for c, _ in placed]), [hw for _, hw in placed]
 
-    @torch.inference_mode()
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised images -> patch features [B, rows, cols, dim], float32."""
-        maps = self.network(x.contiguous(memory_format=torch.channels_last))
-        return aggregate_patches(
-            list(maps), self.config.patch_size, self.config.feature_dim, self.config.layer_weighting
-        )
+        return self.embed_function(x)
 
     def valid(self, placed: Sequence[tuple[int, int]]) -> np.ndarray:
         """bool [B, rows, cols]: the patch cells over image rather than padding."""
@@ -69,15 +95,20 @@ class FeatureExtractor:
 
 
 def aggregate_patches(
-    maps: list[torch.Tensor], patch_size: int, feature_dim: int | None, layer_weighting: str = "channels"
+    maps: list[torch.Tensor],
+    patch_size: int,
+    feature_dim: int | None,
+    layer_weighting: str = "channels",
+    edge: str = "zeros",
 ) -> torch.Tensor:
-    """Locally aware patch features: neighbourhood average, common grid, concatenated channels."""
+    """Locally aware patch features: neighbourhood average, common grid, concatenated channels. `edge`:
+    whether cells past the map's edge count as zeros in the average (FeatureConfig.edge)."""
     target = maps[0].shape[-2:]
     pad = patch_size // 2
     parts = []
     for m in maps:
         if patch_size > 1:
-            m = F.avg_pool2d(m, patch_size, stride=1, padding=pad, count_include_pad=False)
+            m = F.avg_pool2d(m, patch_size, stride=1, padding=pad, count_include_pad=edge == "zeros")
         if m.shape[-2:] != target:
             m = F.interpolate(m, size=target, mode="bilinear", align_corners=False)
         if feature_dim is not None:

@@ -22,8 +22,10 @@ MIN_REGION_FRACTION = 0.0005
 
 def colour_indices(amap: np.ndarray, calibration: Calibration) -> np.ndarray:
     """Anomaly map (raw scores) -> uint8 index into the 256-colour map (normalised scale)."""
-    norm = np.asarray(calibration.normalize(amap), dtype=np.float32)
-    return np.round(norm * 255).astype(np.uint8)
+    span = max(calibration.threshold - calibration.reference, 1e-12)  # Calibration.normalize, in float32
+    scale = np.float32(127.5 / span)
+    offset = np.float32(127.5 - 127.5 * calibration.threshold / span)
+    return np.rint(np.clip(amap.astype(np.float32, copy=False) * scale + offset, 0.0, 255.0)).astype(np.uint8)
 
 
 def colorize(amap: np.ndarray, calibration: Calibration) -> np.ndarray:

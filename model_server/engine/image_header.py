@@ -74,6 +74,36 @@ def _jpeg(fp: BinaryIO) -> Header | None:
     return None
 
 
+#: PNG chunks that change what the pixels mean (transparency, animation, EXIF orientation): an image with one
+#: of them takes Pillow's path, which applies them.
+_PNG_SPECIAL = frozenset((b"tRNS", b"acTL", b"eXIf"))
+#: chunks read before the first IDAT (real files have a handful, a hostile one could hold millions)
+_MAX_PNG_CHUNKS = 64
+
+
+def plain_png(data: bytes) -> tuple[Header, str] | None:
+    """(header, Pillow's name of its mode) of a PNG whose pixels are all there is to it: 8-bit RGB or grey,
+    no transparency, one frame, no EXIF orientation; None for any other file (or one whose chunks end before
+    the image data)."""
+    if not data.startswith(b"\x89PNG\r\n\x1a\n") or len(data) < 33 or data[12:16] != b"IHDR":
+        return None
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    bits, colour = data[24], data[25]
+    if bits != 8 or colour not in (0, 2) or data[26] or data[27]:  # compression and filter method 0
+        return None
+    pos = 8
+    for _ in range(_MAX_PNG_CHUNKS):
+        if pos + 8 > len(data):
+            return None
+        kind = data[pos + 4 : pos + 8]
+        if kind == b"IDAT":
+            return Header("PNG", width, height, bits), ("L" if colour == 0 else "RGB")
+        if kind in _PNG_SPECIAL:
+            return None
+        pos += 12 + int.from_bytes(data[pos : pos + 4], "big")  # length, type, data, CRC
+    return None
+
+
 @dataclass(frozen=True)
 class Probe:
     head: bytes  # the first HEAD_BYTES bytes, for messages about what the data is instead

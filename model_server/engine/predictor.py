@@ -87,9 +87,12 @@ class Predictor:
     Thread-safe: forward passes may run concurrently (modules in eval mode, faiss searches are read-only).
     """
 
-    def __init__(self, artifact: Artifact | str | Path, max_pixels: int = MAX_PIXELS) -> None:
+    def __init__(
+        self, artifact: Artifact | str | Path, max_pixels: int = MAX_PIXELS, runtime: str | None = None
+    ) -> None:
         self.artifact = artifact if isinstance(artifact, Artifact) else load_artifact(artifact)
         self.max_pixels = max_pixels
+        self.runtime = runtime  # the feature network's (backends.py); None: the default
         self._extractors: dict[FeatureConfig, FeatureExtractor] = {}
         self._guard = threading.Lock()
         for model in self.artifact.classes.values():
@@ -107,7 +110,7 @@ class Predictor:
     def extractor(self, config: FeatureConfig) -> FeatureExtractor:
         with self._guard:
             if config not in self._extractors:
-                self._extractors[config] = FeatureExtractor(config)
+                self._extractors[config] = FeatureExtractor(config, self.runtime)
             return self._extractors[config]
 
     def decode(self, data: bytes | np.ndarray | str | Path, name: str | None = None) -> DecodedImage:
@@ -163,10 +166,14 @@ class Predictor:
         return out
 
     def render(self, prediction: Prediction) -> bytes:
-        """The anomaly map as a colour PNG at the input image's size; safe to run off the model thread."""
+        """The anomaly map as a colour PNG at its own resolution (never larger than the image); safe to run
+        off the model thread. The map holds nothing finer than the model's input grid, so a PNG at the
+        image's size only repeats it: at 900x900 it took 8x the time (README, "Speed"). Clients overlay it
+        scaled to the image, as the UI does."""
         t = time.perf_counter()
         cal = self.artifact.get(prediction.class_name).calibration
-        png = heatmap_png(resize_map(prediction.anomaly_map, prediction.image_shape), cal)
+        amap, (h, w) = prediction.anomaly_map, prediction.image_shape
+        png = heatmap_png(resize_map(amap, (min(h, amap.shape[0]), min(w, amap.shape[1]))), cal)
         prediction.heatmap_png = png
         prediction.add_time("heatmap", _ms_since(t))
         return png

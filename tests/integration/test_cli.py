@@ -69,7 +69,8 @@ def test_predict_prints_one_json_line_per_image_and_matches_the_library(
     assert bad["regions"], "a drawn scratch should give a region"
     assert set(bad["timings_ms"]) >= {"decode", "preprocess", "backbone", "knn", "heatmap", "total"}
     heatmap = Image.open(bad["heatmap"])
-    assert heatmap.size == (96, 96) and heatmap.mode == "P"  # palette PNG: the colour map is its palette
+    # at the map's resolution: the 64 px model's input over a 96 px image; a palette PNG (the colour map)
+    assert heatmap.size == (64, 64) and heatmap.mode == "P"
     assert (tmp_path / "maps/000_overlay.png").exists()
     (direct,) = Predictor(trained_artifact).predict("widget", [Path(images[1])])
     assert direct.anomaly_score == pytest.approx(bad["anomaly_score"], abs=1e-5)

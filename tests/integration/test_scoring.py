@@ -47,7 +47,7 @@ def test_a_batch_scores_as_the_predict_path_does(endpoint: Endpoint, synthetic_r
     )
     assert ["heatmap_png_base64" in b for b in bodies] == [False, True, False]
     png = base64.b64decode(bodies[1]["heatmap_png_base64"])
-    assert Image.open(io.BytesIO(png)).size == (96, 96)
+    assert Image.open(io.BytesIO(png)).size == (64, 64)  # the map's resolution: the 64 px model's input
     for body in bodies:
         timings = body["timings_ms"]
         assert timings["total"] == pytest.approx(sum(timings[k] for k in STAGES), abs=0.01)

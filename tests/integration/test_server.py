@@ -149,7 +149,8 @@ def test_json_request_through_boto3(server: Server, synthetic_root: Path) -> Non
     assert out["threshold"] > 0 and out["model_version"].startswith("patchcore-")
     assert out["regions"] and {"x", "y", "width", "height"} <= set(out["regions"][0])
     heatmap = Image.open(io.BytesIO(base64.b64decode(out["heatmap_png_base64"])))
-    assert heatmap.size == (96, 96) and heatmap.mode == "P"  # palette PNG: the colour map is its palette
+    # at the map's resolution: the 64 px model's input over a 96 px image; a palette PNG (the colour map)
+    assert heatmap.size == (64, 64) and heatmap.mode == "P"
     for stage in ("decode", "preprocess", "backbone", "knn", "heatmap", "queue", "server_total"):
         assert out["timings_ms"][stage] >= 0
 

@@ -6,7 +6,7 @@ import torch
 
 from model_server.engine.config import FeatureConfig
 from model_server.engine.features import FeatureExtractor, aggregate_patches
-from model_server.engine.maps import anomaly_maps, resize_map
+from model_server.engine.maps import MAP_SIGMA, anomaly_maps, resize_map
 from model_server.engine.memory_bank import NearestNeighbourScorer
 from model_server.engine.runtime import retain_freed_memory
 
@@ -43,7 +43,22 @@ def test_aggregation_averages_neighbourhood_and_upsamples_deeper_map() -> None:
     assert out[0, 4, 4, 0] == pytest.approx(1.0)  # 9 spread over its 3x3 neighbourhood
     assert out[0, 3, 3, 0] == pytest.approx(1.0)
     assert out[0, 0, 0, 0] == 0.0
-    torch.testing.assert_close(out[..., 2:], torch.ones(1, 8, 8, 3))
+    torch.testing.assert_close(out[:, 3:5, 3:5, 2:], torch.ones(1, 2, 2, 3))  # away from the edge: ones
+    # cells past the edge count as zeros, as the official zero-padded unfold has it: the all-ones deep map's
+    # corner averages 4 cells of 9 and its edge 6 of 9 (the upsampled grid's corner and edge take those)
+    assert float(out[0, 0, 0, 2]) == pytest.approx(4 / 9, abs=1e-5)
+    assert float(out[0, 4, 0, 2]) == pytest.approx(6 / 9, abs=1e-5)
+    inside = aggregate_patches([shallow, deep], patch_size=3, feature_dim=None, edge="inside")
+    torch.testing.assert_close(inside[..., 2:], torch.ones(1, 8, 8, 3))  # older artifacts: inside cells only
+
+
+def test_artifacts_from_before_the_edge_setting_keep_their_aggregation() -> None:
+    """A bank is only valid with the features it was built from: configs without `edge` mean "inside"."""
+    stored = FeatureConfig().to_dict()
+    assert stored.pop("edge") == "zeros"  # what training writes now
+    assert FeatureConfig.from_dict(stored).edge == "inside"
+    with pytest.raises(ValueError, match="unknown edge"):
+        FeatureConfig(edge="reflect")
 
 
 def test_aggregation_reduces_to_feature_dim() -> None:
@@ -91,6 +106,24 @@ def test_anomaly_map_is_upsampled_and_smoothed() -> None:
     assert abs(peak[0] - 36) <= 2 and abs(peak[1] - 36) <= 2
     assert amap[0].max() < 1.0  # blurred
     assert resize_map(amap[0], (30, 50)).shape == (30, 50)
+
+
+@pytest.mark.parametrize(
+    ("grid", "shape"), [((48, 48), (384, 384)), ((48, 32), (384, 256)), ((3, 5), (17, 33))]
+)
+def test_anomaly_map_equals_upsampling_then_filtering_the_image(grid, shape) -> None:
+    """The two-matrix form is the official computation (bilinear upsampling, then a sigma-4 Gaussian over the
+    full-size map), only cheaper: same maps to float precision, at any aspect, even a map smaller than the
+    filter's radius."""
+    import torch.nn.functional as F
+    from scipy.ndimage import gaussian_filter
+
+    scores = np.random.default_rng(0).random((2, *grid)).astype(np.float32) * 5
+    up = F.interpolate(torch.from_numpy(scores)[:, None], size=shape, mode="bilinear", align_corners=False)
+    reference = np.stack([gaussian_filter(m, sigma=MAP_SIGMA) for m in up[:, 0].numpy()])
+    got = anomaly_maps(scores, shape)
+    assert got.shape == (2, *shape) and got.dtype == np.float32
+    assert float(np.abs(got - reference).max()) <= 1e-5 * float(np.abs(reference).max())
 
 
 def test_cli_backbone_choices_are_the_loadable_backbones() -> None:

@@ -1,13 +1,17 @@
 """One scale per class, aspect kept, padding masked: engine/geometry.py and how fit and predict use it."""
 
+import io
+from dataclasses import replace
+
 import numpy as np
 import pytest
+from PIL import Image
 
 from model_server.engine.artifact import Artifact
 from model_server.engine.class_model import ClassModel
 from model_server.engine.config import FeatureConfig, ModelConfig
 from model_server.engine.features import FeatureExtractor
-from model_server.engine.geometry import canvas_shape, placed_shape, valid_cells
+from model_server.engine.geometry import canvas_shape, placed_shape, resize_to, valid_cells
 from model_server.engine.predictor import DecodedImage, Predictor
 from model_server.training.fit import train_class, with_class_geometry
 from model_server.training.samples import ClassSplit, Sample
@@ -28,6 +32,19 @@ def test_every_image_of_a_class_gets_the_same_scale_and_keeps_its_aspect() -> No
     assert placed_shape((400, 200), cfg) == (32, 16)  # larger than the box: shrunk to fit, aspect kept
     legacy = FeatureConfig(input_size=64)
     assert placed_shape((50, 300), legacy) == (64, 64)  # older artifacts: stretched, as before
+
+
+@pytest.mark.parametrize(
+    ("source", "target"), [((900, 900), (384, 384)), ((301, 517), (64, 111)), ((40, 60), (64, 96))]
+)
+def test_resizing_gives_pils_antialiased_bilinear_result(source, target) -> None:
+    """The canvas resize (torch's uint8 kernel) against PIL's, which earlier models were trained with."""
+    image = np.random.default_rng(3).integers(0, 256, (*source, 3), dtype=np.uint8)
+    image[source[0] // 3 :, : source[1] // 2] = 17  # edges as well as noise
+    reference = np.asarray(Image.fromarray(image).resize(target[::-1], Image.BILINEAR)).astype(int)
+    got = resize_to(image, target)
+    assert got.shape == (*target, 3) and got.dtype == np.uint8
+    assert np.abs(got.astype(int) - reference).max() <= 1
 
 
 def test_valid_cells_cover_the_image_and_not_the_padding() -> None:
@@ -83,3 +100,17 @@ def test_maps_cover_only_the_image_and_padding_scores_zero(elongated_model) -> N
     feats = predictor.extractor(model.config.features).embed(features)
     patch = model.patch_scores(feats, predictor.extractor(model.config.features).valid(placed))
     assert (patch[0][:, 4:] == 0).all() and (patch[0][:, :4] > 0).any()
+
+
+def test_the_heatmap_is_at_the_maps_resolution_and_never_larger_than_the_image(elongated_model) -> None:
+    """The map holds nothing finer than the model's input grid: the PNG has the map's size over a larger image
+    (clients scale it, as the UI does) and the image's size over a smaller one."""
+    model, _ = elongated_model
+    predictor = Predictor(Artifact("patchcore", "patchcore-test", "", None, {"wide": model}))
+    (pred,) = predictor.score(model, [DecodedImage(_stripes(80, 240, 1))])  # shrunk onto 16 x 48 cells
+    assert pred.anomaly_map.shape == (16, 48)
+    with Image.open(io.BytesIO(predictor.render(pred))) as png:
+        assert png.size == (48, 16)
+    upsampled = replace(pred, anomaly_map=np.kron(pred.anomaly_map, np.ones((8, 8), np.float32)))  # 128 x 384
+    with Image.open(io.BytesIO(predictor.render(upsampled))) as png:
+        assert png.size == (240, 80)  # the image's own size, not the map's
