@@ -6,6 +6,8 @@ Layout (plain JSON and .npy, no pickles, so loading an artifact never runs code 
     classes/<class>/config.json        ModelConfig (features, coreset, SoftPatch, threshold settings)
     classes/<class>/bank.npy           memory bank [M, dim] float32
     classes/<class>/weights.npy        SoftPatch soft weights [M] float32 (softpatch only)
+    classes/<class>/centroids.npy      inverted-file centroids [lists, dim] float32 (if training chose one)
+    classes/<class>/index.json         {"probes": lists each query visits} (with centroids.npy)
     classes/<class>/calibration.json   threshold and normalisation
     classes/<class>/model_card.json    metrics, data fingerprint, hyperparameters, timings
     classes/<class>/model_card.md      the same for people
@@ -34,6 +36,7 @@ from model_server import __version__
 from model_server.engine.calibration import Calibration
 from model_server.engine.class_model import ClassModel
 from model_server.engine.config import ModelConfig
+from model_server.engine.memory_bank import BankIndex
 from model_server.engine.model_card import model_card_markdown
 from model_server.errors import ArtifactError, UnknownClassError
 
@@ -111,6 +114,9 @@ def _class_files(model: ClassModel) -> dict[str, bytes]:
     }
     if model.weights is not None:
         files["weights.npy"] = _npy_bytes(model.weights.astype(np.float32, copy=False))
+    if model.index is not None:
+        files["centroids.npy"] = _npy_bytes(model.index.centroids.astype(np.float32, copy=False))
+        files["index.json"] = _json_bytes({"probes": model.index.probes})
     return files
 
 
@@ -278,4 +284,18 @@ def _load_class(files: dict[str, bytes], name: str, model: str, where: str) -> C
                 f"{where}: {weights.shape[0]} SoftPatch weights for {bank.shape[0]} bank patches"
             )
     card = _load_json(files, prefix + "model_card.json", where)
-    return ClassModel(name, config, bank, weights, calibration, card)
+    return ClassModel(name, config, bank, weights, calibration, card, _load_index(files, prefix, bank, where))
+
+
+def _load_index(files: dict[str, bytes], prefix: str, bank: np.ndarray, where: str) -> BankIndex | None:
+    """The class's inverted-file index, None when it is searched exhaustively (and in older artifacts)."""
+    if prefix + "centroids.npy" not in files:
+        return None
+    centroids = _load_npy(files, prefix + "centroids.npy", where)
+    probes = _load_json(files, prefix + "index.json", where).get("probes")
+    try:
+        if centroids.dtype != np.float32 or centroids.ndim != 2 or centroids.shape[1] != bank.shape[1]:
+            raise ValueError(f"centroids {centroids.dtype} {centroids.shape} for a bank of {bank.shape[1]}")
+        return BankIndex(centroids, int(probes))
+    except (TypeError, ValueError) as exc:
+        raise ArtifactError(f"{where}: unusable bank index ({exc})") from None

@@ -14,7 +14,7 @@ import torch
 from model_server.engine.calibration import Calibration
 from model_server.engine.config import ModelConfig
 from model_server.engine.maps import image_scores
-from model_server.engine.memory_bank import NearestNeighbourScorer
+from model_server.engine.memory_bank import BankIndex, NearestNeighbourScorer
 
 
 @dataclass
@@ -25,12 +25,14 @@ class ClassModel:
     weights: np.ndarray | None  # [M] SoftPatch soft weights, None for PatchCore
     calibration: Calibration
     card: dict = field(default_factory=dict)
+    #: inverted-file index over the bank (memory_bank.py); None: searched exhaustively
+    index: BankIndex | None = None
     _scorer: NearestNeighbourScorer | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def scorer(self) -> NearestNeighbourScorer:
         if self._scorer is None:
-            self._scorer = NearestNeighbourScorer(self.bank, self.weights)
+            self._scorer = NearestNeighbourScorer(self.bank, self.weights, self.index)
         return self._scorer
 
     def patch_scores(

@@ -272,7 +272,8 @@ def update_class_model(
         "updated_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
     card = _updated_card(model.card, report, calibration.to_dict(), good_scores)
-    return ClassModel(model.class_name, model.config, bank, weights, calibration, card), report
+    # the index's centroids stay valid: the added patches join their nearest lists when it is built
+    return ClassModel(model.class_name, model.config, bank, weights, calibration, card, model.index), report
 
 
 def _rounded(values: np.ndarray) -> list[float]:

@@ -22,8 +22,10 @@ from model_server.engine.calibration import Calibration
 from model_server.engine.class_model import ClassModel
 from model_server.engine.config import ModelConfig
 from model_server.engine.features import FeatureExtractor
+from model_server.engine.memory_bank import NearestNeighbourScorer
 from model_server.errors import DataError
-from model_server.training.sampler import StreamingCoreset, projection_matrix
+from model_server.training.bank_index import choose_index
+from model_server.training.sampler import StreamingCoreset, one_thread_per_op, projection_matrix
 from model_server.training.samples import ClassSplit, Sample, source_box
 from model_server.training.softpatch import patch_outlier_scores, select_clean
 from model_server.training.threshold import calibrate
@@ -167,10 +169,11 @@ def memory_bank(store: FeatureStore, config: ModelConfig, progress: bool = False
         eligible, outlier = _softpatch_eligibility(store, config, stats)
     t0 = time.perf_counter()
     coreset = StreamingCoreset(config.coreset_ratio, config.projection_dim, seed=config.seed)
-    for start, feats in tqdm(list(store.batches(32)), desc="coreset", disable=not progress, leave=False):
-        ids = np.arange(start * p, (start + len(feats)) * p)
-        coreset.add(feats.reshape(-1, store.shape[3]), ids, eligible[ids])
-    bank, source = coreset.finish()
+    with one_thread_per_op():
+        for start, feats in tqdm(list(store.batches(32)), desc="coreset", disable=not progress, leave=False):
+            ids = np.arange(start * p, (start + len(feats)) * p)
+            coreset.add(feats.reshape(-1, store.shape[3]), ids, eligible[ids])
+        bank, source = coreset.finish()
     stats["coreset_seconds"] = round(time.perf_counter() - t0, 3)
     stats["bank_patches"] = int(bank.shape[0])
     weights = None
@@ -191,25 +194,34 @@ def build_memory_bank(
     return mb.bank, mb.weights, mb.stats
 
 
-def leave_one_out_scores(
-    model: ClassModel, store: FeatureStore, source: np.ndarray, images: np.ndarray
+def leave_one_out_patch_scores(
+    scorer: NearestNeighbourScorer, store: FeatureStore, source: np.ndarray, images: np.ndarray
 ) -> np.ndarray:
-    """Image scores of training images as if each were new: every patch is matched to its nearest bank patch
-    that came from another image. Honest scores for all of them, with no image kept out of the bank."""
+    """Patch scores [len(images), rows, cols] of training images as if each were new: every patch is matched
+    to its nearest bank patch from another image. Honest scores, with no image kept out of the bank."""
     p, dim = store.patches_per_image, store.shape[3]
     bank_image = source // p
     k = min(_LOO_NEIGHBOURS, len(source))
-    scores = []
+    out = np.empty((len(images), *store.shape[1:3]), dtype=np.float32)
+    done = 0
     for group in np.array_split(images, max(1, -(-len(images) // BATCH_SIZE))):
         feats = np.concatenate([store.read(int(i), int(i) + 1) for i in group]).reshape(-1, dim)
-        dist, idx = model.scorer.neighbours(feats, k)  # one search per batch: BLAS-sized work
+        dist, idx = scorer.neighbours(feats, k)  # one search per batch: BLAS-sized work
         owner = np.repeat(group, p)[:, None]
         others = np.where(bank_image[idx] == owner, np.inf, dist).min(axis=1)
         # all k nearest from the image itself: its nearest other one is at least as far as the k-th
         nearest = np.where(np.isfinite(others), others, dist.max(axis=1))
         nearest = np.where(store.valid[group].reshape(-1), nearest, np.float32(0.0))
-        scores.extend(model.image_scores(nearest.reshape(len(group), *store.shape[1:3])))
-    return np.asarray(scores)
+        out[done : done + len(group)] = nearest.reshape(len(group), *store.shape[1:3])
+        done += len(group)
+    return out
+
+
+def leave_one_out_scores(
+    model: ClassModel, store: FeatureStore, source: np.ndarray, images: np.ndarray
+) -> np.ndarray:
+    """Image scores of training images as if each were new (`leave_one_out_patch_scores`, pooled)."""
+    return model.image_scores(leave_one_out_patch_scores(model.scorer, store, source, images))
 
 
 def _threshold_images(n: int, seed: int) -> np.ndarray:
@@ -247,7 +259,10 @@ def train_class(
         t0 = time.perf_counter()
         good = np.array([i for i, s in enumerate(split.train) if s.label == 0])
         chosen = good[_threshold_images(len(good), config.seed)]
-        good_scores = leave_one_out_scores(model, store, mb.source, chosen)
+        model.index, mb.stats["index"] = choose_index(model, store, mb.source, chosen, config.seed)
+        mb.stats["index_seconds"] = round(time.perf_counter() - t0, 3)
+        t0 = time.perf_counter()
+        good_scores = leave_one_out_scores(model, store, mb.source, chosen)  # as served: through the index
         model.calibration = calibrate(good_scores, config.target_false_alarm_rate)
         mb.stats["threshold_seconds"] = round(time.perf_counter() - t0, 3)
     finally:

@@ -31,7 +31,7 @@ from model_server.engine.geometry import resize_to
 from model_server.engine.maps import image_scores
 from model_server.engine.memory_bank import NearestNeighbourScorer
 from model_server.training.fit import extract_features
-from model_server.training.sampler import GreedyCoresetSampler
+from model_server.training.sampler import GreedyCoresetSampler, one_thread_per_op
 from model_server.training.samples import Sample, source_box
 from model_server.training.synthetic import KINDS, synthesize
 
@@ -191,7 +191,8 @@ class _Scored:
         feats, valid = self.parts["fit"]
         dim = feats.shape[-1]
         patches = _weighted(feats[valid], self.channels, weighting)
-        bank = patches[GreedyCoresetSampler(ratio, 128, seed=seed).select(patches)]
+        with one_thread_per_op():  # the greedy steps' tensors are too small to share out (sampler.py)
+            bank = patches[GreedyCoresetSampler(ratio, 128, seed=seed).select(patches)]
         scorer = NearestNeighbourScorer(bank)
         out = {}
         for name in ("held", "synthetic", *(["audit"] if "audit" in self.parts else [])):
