@@ -94,6 +94,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="no configuration search: the fixed defaults for every choice not given as a flag",
     )
     p.add_argument(
+        "--profile",
+        choices=defaults.PROFILES,
+        default=defaults.PROFILE,
+        help=f"'fast': the search keeps to input sizes up to {defaults.FAST_MAX_INPUT_SIZE} px, whose "
+        "predict path fits 30 ms on 2 cores (default: %(default)s, every size)",
+    )
+    p.add_argument(
         "--feature-dim", type=int, default=None, help="patch feature length (default: all channels)"
     )
     p.add_argument("--coreset-ratio", type=_ratio, default=defaults.CORESET_RATIO)

@@ -81,6 +81,8 @@ def search_space(args: argparse.Namespace) -> SearchSpace | None:
     if not unset:
         return None
     space = SearchSpace()
+    if getattr(args, "profile", defaults.PROFILE) == "fast":
+        space = replace(space, sizes=tuple(s for s in space.sizes if s <= defaults.FAST_MAX_INPUT_SIZE))
     fixed = {
         "backbone": ("backbones", (args.backbone,)),
         "input_size": ("sizes", (args.input_size,)),
@@ -170,7 +172,9 @@ def train(args: argparse.Namespace) -> int:
             {
                 "hyperparameters": class_config.to_dict(),
                 "noise_ratio": args.noise_ratio,
-                "search": None if search is None else search.to_dict(),
+                "search": None
+                if search is None
+                else {**search.to_dict(), "profile": getattr(args, "profile", None)},
                 "configuration_from": None if source is None else source.model_version,
                 "git_commit": commit,
                 "trained_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),

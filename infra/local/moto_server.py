@@ -5,9 +5,9 @@ logs warnings and errors only): both cost CPU on the cores the model server shar
 SageMaker's UpdateEndpoint, which moto lacks, makes DynamoDB writes atomic, and with --journal-dir makes every
 accepted S3 and DynamoDB write durable before it answers (moto_extensions.py, journal.py). Three routes of its
 own, outside any AWS API: POST /_ivadas/journal/restore {"buckets": [...], "tables": [...]} (put the journal's
-state back, once the resources exist), POST /_ivadas/journal/compact, GET /_ivadas/journal/status. And it
-answers the browser's CORS preflight for the JSON-protocol APIs (the UI signs in straight to cognito-idp, as on
-AWS): moto routes an OPTIONS without X-Amz-Target to S3, which fails it.
+state back, once the resources exist), POST /_ivadas/journal/compact, GET /_ivadas/journal/status. It also
+answers the browser's CORS preflight for the JSON-protocol APIs (the UI signs in straight to cognito-idp, as
+on AWS): moto routes an OPTIONS without X-Amz-Target to S3, which fails it.
 Run: python -m infra.local.moto_server --port PORT [--host 127.0.0.1] [--journal-dir DIR]
 """
 

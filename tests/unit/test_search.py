@@ -91,3 +91,17 @@ def test_synthetic_anomalies_score_above_clean_held_out_images(searched) -> None
     """On a clean synthetic part pasted defects are easy: a proxy near chance would mean a broken judge."""
     result, _ = searched
     assert result.chosen.proxy > 0.8
+
+
+def test_the_fast_profile_keeps_the_search_to_sizes_within_the_latency_budget() -> None:
+    from argparse import Namespace
+
+    from model_server import defaults
+    from model_server.commands import search_space
+
+    unset = {"no_search": False, "backbone": None, "input_size": None, "layer_weighting": None}
+    quality = search_space(Namespace(**unset, score_top_fraction=None, profile="quality"))
+    fast = search_space(Namespace(**unset, score_top_fraction=None, profile="fast"))
+    assert max(quality.sizes) > defaults.FAST_MAX_INPUT_SIZE
+    assert fast.sizes and max(fast.sizes) == defaults.FAST_MAX_INPUT_SIZE
+    assert fast.backbones == quality.backbones  # only the input size is held back
