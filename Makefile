@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint demo bench-model bench-quality bench-server bench-pipeline bench-faults bench-soak bench-feedback clean
+.PHONY: install test lint demo bench-model bench-quality bench-server bench-pipeline bench-faults bench-soak bench-feedback bench-peers clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -98,6 +98,10 @@ bench-faults: install
 # Reviewed false alarms of drifted good images into the bank: false alarms, recall, AUROC, time (~10 min).
 bench-feedback: install
 	$(PY) tests/benchmarks/bench_feedback.py
+
+# Against anomalib 2.7 PatchCore (venv in build/peer-venv), same weights and config: fit, quality, latency.
+bench-peers: install
+	$(PY) tests/benchmarks/bench_peers.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -48,6 +48,7 @@ sys.path.insert(0, str(ROOT))
 from infra.inspect_cli import _Inbox  # noqa: E402
 from infra.local.redrive import worker_log_records  # noqa: E402
 from infra.local.state import read_state  # noqa: E402
+from tests.benchmarks.verdict import conclude  # noqa: E402
 from tests.conftest import _part, _scratch, _train, make_mvtec  # noqa: E402
 
 CLASS, LINE = "widget", "faults"
@@ -454,10 +455,7 @@ def main() -> int:
     Path(args.out).write_text(json.dumps(result, indent=2, default=str) + "\n")
     print(f"wrote {args.out}")
     misses = missed(before, after, len(driver.pending))
-    for line in misses:
-        print(f"MISSED: {line}")
-    print("all targets met" if not misses else f"{len(misses)} target(s) missed", flush=True)
-    return 1 if misses else 0
+    return conclude(misses)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from bench_server import MVTEC, bottle_artifact, load  # noqa: E402
 
 from infra.inspect_cli import summarise, upload_and_wait  # noqa: E402
 from infra.local.state import read_state  # noqa: E402
+from tests.benchmarks.verdict import conclude  # noqa: E402
 
 
 def cpu_seconds(pid: int) -> float:
@@ -128,10 +129,7 @@ def main() -> int:
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")
     missed = missed_targets(result)
-    for line in missed:
-        print(f"MISSED: {line}")
-    print("all targets met" if not missed else f"{len(missed)} target(s) missed", flush=True)
-    return 1 if missed else 0
+    return conclude(missed)
 
 
 if __name__ == "__main__":

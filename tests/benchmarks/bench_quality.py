@@ -52,6 +52,7 @@ from model_server.training.fit import train_class, with_class_geometry  # noqa: 
 from model_server.training.metrics import wilson_interval  # noqa: E402
 from model_server.training.protocols import add_unlabelled  # noqa: E402
 from model_server.training.search import judge_ensemble, search_class  # noqa: E402
+from tests.benchmarks.verdict import conclude  # noqa: E402
 
 MVTEC = Path(os.environ.get("IVADAS_MVTEC_ROOT", ROOT.parent / "shared/data/mvtec"))
 WORK = ROOT / "runs/bench-quality"
@@ -439,10 +440,7 @@ def main() -> int:
         save(results)
     print_tables(results)
     missed = verdicts(results)
-    for line in missed:
-        print(f"MISSED: {line}")
-    print("all targets met" if not missed else f"{len(missed)} target(s) missed", flush=True)
-    return 1 if missed else 0
+    return conclude(missed)
 
 
 if __name__ == "__main__":

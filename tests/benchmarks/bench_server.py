@@ -6,7 +6,7 @@ over the images each, repeated --rounds times). Prints p50/p95 latency, throughp
 forward-pass batch size, and the server's overhead over the in-process predict path (same images, same
 heatmap) at concurrency 1.
 Targets (exit 1 when one is missed): overhead < 10 % of the in-process p50; throughput at 16 >= 1.5x
-throughput at 1.
+throughput at 1, and at least 35 images/s.
 Run: .venv/bin/python tests/benchmarks/bench_server.py [--artifact PATH] [--rounds N]
 """
 
@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 from infra.cli import main as ivadas  # noqa: E402
 from model_server.engine.predictor import Predictor  # noqa: E402
 from model_server.engine.runtime import set_threads  # noqa: E402
+from tests.benchmarks.verdict import conclude  # noqa: E402
 
 MVTEC = Path(os.environ.get("IVADAS_MVTEC_ROOT", ROOT.parent / "shared/data/mvtec"))
 HEADERS = {
@@ -145,6 +146,7 @@ def interleaved(port: int, blobs: list[bytes], levels: tuple[int, ...], rounds: 
 #: The targets this benchmark prints.
 MAX_OVERHEAD_FRACTION = 0.10
 MIN_THROUGHPUT_RATIO = 1.5
+MIN_THROUGHPUT_C16 = 35.0  # images/s at concurrency 16
 
 
 def missed_targets(summary: dict) -> list[str]:
@@ -156,6 +158,9 @@ def missed_targets(summary: dict) -> list[str]:
         missed.append(
             f"throughput at 16 / at 1 {summary['throughput_ratio_c16_c1']}x < {MIN_THROUGHPUT_RATIO}x"
         )
+    c16 = summary["server"][-1]["throughput_img_s"] if summary.get("server") else None
+    if c16 is not None and c16 < MIN_THROUGHPUT_C16:
+        missed.append(f"throughput at 16 {c16} images/s < {MIN_THROUGHPUT_C16:g}")
     return missed
 
 
@@ -245,15 +250,13 @@ def main() -> int:
     print(f"server overhead at concurrency 1 (alternating runs): server p50 {served_p50:.1f} ms, "
           f"{summary['overhead_ms_at_c1']} ms = "
           f"{share:.1f} % of the in-process p50 (target < 10 %)")  # fmt: skip
-    print(f"throughput at 16 / at 1: {summary['throughput_ratio_c16_c1']}x (target >= 1.5x)")
+    print(f"throughput at 16 / at 1: {summary['throughput_ratio_c16_c1']}x (target >= 1.5x); at 16: "
+          f"{c16['throughput_img_s']} images/s (target >= {MIN_THROUGHPUT_C16:g})")  # fmt: skip
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(summary, indent=2) + "\n")
     print(f"wrote {args.out}")
     missed = missed_targets(summary)
-    for line in missed:
-        print(f"MISSED: {line}")
-    print("all targets met" if not missed else f"{len(missed)} target(s) missed", flush=True)
-    return 1 if missed else 0
+    return conclude(missed)
 
 
 if __name__ == "__main__":

@@ -34,8 +34,10 @@ def changed(figures: dict, path: str, value: object) -> dict:
 
 
 MODEL = {
-    "bottle": {"image_auroc": 1.0, "pixel_auroc": 0.986, "aupro": 0.951, "train_seconds": 25.0},
+    "bottle": {"image_auroc": 1.0, "pixel_auroc": 0.986, "aupro": 0.951, "train_seconds": 8.5},
     "bottle_noise_0.1": {"patchcore": {"image_auroc": 0.99}, "softpatch": {"image_auroc": 0.997}},
+    # the torch reference has no latency target; the served runtime does
+    "predict_latency_ms": {"openvino": {"wall": 27.0}, "torch": {"wall": 45.0}},
 }
 
 
@@ -45,7 +47,8 @@ MODEL = {
         ("bottle/image_auroc", 0.9992, "bottle image_auroc"),
         ("bottle/pixel_auroc", 0.984, "bottle pixel_auroc"),
         ("bottle/aupro", 0.94, "bottle aupro"),
-        ("bottle/train_seconds", 60.0, "trained in 60.0 s"),
+        ("bottle/train_seconds", 10.0, "trained in 10.0 s"),
+        ("predict_latency_ms/openvino/wall", 30.5, "predict path p50 30.5 ms > 30.0 ms"),
         ("bottle_noise_0.1/softpatch/image_auroc", 0.994, "SoftPatch image AUROC 0.994 < 0.995"),
         ("bottle_noise_0.1/patchcore/image_auroc", 0.998, "< PatchCore 0.998"),
     ],
@@ -58,12 +61,20 @@ def test_bench_model_names_each_missed_target(path: str, value: object, named: s
     assert check({}) == []  # no MVTec data: nothing measured, nothing missed
 
 
-SERVER = {"overhead_fraction_at_c1": 0.04, "throughput_ratio_c16_c1": 1.8}
+SERVER = {
+    "overhead_fraction_at_c1": 0.04,
+    "throughput_ratio_c16_c1": 1.8,
+    "server": [{"concurrency": 1, "throughput_img_s": 22.0}, {"concurrency": 16, "throughput_img_s": 39.6}],
+}
 
 
 @pytest.mark.parametrize(
     ("path", "value", "named"),
-    [("overhead_fraction_at_c1", 0.1, "overhead 10.0%"), ("throughput_ratio_c16_c1", 1.49, "1.49x < 1.5x")],
+    [
+        ("overhead_fraction_at_c1", 0.1, "overhead 10.0%"),
+        ("throughput_ratio_c16_c1", 1.49, "1.49x < 1.5x"),
+        ("server", [{"concurrency": 16, "throughput_img_s": 34.9}], "at 16 34.9 images/s < 35"),
+    ],
 )
 def test_bench_server_names_each_missed_target(path: str, value: object, named: str) -> None:
     check = bench("bench_server").missed_targets
@@ -140,3 +151,72 @@ def test_bench_feedback_names_each_missed_target(path: str, value: object, named
     assert all(ok for _, ok in check(FEEDBACK))
     (missed,) = [what for what, ok in check(changed(FEEDBACK, path, value)) if not ok]
     assert named in missed
+
+
+PEERS = {
+    "ratios": {"bytes_p50": 2.4, "decoded_p50": 3.5},
+    "quality": {
+        "ours": {"image_auroc": 1.0, "pixel_auroc": 0.98, "aupro": 0.9312},
+        "anomalib": {"image_auroc": 1.0, "pixel_auroc": 0.985, "aupro": 0.9314},  # equal to 3 decimals
+    },
+    "fit": {"ratio": 25.0},
+    "scaling": {
+        "50": {"ours": {"train_seconds": 1.5, "peak_gb": 1.4}, "anomalib": {"fit_seconds": 17.0}},
+        "default@209": {"ours": {"train_seconds": 8.9, "peak_gb": 1.9}},
+        "default@800": {"ours": {"train_seconds": 41.0, "peak_gb": 2.5}},
+    },
+}
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "named"),
+    [
+        ("ratios/bytes_p50", 1.99, "bytes_p50: anomalib's fastest / ours 1.99x < 2.0x"),
+        ("ratios/decoded_p50", 2.9, "decoded_p50: anomalib's fastest / ours 2.9x < 3.0x"),
+        ("quality/ours/image_auroc", 0.998, "image_auroc ours 0.9980 < anomalib 1.0000"),
+        ("quality/ours/aupro", 0.9304, "aupro ours 0.9304 < anomalib 0.9314"),
+        ("quality/ours/aupro", None, "aupro ours None"),
+        ("fit/ratio", 19.9, "fit: anomalib / ours 19.9x < 20.0x"),
+        ("scaling/default@209/ours/train_seconds", 10.0, "training default@209 took 10.0 s >= 10 s"),
+        ("scaling/default@800/ours/train_seconds", 61.0, "training default@800 took 61.0 s >= 60 s"),
+        ("scaling/50/ours/peak_gb", 4.1, "training 50 peaked at 4.1 GB > 4 GB"),
+    ],
+)
+def test_bench_peers_names_each_missed_target(path: str, value: object, named: str) -> None:
+    check = bench("bench_peers").verdicts
+    assert check(PEERS) == []
+    (missed,) = check(changed(PEERS, path, value))
+    assert named in missed
+    assert check({}) == []  # skipped: nothing measured, nothing missed
+    assert check(changed(PEERS, "quality/ours/pixel_auroc", 0.5)) == []  # pixel AUROC has no target
+    assert check(changed(PEERS, "scaling/50/ours/train_seconds", 30.0)) == []  # the peer's config: no limit
+
+
+def test_bench_peers_trains_the_fixed_default() -> None:
+    from model_server import defaults
+
+    assert bench("bench_peers").DEFAULT_INPUT_SIZE == defaults.INPUT_SIZE
+
+
+def _soak_minute(minute: int, server_ms: float, probe_ms: float, server_mb: float = 800.0) -> dict:
+    return {
+        "minute": minute,
+        "images": 360,
+        "rss_mb": {"model server": server_mb, "worker-0": 80.0, "moto": 250.0 + 20 * minute},
+        "cpu_ms_per_image": {"model server": server_ms, "workers": 7.0 * probe_ms / 20.0, "moto": 40.0},
+        "probe_ms": probe_ms,
+    }
+
+
+def test_bench_soak_takes_the_vms_drift_out_of_cpu_per_image() -> None:
+    """CPU per image that rises only as fast as the fixed probe's (the VM slowed down) is steady; a rise the
+    probe does not show, memory growth, a loss or a restart is a miss. moto's memory may grow (its data)."""
+    check = bench("bench_soak").missed_targets
+    rows = [_soak_minute(1, 30.0, 20.0), _soak_minute(2, 39.0, 26.0), _soak_minute(3, 30.6, 20.0)]
+    assert check(rows, 0, []) == []
+    (missed,) = check([rows[0], _soak_minute(2, 39.0, 20.0)], 0, [])
+    assert "model server CPU ms/image in minute 2 +30.0%" in missed
+    (missed,) = check([rows[0], _soak_minute(2, 30.0, 20.0, server_mb=850.0)], 0, [])
+    assert "model server RSS grew +6.2%" in missed
+    assert check(rows, 1, []) == ["1 images lost (target 0)"]
+    assert check(rows, 0, ["worker-0"]) == ["worker-0 was restarted during the soak (pids differ)"]
