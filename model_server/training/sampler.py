@@ -178,8 +178,10 @@ PRUNE_UNTIL = 8
 CHUNK_PATCHES = 16_384
 #: First-level picks per chunk, as a multiple of the target ratio.
 OVERSAMPLE = 2.0
-#: Largest union the second level reduces in one greedy pass; a larger one is reduced group by group.
-GROUP_PATCHES = 65_536
+#: Largest union the second level reduces in one greedy pass; a larger one is split into groups reduced in
+#: parallel. A pass costs union x picks, so one pass over the union would make training quadratic in the
+#: number of images (800 images at 384 px: a 36,864-patch union, 27 s of a 37 s coreset on one core).
+GROUP_PATCHES = 32_768
 
 
 class StreamingCoreset:
@@ -201,11 +203,13 @@ class StreamingCoreset:
         oversample: float = OVERSAMPLE,
         progress: bool = False,
         workers: int | None = None,
+        group_patches: int = GROUP_PATCHES,
     ) -> None:
         if not 0.0 < ratio <= 1.0:
             raise ValueError(f"coreset ratio must be in (0, 1], got {ratio}")
         self.ratio, self.projection_dim, self.seed = ratio, projection_dim, seed
         self.chunk_patches, self.oversample, self.progress = chunk_patches, oversample, progress
+        self.group_patches = group_patches
         self._buffer: list[tuple[np.ndarray, np.ndarray]] = []
         self._buffered = 0
         self._pool = ThreadPoolExecutor(max_workers=workers or len(os.sched_getaffinity(0)))
@@ -252,20 +256,20 @@ class StreamingCoreset:
         if not self._kept:
             raise ValueError("no features to sample from")
         kept = [f.result() for f in self._kept]
-        self._pool.shutdown()
         feats = np.concatenate([f for f, _ in kept])
         source = np.concatenate([s for _, s in kept])
         target = max(1, int(round(self.seen * self.ratio)))
         if target >= len(feats):
+            self._pool.shutdown()
             return feats, source
-        groups = -(-len(feats) // GROUP_PATCHES)
-        bank, bank_source = [], []
-        for g in np.array_split(np.arange(len(feats)), groups):
-            share = len(g) / len(feats)
-            chosen = self._sampler(max(1, round(target * share)) / len(g)).select(feats[g])
-            bank.append(feats[g][chosen])
-            bank_source.append(source[g][chosen])
-        return np.ascontiguousarray(np.concatenate(bank)), np.concatenate(bank_source)
+        groups = np.array_split(np.arange(len(feats)), -(-len(feats) // self.group_patches))
+        shares = [max(1, round(target * len(g) / len(feats))) / len(g) for g in groups]
+        picks = [
+            self._pool.submit(self._sampler(r).select, feats[g]) for g, r in zip(groups, shares, strict=True)
+        ]
+        chosen = np.concatenate([g[p.result()] for g, p in zip(groups, picks, strict=True)])
+        self._pool.shutdown()
+        return np.ascontiguousarray(feats[chosen]), source[chosen]
 
 
 @contextmanager

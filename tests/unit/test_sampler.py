@@ -80,3 +80,30 @@ def test_streaming_coreset_leaves_ineligible_patches_out() -> None:
     coreset.add(feats, np.arange(3000), eligible)
     bank, source = coreset.finish()
     assert len(bank) == round(0.05 * eligible.sum()) and eligible[source].all()
+
+
+def test_streaming_coreset_reduces_a_large_union_in_bounded_groups(monkeypatch) -> None:
+    """The second level never runs one greedy pass over more than `group_patches` (a pass costs its size x
+    picks: one pass over the union would make training quadratic in the images), and still covers every
+    cluster at about the target size."""
+    sizes: list[int] = []
+    select = GreedyCoresetSampler.select
+
+    def recording(self, features, eligible=None):
+        sizes.append(len(features))
+        return select(self, features, eligible)
+
+    monkeypatch.setattr(GreedyCoresetSampler, "select", recording)
+    rng = np.random.default_rng(2)
+    centres = rng.normal(size=(40, 16)).astype(np.float32) * 10
+    labels = np.repeat(np.arange(40), 500)
+    feats = centres[labels] + rng.normal(size=(20_000, 16)).astype(np.float32) * 0.1
+    coreset = StreamingCoreset(0.01, projection_dim=None, chunk_patches=2048, group_patches=150)
+    coreset.add(feats, np.arange(20_000))
+    bank, source = coreset.finish()
+    first_level = len(coreset._kept)  # noqa: SLF001
+    union = sizes[first_level:]
+    assert sum(union) > 150 and max(union) <= 150  # the 400-patch union went in groups
+    assert abs(len(bank) - 200) <= len(union) and len(set(source)) == len(bank)
+    np.testing.assert_array_equal(bank, feats[source])
+    assert set(labels[source]) == set(range(40))
