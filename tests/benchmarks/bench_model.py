@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 from infra.cli import main as ivadas  # noqa: E402
 from model_server.engine.artifact import load_artifact  # noqa: E402
 from model_server.engine.backends import RUNTIMES, default_runtime  # noqa: E402
+from model_server.engine.config import ModelConfig  # noqa: E402
 from model_server.engine.predictor import STAGES, Predictor  # noqa: E402
 from model_server.engine.runtime import set_threads  # noqa: E402
 from model_server.training.datasets import load_split  # noqa: E402
@@ -45,11 +46,14 @@ def run(argv: list[str]) -> None:
         raise SystemExit(f"ivadas {' '.join(argv)} failed with exit code {code}")
 
 
-def train_and_evaluate(out: Path, data_root: str, classes: str, model: str, *extra: str) -> dict:
-    """Train, evaluate, and return {class: {metrics..., train_seconds, bank_bytes}}."""
+def train_and_evaluate(
+    out: Path, data_root: str, classes: str, model: str, *extra: str, search: bool = False
+) -> dict:
+    """Train (at the fixed defaults, or with the configuration search), evaluate, and return
+    {class: {metrics..., train_seconds, bank_bytes, config}}."""
     artifact = out / f"{model}.tar.gz"
     run(["train", "--data-root", data_root, "--classes", classes, "--model", model, "--no-evaluate",
-         "--no-search", *extra, "--out", str(artifact)])  # fmt: skip
+         *([] if search else ["--no-search"]), *extra, "--out", str(artifact)])  # fmt: skip
     report = out / f"report_{model}"
     run(["evaluate", "--artifact", str(artifact), "--data-root", data_root, "--report-dir", str(report)])
     doc = json.loads((report / "metrics.json").read_text())
@@ -68,9 +72,16 @@ def train_and_evaluate(out: Path, data_root: str, classes: str, model: str, *ext
             "coreset_seconds": card["training"]["coreset_seconds"],
             "bank_patches": card["training"]["bank_patches"],
             "bank_bytes": card["training"]["bank_bytes"],
+            "config": config_label(loaded.get(name).config),
+            "search_seconds": (card.get("search") or {}).get("seconds"),
             "artifact": str(artifact),
         }
     return result
+
+
+def config_label(config: ModelConfig) -> str:
+    f = config.features
+    return f"{f.backbone}@{f.input_size}/{f.layer_weighting}/top{config.score_top_fraction:g}"
 
 
 def predict_latency(
@@ -79,25 +90,46 @@ def predict_latency(
     """p50 per stage and of the whole call (wall) of the full predict path (PNG bytes in; verdict, regions and
     heatmap PNG out), batch 1, for each feature runtime: the served one (OpenVINO) and the torch reference,
     taking turns in blocks of `block` images so that this VM's drift hits both alike."""
+    return alternate({r: Predictor(artifact, runtime=r) for r in RUNTIMES}, class_name, images, rounds, block)
+
+
+def alternate(
+    predictors: dict[str, Predictor], class_name: str, images: list[Path], rounds: int = 3, block: int = 10
+) -> dict:
+    """p50 per stage and of the whole call (wall) for each predictor, taking turns in blocks of `block`
+    images so that this VM's drift hits them alike."""
     blobs = [p.read_bytes() for p in images]
-    predictors = {}
-    for runtime in RUNTIMES:
-        predictors[runtime] = Predictor(artifact, runtime=runtime)
-        predictors[runtime].predict(class_name, blobs[:2], return_heatmap=True)  # warm-up
-    samples = {r: {k: [] for k in (*STAGES, "total", "wall")} for r in RUNTIMES}
+    for predictor in predictors.values():
+        predictor.predict(class_name, blobs[:2], return_heatmap=True)  # warm-up
+    samples = {name: {k: [] for k in (*STAGES, "total", "wall")} for name in predictors}
     for _ in range(rounds):
         for start in range(0, len(blobs), block):
-            for runtime, predictor in predictors.items():
+            for name, predictor in predictors.items():
                 for blob in blobs[start : start + block]:
                     t = time.perf_counter()
                     (pred,) = predictor.predict(class_name, [blob], return_heatmap=True)
-                    samples[runtime]["wall"].append((time.perf_counter() - t) * 1000.0)
+                    samples[name]["wall"].append((time.perf_counter() - t) * 1000.0)
                     for k in (*STAGES, "total"):
-                        samples[runtime][k].append(pred.timings_ms[k])
+                        samples[name][k].append(pred.timings_ms[k])
     return {
-        runtime: {k: round(statistics.median(v), 2) for k, v in by.items()} | {"n": len(by["wall"])}
-        for runtime, by in samples.items()
+        name: {k: round(statistics.median(v), 2) for k, v in by.items()} | {"n": len(by["wall"])}
+        for name, by in samples.items()
     }
+
+
+def profiles(out: Path, root: str, threads_arg: list[str]) -> dict:
+    """Bottle trained with each search profile (`ivadas train --profile`), its metrics and its predict path
+    on the served runtime, the two taking turns."""
+    found = {}
+    for profile in PROFILES:
+        trained = train_and_evaluate(
+            out / f"profile_{profile}", root, "bottle", "patchcore", "--profile", profile, *threads_arg,
+            search=True,
+        )  # fmt: skip
+        found[profile] = trained["bottle"]
+    test = sorted((MVTEC / "bottle/test").rglob("*.png"))
+    latency = alternate({p: Predictor(found[p]["artifact"]) for p in PROFILES}, "bottle", test)
+    return {p: found[p] | {"predict_ms": latency[p]} for p in PROFILES}
 
 
 def fmt(v: object) -> str:
@@ -110,6 +142,9 @@ BOTTLE_TRAIN_SECONDS = 10.0
 #: Full predict path p50 (900x900 PNG in; verdict, regions and heatmap PNG out), batch 1, served runtime.
 PREDICT_P50_MS = 30.0
 NOISY_SOFTPATCH_AUROC = 0.995
+#: The fast profile's metrics may trail the quality profile's by at most this much (and meet PREDICT_P50_MS).
+FAST_PROFILE_MARGIN = 0.005
+PROFILES = ("quality", "fast")
 
 
 def missed_targets(results: dict) -> list[str]:
@@ -130,13 +165,38 @@ def missed_targets(results: dict) -> list[str]:
             missed.append(f"bottle noise 0.1 SoftPatch image AUROC {sp} < {NOISY_SOFTPATCH_AUROC}")
         if sp < pc:
             missed.append(f"bottle noise 0.1 SoftPatch image AUROC {sp} < PatchCore {pc}")
+    return missed + missed_by_fast_profile(results.get("profiles"))
+
+
+def missed_by_fast_profile(found: dict | None) -> list[str]:
+    if not found:
+        return []
+    fast, quality = found["fast"], found["quality"]
+    missed = [
+        f"fast profile {k} {fast[k]} < quality profile {quality[k]} - {FAST_PROFILE_MARGIN}"
+        for k in BOTTLE_TARGETS
+        if fast[k] is None or (quality[k] is not None and fast[k] < quality[k] - FAST_PROFILE_MARGIN)
+    ]
+    if fast["predict_ms"]["wall"] > PREDICT_P50_MS:
+        missed.append(f"fast profile predict path p50 {fast['predict_ms']['wall']} ms > {PREDICT_P50_MS} ms")
     return missed
+
+
+def print_profiles(found: dict) -> None:
+    for profile, r in found.items():
+        lat = ", ".join(f"{k} {r['predict_ms'][k]}" for k in (*STAGES, "wall"))
+        target = f" (target <= {PREDICT_P50_MS}, metrics within {FAST_PROFILE_MARGIN} of quality)"
+        print(f"bottle, --profile {profile}: {r['config']} (search {r['search_seconds']} s), image AUROC "
+              f"{fmt(r['image_auroc'])}, pixel AUROC {fmt(r['pixel_auroc'])}, AUPRO {fmt(r['aupro'])}, "
+              f"trained in {r['train_seconds']:.1f} s; predict p50 ms {lat}"
+              + (target if profile == "fast" else ""), flush=True)  # fmt: skip
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(ROOT / "reports/bench_model"))
     parser.add_argument("--skip-elpv", action="store_true")
+    parser.add_argument("--skip-profiles", action="store_true", help="no bottle search per --profile")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
     threads = set_threads(args.threads)
@@ -177,6 +237,9 @@ def main() -> int:
                 + (f" (target <= {PREDICT_P50_MS})" if runtime == default_runtime() else ""),
                 flush=True,
             )
+        if not args.skip_profiles:
+            results["profiles"] = profiles(out, root, threads_arg)
+            print_profiles(results["profiles"])
     else:
         print(f"MVTec bottle not found under {MVTEC}: bottle figures skipped", flush=True)
 

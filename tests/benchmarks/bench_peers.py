@@ -642,7 +642,9 @@ def print_scaling(rows: dict) -> None:
     print("\n| images | ours train s | ours process s | ours peak GB | ours bank | anomalib fit s | "
           "anomalib process s | anomalib peak GB | anomalib bank |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|")
-    for n, row in sorted(rows.items(), key=lambda kv: int(kv[0])):
+    for n, row in sorted(
+        rows.items(), key=lambda kv: (kv[0].startswith("default@"), int(kv[0].split("@")[-1]))
+    ):
         o, a = row["ours"], row.get("anomalib") or {}
         cells = [o["train_seconds"], o["wall_seconds"], o["peak_gb"], o["bank_patches"]]
         cells += [a.get(k) for k in ("fit_seconds", "wall_seconds", "peak_gb", "bank_patches")]
@@ -712,7 +714,6 @@ def run(args: argparse.Namespace) -> dict:
     print_floor(results["floor"])
     if not args.skip_scaling:
         results["scaling"] = scaling(args, weights, {"ours": fit["ours"], "anomalib": fit["anomalib"]})
-        print_scaling(results["scaling"])
     return results
 
 
@@ -731,6 +732,8 @@ def main() -> int:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2, default=str) + "\n")
     print(f"wrote {args.out} ({results['bench_seconds']} s)")
+    if "scaling" in results:
+        print_scaling(results["scaling"])
     missed = verdicts(results)
     return conclude(missed)
 

@@ -99,3 +99,22 @@ def test_requests_parse_without_a_server() -> None:
         with pytest.raises(HttpError) as err:
             parse_request(content_type, payload, attrs)
         assert err.value.status == status
+
+
+def test_the_served_runtime_scores_as_the_torch_reference(
+    trained_artifact: Path, synthetic_root: Path
+) -> None:
+    """OpenVINO serves; torch is the reference: image scores within 1e-4 relative, the same verdicts, and
+    the same maps to the same tolerance, on good and scratched images."""
+    pytest.importorskip("openvino")
+    paths = sorted((synthetic_root / "widget/test").rglob("*.png"))
+    reference = Predictor(trained_artifact, runtime="torch").predict("widget", paths)
+    served = Predictor(trained_artifact, runtime="openvino")
+    assert type(served.extractor(served.artifact.get("widget").config.features).embed_function).__name__ == (
+        "OpenVINOFeatures"
+    )
+    for want, got in zip(reference, served.predict("widget", paths), strict=True):
+        assert got.anomaly_score == pytest.approx(want.anomaly_score, rel=1e-4)
+        assert got.is_anomaly == want.is_anomaly
+        tolerance = 1e-4 * want.anomaly_score
+        np.testing.assert_allclose(got.anomaly_map, want.anomaly_map, rtol=1e-4, atol=tolerance)

@@ -38,6 +38,10 @@ MODEL = {
     "bottle_noise_0.1": {"patchcore": {"image_auroc": 0.99}, "softpatch": {"image_auroc": 0.997}},
     # the torch reference has no latency target; the served runtime does
     "predict_latency_ms": {"openvino": {"wall": 27.0}, "torch": {"wall": 45.0}},
+    "profiles": {
+        "quality": {"image_auroc": 1.0, "pixel_auroc": 0.988, "aupro": 0.968, "predict_ms": {"wall": 34.0}},
+        "fast": {"image_auroc": 1.0, "pixel_auroc": 0.9886, "aupro": 0.9635, "predict_ms": {"wall": 28.7}},
+    },
 }
 
 
@@ -51,6 +55,9 @@ MODEL = {
         ("predict_latency_ms/openvino/wall", 30.5, "predict path p50 30.5 ms > 30.0 ms"),
         ("bottle_noise_0.1/softpatch/image_auroc", 0.994, "SoftPatch image AUROC 0.994 < 0.995"),
         ("bottle_noise_0.1/patchcore/image_auroc", 0.998, "< PatchCore 0.998"),
+        ("profiles/fast/aupro", 0.9625, "fast profile aupro 0.9625 < quality profile 0.968 - 0.005"),
+        ("profiles/fast/pixel_auroc", None, "fast profile pixel_auroc None"),
+        ("profiles/fast/predict_ms/wall", 30.2, "fast profile predict path p50 30.2 ms > 30.0 ms"),
     ],
 )
 def test_bench_model_names_each_missed_target(path: str, value: object, named: str) -> None:
@@ -190,6 +197,15 @@ def test_bench_peers_names_each_missed_target(path: str, value: object, named: s
     assert check({}) == []  # skipped: nothing measured, nothing missed
     assert check(changed(PEERS, "quality/ours/pixel_auroc", 0.5)) == []  # pixel AUROC has no target
     assert check(changed(PEERS, "scaling/50/ours/train_seconds", 30.0)) == []  # the peer's config: no limit
+
+
+def test_bench_peers_prints_the_scaling_table_with_the_default_rows_last(capsys) -> None:
+    """A scaling table mixing N and default@N rows (the first full run lost its JSON to this)."""
+    rows = {**PEERS["scaling"], "100": PEERS["scaling"]["50"]}
+    rows = {k: {"ours": {"wall_seconds": 2.0, "bank_patches": 512, **v["ours"]}} for k, v in rows.items()}
+    bench("bench_peers").print_scaling(rows)
+    lines = [line.split(" |")[0] for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    assert lines[1:] == ["| 50", "| 100", "| default@209", "| default@800"]
 
 
 def test_bench_peers_trains_the_fixed_default() -> None:
