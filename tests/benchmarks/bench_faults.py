@@ -312,7 +312,13 @@ def invocation_times(journal: Path) -> dict[str, list[float]]:
 
 
 def why_again(
-    iid: str, sha: str, logs: dict, times: dict, stops: list[tuple[float, float]], write: bool
+    iid: str,
+    sha: str,
+    logs: dict,
+    times: dict,
+    stops: list[tuple[float, float]],
+    write: bool,
+    worker_kills: tuple[float, ...] = (),
 ) -> str:
     """Why an image reached the endpoint (or, `write`, had its result written) more than once."""
     if iid in logs["killed"]:
@@ -320,6 +326,10 @@ def why_again(
     if not write and any("unreachable" in e for e in logs["failures"].get(iid, [])):
         return "the model server died while answering it (the worker saw it unreachable)"
     seen = times.get(sha, [])
+    # the killed batch's messages are known by id only; when a stack restart then drops the queue, the image
+    # comes back under a new message, so the first reach is matched to the kill by time, as stops are
+    if seen and any(kill - TIMEOUT_S <= min(seen) <= kill + 1.0 < max(seen) for kill in worker_kills):
+        return "an attempt was killed (worker kill -9 mid-batch, the image announced again after a restart)"
     # first reached within a Timeout before the stack went down (or while it went), again once it restarted
     if seen and any(start - TIMEOUT_S <= min(seen) <= end and max(seen) > start for start, end in stops):
         return "in flight when the whole stack stopped"
@@ -335,6 +345,7 @@ def figures(driver: Driver, run: Run, dlq_rows: list[dict] | None) -> dict:
     starts = [t for t, what in run.events if "whole stack" in what]
     ends = [t for t, what in run.events if what == "the stack is up again"]
     stops = list(zip(starts, ends, strict=False))
+    worker_kills = tuple(t for t, what in run.events if what.startswith("kill -9 a worker"))
     uploaded = [r for r in driver.rows.values() if r["id"]]
     done = [r for r in uploaded if r.get("item")]
     statuses = Counter(r["item"]["status"] for r in done)
@@ -344,7 +355,7 @@ def figures(driver: Driver, run: Run, dlq_rows: list[dict] | None) -> dict:
         for extra, n, write in ((extra_inv, invocations.get(sha, 0), False),
                                 (extra_writes, logs["writes"][row["id"]], True)):  # fmt: skip
             if n > 1:
-                extra[why_again(row["id"], sha, logs, times, stops, write)] += n - 1
+                extra[why_again(row["id"], sha, logs, times, stops, write, worker_kills)] += n - 1
     ids = {r["id"] for r in uploaded}
     by_key = {r["key"]: r["id"] for r in uploaded}
     in_dlq = {by_key[k] for row in dlq_rows or [] for _, k, _ in row["objects"] if k in by_key}

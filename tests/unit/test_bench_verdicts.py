@@ -236,3 +236,16 @@ def test_bench_soak_takes_the_vms_drift_out_of_cpu_per_image() -> None:
     assert "model server RSS grew +6.2%" in missed
     assert check(rows, 1, []) == ["1 images lost (target 0)"]
     assert check(rows, 0, ["worker-0"]) == ["worker-0 was restarted during the soak (pids differ)"]
+
+
+def test_bench_faults_explains_a_second_reach_after_a_worker_kill_only_near_the_kill() -> None:
+    """A killed batch's messages are known by id only; when a restart drops the queue the image returns under
+    a new message, so its first reach is matched to the kill by time (within a worker Timeout before it)."""
+    faults = bench("bench_faults")
+    logs = {"killed": set(), "failures": {}}
+    kill = 1000.0
+    near = {"sha": [kill - 0.05, kill + 22.0]}
+    far = {"sha": [kill - faults.TIMEOUT_S - 5.0, kill + 22.0]}
+    assert "killed" in faults.why_again("i", "sha", logs, near, [], False, (kill,))
+    assert faults.why_again("i", "sha", logs, near, [], False) == "UNEXPLAINED"
+    assert faults.why_again("i", "sha", logs, far, [], False, (kill,)) == "UNEXPLAINED"
