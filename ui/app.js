@@ -642,7 +642,7 @@ function detailImages(item) {
   const side = el("div", { class: "side-by-side" },
     el("figure", {}, el("img", { src: item.image_url, alt: "inspected image", class: "plain" }), el("figcaption", { text: "Image" })));
   if (item.heatmap_url) {
-    side.append(el("figure", {}, el("img", { src: item.heatmap_url, alt: "anomaly heatmap", class: "plain" }), el("figcaption", { text: "Heatmap" })));
+    side.append(el("figure", {}, el("img", { src: item.heatmap_url, alt: "anomaly heatmap", class: "plain map" }), el("figcaption", { text: "Heatmap" })));
   }
   side.append(el("figure", {}, overlayView(item.image_url, item.heatmap_url, item.regions, size, "overlay"), el("figcaption", { text: "Overlay and regions" })));
   return side;

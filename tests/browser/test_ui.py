@@ -276,6 +276,10 @@ def test_detail_view_is_a_dialog_with_images_regions_and_next(page, scenario) ->
     dialog = page.wait_for_selector("dialog#detail[open]")
     page.wait_for_selector("#detail .side-by-side figure")
     assert len(page.query_selector_all("#detail .side-by-side figure")) == 3  # image, heatmap, overlay
+    shown = "#detail .side-by-side img.plain"
+    page.wait_for_function(f"[...document.querySelectorAll('{shown}')].every(i => i.complete && i.width)")
+    widths = page.eval_on_selector_all(shown, "imgs => imgs.map(i => i.width)")
+    assert abs(widths[0] - widths[1]) <= 2, widths  # the map-resolution heatmap drawn as wide as the image
     meta = page.inner_text("#detail dl.meta")
     assert "ui-a" in meta and "Version" in meta and "Time" in meta
     assert page.query_selector("#detail table.regions") or "No regions" in page.inner_text("#detail-body")
