@@ -31,7 +31,7 @@ class ClassModel:
 
     @property
     def scorer(self) -> NearestNeighbourScorer:
-        if self._scorer is None:
+        if self._scorer is None or self._scorer.index_spec is not self.index:  # training sets the index late
             self._scorer = NearestNeighbourScorer(self.bank, self.weights, self.index)
         return self._scorer
 

@@ -121,3 +121,12 @@ def test_the_artifact_carries_the_index(tmp_path: Path) -> None:
     assert loaded.get("plain").index is None
     queries = bank[:50] + 0.1
     np.testing.assert_array_equal(loaded.get("c").scorer.search(queries)[0], model.scorer.search(queries)[0])
+
+
+def test_a_model_given_its_index_after_scoring_searches_through_it() -> None:
+    """Training sets the index once the bank exists; a scorer built before must not keep searching whole."""
+    model, store, _ = _trained(8, 400)
+    store.close()
+    assert model.scorer.index_spec is None
+    model.index = BankIndex(fit_centroids(model.bank, 10, seed=0), probes=2)
+    assert model.scorer.index_spec is model.index
