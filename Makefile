@@ -45,7 +45,7 @@ test: install lint
 # poller, API shim and UI), inspect every held-out test image through the S3 inbox, and leave UI and API running.
 DATA_ROOT ?= elpv
 CLASSES ?= $(if $(filter elpv,$(DATA_ROOT)),elpv_mono$(comma)elpv_poly,bottle)
-# Each class's configuration is searched (README, "How a class is configured"); SoftPatch takes PatchCore's, so
+# Each class's configuration is searched (docs/model.md, "How a class is configured"); SoftPatch takes PatchCore's, so
 # the two compare on the same features.
 TRAIN_ARGS ?=
 comma := ,

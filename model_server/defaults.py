@@ -1,8 +1,8 @@
 """Default hyperparameters, in one torch-free place so the CLI can show them without loading torch.
 
-Chosen by measurement on MVTec bottle with 2 CPU cores (README, "Choosing the defaults"): EfficientNet-Lite0
-stages 2+3 at 384 px meet the pixel-level targets that 256 and 320 px miss, and a 1 % coreset scores within
-0.0002 of a 10 % one while training 5x faster. SoftPatch values are the official ones.
+Chosen by measurement on MVTec bottle with 2 CPU cores (docs/decisions.md, "Choosing the defaults"):
+EfficientNet-Lite0 stages 2+3 at 384 px meet the pixel-level targets that 256 and 320 px miss, and a
+1 % coreset scores within 0.0002 of a 10 % one while training 5x faster. SoftPatch values are the official ones.
 """
 
 BACKBONE_NAMES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "mobilenetv2_100")
@@ -27,7 +27,7 @@ FILTER_FRACTION = 0.15
 SCORE_TOP_FRACTION = 0.0
 #: What the configuration search may choose from (`ivadas train --profile`): "quality" every input size;
 #: "fast" sizes up to FAST_MAX_INPUT_SIZE, the largest whose full predict path on a 900x900 PNG stays within
-#: 30 ms on 2 cores (README, "Speed": 27.4 ms at 384 px with EfficientNet-Lite0, 34.3 ms at 448 with Lite1).
+#: 30 ms on 2 cores (docs/benchmarks.md: 27.4 ms at 384 px with EfficientNet-Lite0, 34.3 at 448 with Lite1).
 PROFILES = ("quality", "fast")
 PROFILE = "quality"
 FAST_MAX_INPUT_SIZE = 384

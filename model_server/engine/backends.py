@@ -3,7 +3,7 @@
 Both run the same computation, the backbone and the patch aggregation (features.py), in float32: OpenVINO
 compiles the torch module once per feature configuration and canvas, with a dynamic batch dimension so one
 compiled model serves a single request and a training batch alike. On this machine's CPU it is the faster of
-the two (README, "Speed"); torch stays the reference that tests hold it to (scores within 1e-4 relative).
+the two (docs/benchmarks.md); torch stays the reference that tests hold it to (scores within 1e-4 relative).
 OpenVINO's CPU plugin would pick bf16 on CPUs that have it: the precision is pinned to f32 so a score never
 depends on the host. `IVADAS_RUNTIME` (torch | openvino) overrides the default, which is OpenVINO where it
 is installed.

@@ -30,7 +30,7 @@ class FeatureConfig:
     #: layer scaled by 1/sqrt(its channels), the distance the official fixed-length averaging gives.
     layer_weighting: str = defaults.LAYER_WEIGHTING
     #: "zeros": cells past the map's edge count as zero in a patch's 3x3 average (the official code's zero
-    #: padding; measured better than "inside" on every data set here: README, "Choosing the defaults");
+    #: padding; measured better than "inside" on every data set here: docs/decisions.md);
     #: "inside": only the cells within the map, as artifacts from before this setting were trained.
     edge: str = defaults.EDGE
     #: (H, W) box in source pixels that holds the class's training images: one scale for the class, aspect

@@ -24,7 +24,7 @@ from model_server.engine.runtime import retain_freed_memory
 @functools.lru_cache(maxsize=8)
 def _network(backbone: str, layers: tuple[int, ...]) -> torch.nn.Module:
     """One network per backbone and layers, shared by every config that differs only in geometry."""
-    # channels_last: measured 1.3-2x faster on this CPU's oneDNN convolutions at batch 1 (README).
+    # channels_last: measured 1.3-2x faster on this CPU's oneDNN convolutions at batch 1 (docs/decisions.md).
     return create_feature_extractor(backbone, layers).to(memory_format=torch.channels_last)
 
 

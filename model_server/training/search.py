@@ -269,7 +269,7 @@ def search_class(
     kinds_arr = np.asarray(kinds)
     audit_labels = None if audit is None else np.array([s.label for s in audit])
     # the configured coreset ratio over the fit subsample: a smaller bank than the final one, which the
-    # nearest-neighbour cost of the search needs, and which ranks candidates alike (README)
+    # nearest-neighbour cost of the search needs, and which ranks candidates alike (docs/decisions.md)
     ratio = config.coreset_ratio
     sizes = space.sizes_for(box)
     trials: list[Trial] = []

@@ -2,7 +2,7 @@
 
 With the shared MVTec bottle data, the stack serves a small bottle model (trained here at 128 px) and the test
 uploads a real broken bottle; without it, the synthetic widget class and a generated image.
-Screenshots of the inspect and results views go to docs/screenshots/ (linked from the README).
+Screenshots of the inspect and results views go to docs/screenshots/ (linked from the docs).
 Every page signs in first (moto's cognito-idp, users made with infra.local.users): an ML engineer unless a
 test says otherwise.
 """
