@@ -2,7 +2,8 @@
 
 Chosen by measurement on MVTec bottle with 2 CPU cores (docs/decisions.md, "Choosing the defaults"):
 EfficientNet-Lite0 stages 2+3 at 384 px meet the pixel-level targets that 256 and 320 px miss, and a
-1 % coreset scores within 0.0002 of a 10 % one while training 5x faster. SoftPatch values are the official ones.
+1 % coreset scores within 0.0002 of a 10 % one while training 5x faster.
+SoftPatch values are the official ones.
 """
 
 BACKBONE_NAMES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "mobilenetv2_100")
