@@ -19,6 +19,9 @@ LAYER_WEIGHTING = "channels"
 #: cells within the map, as artifacts trained before this setting do.
 EDGES = ("zeros", "inside")
 EDGE = "zeros"
+#: How a patch's neighbourhood becomes its feature (FeatureConfig.aggregation).
+AGGREGATIONS = ("pool", "unfold")
+AGGREGATION = "pool"
 #: SoftPatch outlier scores: local outlier factor, nearest other image, Gaussian (softpatch.py).
 WEIGHT_METHODS = ("lof", "nearest", "gaussian")
 WEIGHT_METHOD = "lof"

