@@ -46,12 +46,12 @@ from model_server.engine.config import ModelConfig  # noqa: E402
 from model_server.engine.features import FeatureExtractor  # noqa: E402
 from model_server.engine.runtime import set_threads  # noqa: E402
 from model_server.training.datasets import load_split  # noqa: E402
-from model_server.training.elpv import load_elpv_split, uncertain_cells  # noqa: E402
+from model_server.training.elpv import load_elpv_split  # noqa: E402
 from model_server.training.evaluation import evaluate_class  # noqa: E402
 from model_server.training.fit import train_class, with_class_geometry  # noqa: E402
 from model_server.training.metrics import wilson_interval  # noqa: E402
-from model_server.training.protocols import add_unlabelled  # noqa: E402
-from model_server.training.search import judge_ensemble, search_class  # noqa: E402
+from model_server.training.search import search_class  # noqa: E402
+from tests.benchmarks.quality_studies import add_unlabelled, judge_ensemble, uncertain_cells  # noqa: E402
 from tests.benchmarks.verdict import conclude  # noqa: E402
 
 MVTEC = Path(os.environ.get("IVADAS_MVTEC_ROOT", ROOT.parent / "shared/data/mvtec"))
