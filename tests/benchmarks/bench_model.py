@@ -113,7 +113,9 @@ def alternate(
         predictor.predict(class_name, blobs[:2], return_heatmap=True)  # warm-up
     samples = {name: {k: [] for k in (*STAGES, "total", "wall")} for name in predictors}
     with beside() as probe:
-        for _ in range(rounds):
+        for done in range(1, rounds + 1):
+            if done > 1:
+                probe.read()
             for start in range(0, len(blobs), block):
                 for name, predictor in predictors.items():
                     for blob in blobs[start : start + block]:

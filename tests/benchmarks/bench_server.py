@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 from infra.cli import main as ivadas  # noqa: E402
 from model_server.engine.predictor import Predictor  # noqa: E402
 from model_server.engine.runtime import set_threads  # noqa: E402
-from tests.benchmarks.probe import beside, rate_at_reference  # noqa: E402
+from tests.benchmarks.probe import Beside, beside, rate_at_reference  # noqa: E402
 from tests.benchmarks.tables import Table  # noqa: E402
 from tests.benchmarks.verdict import conclude  # noqa: E402
 
@@ -128,13 +128,18 @@ def summarise_load(concurrency: int, latencies: list[float], batch_sizes: list[i
     }
 
 
-def interleaved(port: int, blobs: list[bytes], levels: tuple[int, ...], rounds: int) -> list[dict]:
+def interleaved(
+    port: int, blobs: list[bytes], levels: tuple[int, ...], rounds: int, probe: Beside | None = None
+) -> list[dict]:
     """Each concurrency level in turn, one pass over the images each, `rounds` times, pooled per level: the
-    levels are compared on the same machine even though this VM's speed drifts by up to 2x over minutes."""
+    levels are compared on the same machine even though this VM's speed drifts by up to 2x over minutes (and
+    the probe, if given, is read after each round)."""
     runs: dict[int, list[dict]] = {c: [] for c in levels}
-    for _ in range(rounds):
+    for done in range(1, rounds + 1):
         for c in levels:
             runs[c].append(load(port, blobs, c, len(blobs)))
+        if probe is not None and done < rounds:
+            probe.read()
     return [
         summarise_load(
             c,
@@ -270,7 +275,7 @@ def main() -> int:
         in_process(predictor, blobs[:5])
         local, served = overhead_pairs(port, predictor, blobs, args.rounds)
         with beside() as probe:
-            results = interleaved(port, blobs, (1, 4, 16), args.rounds)
+            results = interleaved(port, blobs, (1, 4, 16), args.rounds, probe)
     finally:
         server.terminate()
         server.wait(timeout=30)

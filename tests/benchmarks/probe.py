@@ -65,26 +65,29 @@ def probe_ms(readings: int = READINGS, threads: int | None = None) -> float:
 
 @dataclass
 class Beside:
-    """The probe before and after a measurement; `ms` is their mean once the measurement is done."""
+    """The probe's readings around a measurement (before, any taken between its parts, after); `ms` is their
+    mean once the measurement is done."""
 
-    before: float
-    after: float | None = None
+    readings: list[float]
+
+    def read(self) -> None:
+        """One more reading, between parts of a long measurement (a round, a level), to follow the drift."""
+        self.readings.append(probe_ms())
 
     @property
     def ms(self) -> float:
-        return self.before if self.after is None else (self.before + self.after) / 2
+        return statistics.fmean(self.readings)
 
     def to_dict(self) -> dict:
-        after = None if self.after is None else round(self.after, 3)
-        return {"before_ms": round(self.before, 3), "after_ms": after, "ms": round(self.ms, 3)}
+        return {"readings_ms": [round(r, 3) for r in self.readings], "ms": round(self.ms, 3)}
 
 
 @contextmanager
 def beside() -> Iterator[Beside]:
-    """`with beside() as probe:` around a measurement; `probe.ms` afterwards."""
-    probe = Beside(probe_ms())
+    """`with beside() as probe:` around a measurement (`probe.read()` between its parts); `probe.ms` after."""
+    probe = Beside([probe_ms()])
     yield probe
-    probe.after = probe_ms()
+    probe.read()
 
 
 def at_reference(value: float, probe: float) -> float:
