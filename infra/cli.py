@@ -134,6 +134,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-evaluate", action="store_true", help="skip the test-split metrics in the model card")
+    p.add_argument(
+        "--report-dir", help="also write the evaluation report here, as `ivadas evaluate` does (one pass)"
+    )
     p.add_argument("--out", required=True, help="artifact path, e.g. model.tar.gz")
     _add_runtime(p)
 

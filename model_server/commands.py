@@ -159,8 +159,11 @@ def train(args: argparse.Namespace) -> int:
         splits[name] = apply_noise(split, args.noise_ratio, seed=args.seed) if args.noise_ratio else split
     space = search_space(args)
     source = load_artifact(args.config_from) if getattr(args, "config_from", None) else None
+    report_dir = getattr(args, "report_dir", None)
+    if report_dir and args.no_evaluate:
+        raise IvadasError("--report-dir reports the evaluation that --no-evaluate skips: give one of them")
     commit = git_commit()
-    models = {}
+    models, evaluations = {}, []
     for name, split in splits.items():
         class_config, search = _class_config(config, split, space, source, progress=not args.quiet)
         extractor = FeatureExtractor(class_config.features)
@@ -183,6 +186,7 @@ def train(args: argparse.Namespace) -> int:
         if not args.no_evaluate:
             ev = evaluate_class(model, extractor, split, progress=not args.quiet)
             model.card["metrics"] = ev.metrics
+            evaluations.append(ev)
         t = model.card["training"]
         _log(
             f"  {name}: bank {t['bank_patches']} patches ({t['bank_bytes'] / 1e6:.1f} MB), threshold "
@@ -196,6 +200,13 @@ def train(args: argparse.Namespace) -> int:
         models[name] = model
     artifact = save_artifact(args.out, models)
     _log(f"wrote {args.out} ({artifact.model_version}, classes: {', '.join(sorted(models))})")
+    if report_dir:
+        from model_server.training.report import write_report  # matplotlib only when a report is written
+
+        tests = {name: split.test for name, split in splits.items()}
+        cards = {name: m.card for name, m in models.items()}
+        write_report(report_dir, artifact.model, artifact.model_version, evaluations, tests, cards)
+        _log(f"wrote {Path(report_dir) / 'metrics.json'} and report.md")
     return 0
 
 

@@ -44,8 +44,3 @@ def error_body(kind: str, message: str) -> dict[str, str]:
     if kind not in TYPES:
         raise ValueError(f"unknown error type {kind!r}")
     return {"error": message, "type": kind}
-
-
-def status_error(status: int, message: str) -> dict[str, str]:
-    """The error document for an HTTP status, with that status's default kind."""
-    return error_body(kind_for_status(status), message)

@@ -88,13 +88,6 @@ def _client(service: str, endpoint: str | None) -> Any:
     return boto3.client(service, config=config)
 
 
-def error_response(status: int, message: str, kind: str | None = None) -> Any:
-    """The API's one error shape, {"error": message, "type": kind} (api_errors, ivadas_contract.errors)."""
-    from ivadas_functions import api_errors
-
-    return api_errors.error_response(status, message, kind)
-
-
 def cors_config() -> Any:
     """CORS headers on every API answer (API Gateway itself only answers the preflight)."""
     from aws_lambda_powertools.event_handler import CORSConfig

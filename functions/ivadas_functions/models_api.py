@@ -18,10 +18,11 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from ivadas_contract import stats
+from ivadas_contract.errors import TYPES
 from ivadas_contract.limits import MAX_NOTE_CHARS
 from ivadas_contract.models import MODELS, endpoint_name
 from ivadas_functions import api_errors, identity, registry, request_checks
-from ivadas_functions.aws import Settings, client, cors_config, error_response
+from ivadas_functions.aws import Settings, client, cors_config
 from ivadas_functions.stats_query import read_slots
 
 logger = Logger()
@@ -74,7 +75,7 @@ def _decide(version: str, status: str, note: str | None, who: identity.Identity)
         sagemaker, ssm, by = client("sagemaker"), client("ssm"), who.principal
         decided = registry.decide(sagemaker, ssm, STAGE, version, status, note, by, who.as_author("decided"))
     except registry.RegistryError as exc:
-        return error_response(409 if "deployed" in str(exc) else 404, str(exc))
+        return api_errors.error_response(TYPES[exc.kind], str(exc), exc.kind)
     logger.info(
         "model decision", extra={"version": version, "status": status, "by": decided.metadata["decided_by"]}
     )

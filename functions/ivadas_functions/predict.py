@@ -31,7 +31,6 @@ from ivadas_functions.aws import (
     Settings,
     TransientFailure,
     cors_config,
-    error_response,
     invoke_endpoint,
 )
 
@@ -82,7 +81,7 @@ def predict() -> Response | dict:
     start = time.perf_counter()
     class_name, image, model, heatmap = _parse(app.current_event.json_body)
     if len(image) > settings.max_image_bytes:
-        return error_response(
+        return api_errors.error_response(
             413, f"image of {len(image)} bytes is over the {settings.max_image_bytes} byte limit"
         )
     models = list(MODELS) if model == "both" else [model]
@@ -92,7 +91,7 @@ def predict() -> Response | dict:
         try:
             results[m] = future.result()
         except RejectedImage as exc:  # the model server's refusal, with its kind
-            return error_response(TYPES[exc.kind], str(exc), exc.kind)
+            return api_errors.error_response(TYPES[exc.kind], str(exc), exc.kind)
         except TransientFailure as exc:
             logger.error("endpoint failure", extra={"model": m, "error": str(exc)})
             raise ServiceError(503, f"the {m} model is not available right now, try again") from None

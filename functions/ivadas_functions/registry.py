@@ -20,7 +20,21 @@ SUMMARY_METRICS = ("image_auroc", "pixel_auroc", "aupro", "recall_at_threshold")
 
 
 class RegistryError(ValueError):
-    """A version that does not exist, a name that is not a version, a decision that cannot be made."""
+    """A decision the registry cannot make; `kind` is its error type (ivadas_contract.errors)."""
+
+    kind = "bad_request"
+
+
+class VersionNotFound(RegistryError):
+    """A name that is not a version, or a version that does not exist."""
+
+    kind = "not_found"
+
+
+class VersionInUse(RegistryError):
+    """A decision that the version's deployment forbids (a deployed version cannot be rejected)."""
+
+    kind = "conflict"
 
 
 @dataclass
@@ -97,11 +111,11 @@ def get_version(sagemaker: Any, stage: str, name: str) -> ModelVersion:
     try:
         model, number = parse_version(name)
     except ValueError as exc:
-        raise RegistryError(str(exc)) from None
+        raise VersionNotFound(str(exc)) from None
     for version in versions(sagemaker, stage, model):
         if version.number == number:
             return version
-    raise RegistryError(f"no version {name} in {package_group(stage, model)}")
+    raise VersionNotFound(f"no version {name} in {package_group(stage, model)}")
 
 
 def deployment(ssm: Any, stage: str, model: str) -> dict | None:
@@ -123,7 +137,7 @@ def decide(
     version = get_version(sagemaker, stage, name)
     serving = {(deployment(ssm, stage, m) or {}).get("version") for m in {version.model, BASELINE}}
     if status == REJECTED and name in serving:  # a promoted version serves on the baseline endpoint
-        raise RegistryError(f"{name} is deployed: deploy another version or roll back first")
+        raise VersionInUse(f"{name} is deployed: deploy another version or roll back first")
     meta = {k: v for k, v in version.metadata.items() if not k.startswith("decided_by")}  # the last decider's
     meta.update({**(author_details or {}), "decision": status, "decided_by": author,
                  "decided_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")})  # fmt: skip

@@ -34,7 +34,6 @@ from ivadas_functions.aws import (
     TransientFailure,
     client,
     cors_config,
-    error_response,
     invoke_endpoint_json,
     table,
 )
@@ -164,15 +163,15 @@ def review(inspection_id: str):  # noqa: ANN201 - dict or Response
     reviewer = identity.require(app.current_event.raw_event, identity.REVIEW)
     item = table(settings.results_table).get_item(Key={"inspection_id": inspection_id}).get("Item")
     if not item:
-        return error_response(404, f"no inspection {inspection_id}")
+        return api_errors.error_response(404, f"no inspection {inspection_id}")
     if item.get("status") != INSPECTED:
-        return error_response(409, "a rejected object has no verdict to review")
+        return api_errors.error_response(409, "a rejected object has no verdict to review")
     try:
         record = reviews.review_record(
             from_dynamo(item), app.current_event.json_body, reviewer.as_reviewer(), now_iso()
         )
     except ValueError as exc:
-        return error_response(400, str(exc))
+        return api_errors.error_response(400, str(exc))
     record["image_copy"] = _keep_image(from_dynamo(item))
     table(settings.reviews_table).put_item(Item=to_dynamo(record))  # history first: never lost
     shown = {k: record[k] for k in record if k not in (reviews.PARTITION_KEY,)}

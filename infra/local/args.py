@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from ivadas_contract.models import MODELS
 
-DEFAULT_STATE_DIR = Path(__file__).resolve().parents[2] / ".ivadas" / "local"
+#: Where the local stack keeps its state (ports, pids, snapshot) and every command finds it:
+#: $IVADAS_STATE_DIR, else .ivadas/local in the repository; `--state-dir` overrides both.
+DEFAULT_STATE_DIR = Path(
+    os.environ.get("IVADAS_STATE_DIR") or Path(__file__).resolve().parents[2] / ".ivadas/local"
+)
 
 
 def add_local_arguments(p: argparse.ArgumentParser) -> None:

@@ -18,10 +18,12 @@ from ivadas_contract.models import MODELS
 
 
 def _supervisor_command(args: argparse.Namespace) -> list[str]:
-    cmd = [sys.executable, "-m", "infra.local", "--state-dir", str(args.state_dir),
+    """The supervisor's command line; it runs from the repository, so paths are made absolute here."""
+    cmd = [sys.executable, "-m", "infra.local", "--state-dir", str(Path(args.state_dir).resolve()),
            "--worker-concurrency", str(args.worker_concurrency)]  # fmt: skip
     for model in MODELS:
-        cmd += [f"--{model}", getattr(args, model) or ""]
+        artifact = getattr(args, model)
+        cmd += [f"--{model}", str(Path(artifact).resolve()) if artifact else ""]
     for p in args.parameter:
         cmd += ["--parameter", p]
     if args.api_port:

@@ -12,17 +12,31 @@ Without a `source_size` (artifacts from before this) every image is stretched to
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-if TYPE_CHECKING:
-    from model_server.engine.config import FeatureConfig
-
 #: Canvas sides are multiples of this (the deepest stride the backbones use).
 CANVAS_MULTIPLE = 16
+
+
+class Placement(Protocol):
+    """What placing an image needs from a class's feature configuration (config.FeatureConfig has it; this
+    module computes its canvas, so it cannot import that module)."""
+
+    @property
+    def input_size(self) -> int: ...
+
+    @property
+    def source_size(self) -> tuple[int, int] | None: ...
+
+    @property
+    def canvas(self) -> tuple[int, int]: ...
+
+    @property
+    def grid(self) -> tuple[int, int]: ...
 
 
 def _round_up(value: float) -> int:
@@ -38,7 +52,7 @@ def canvas_shape(input_size: int, source_size: tuple[int, int] | None) -> tuple[
     return min(input_size, _round_up(h * scale)), min(input_size, _round_up(w * scale))
 
 
-def placed_shape(image_hw: tuple[int, int], config: FeatureConfig) -> tuple[int, int]:
+def placed_shape(image_hw: tuple[int, int], config: Placement) -> tuple[int, int]:
     """(h, w) an image of `image_hw` covers on the canvas: the class's scale, shrunk further only when an
     image is larger than the training box."""
     canvas_h, canvas_w = config.canvas
@@ -60,9 +74,7 @@ def resize_to(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return np.ascontiguousarray(out[0].permute(1, 2, 0).numpy())
 
 
-def place(
-    image: np.ndarray, config: FeatureConfig, fill: Sequence[int]
-) -> tuple[np.ndarray, tuple[int, int]]:
+def place(image: np.ndarray, config: Placement, fill: Sequence[int]) -> tuple[np.ndarray, tuple[int, int]]:
     """(canvas HxWx3 uint8 with the resized image at the top left, the (h, w) it covers)."""
     canvas_h, canvas_w = config.canvas
     h, w = placed_shape(image.shape[:2], config)
@@ -75,7 +87,7 @@ def place(
     return canvas, (h, w)
 
 
-def valid_cells(placed: Sequence[tuple[int, int]], config: FeatureConfig) -> np.ndarray:
+def valid_cells(placed: Sequence[tuple[int, int]], config: Placement) -> np.ndarray:
     """bool [B, rows, cols]: patch cells that cover some of the image (not only padding)."""
     rows, cols = config.grid
     canvas_h, canvas_w = config.canvas

@@ -15,16 +15,14 @@ the lists, the bank stays exhaustive, as it does when it is small enough for exh
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import faiss
 import numpy as np
 
 from model_server.engine.class_model import ClassModel
 from model_server.engine.memory_bank import BankIndex, NearestNeighbourScorer
-
-if TYPE_CHECKING:
-    from model_server.training.fit import FeatureStore
+from model_server.training.feature_store import FeatureStore
+from model_server.training.leave_one_out import leave_one_out_patch_scores
 
 #: Banks smaller than this are searched exhaustively (a 4,815-patch bank took 18 ms per 900 px image here).
 MIN_INDEXED_BANK = 2048
@@ -66,8 +64,6 @@ def choose_index(
     model: ClassModel, store: FeatureStore, source: np.ndarray, images: np.ndarray, seed: int
 ) -> tuple[BankIndex | None, dict]:
     """(index or None for exhaustive search, what was measured), from held-out scores of `images`."""
-    from model_server.training.fit import leave_one_out_patch_scores  # fit.py calls this module
-
     bank = model.bank
     if len(bank) < MIN_INDEXED_BANK:
         return None, {"kind": "exhaustive", "why": f"bank of {len(bank)} patches"}

@@ -20,8 +20,9 @@ ELPV_TEST_GOOD = 100
 ELPV_MAX_TRAIN: int | None = None
 
 
-def _elpv_records() -> tuple[Path, str, list[tuple[str, float, str]]]:
-    """(images folder, package version, [(file name, defect probability, type)]) without decoding images."""
+def elpv_records() -> tuple[Path, str, list[tuple[str, float, str]]]:
+    """(images folder, package version, [(file name, defect probability, type)]) without decoding images: the
+    annotators' probabilities are 0, 1/3, 2/3 and 1."""
     try:
         import elpv_dataset
     except ImportError:
@@ -55,20 +56,6 @@ def _sample(images_dir: Path, fname: str, label: int, defect_type: str | None = 
     return Sample(name=fname, label=label, defect_type=defect_type, path=images_dir / fname)
 
 
-def uncertain_cells(class_name: str) -> list[Sample]:
-    """Cells the annotators gave defect probability 1/3 or 2/3: real, subtle defects that no test split holds,
-    the unlabelled defects of SoftPatch's real-noise study (label 1, defect type "p0.33" / "p0.67")."""
-    if class_name not in ELPV_CLASSES:
-        raise UnknownClassError(f"class '{class_name}' not found in the ELPV demo")
-    cell_type = class_name.removeprefix("elpv_")
-    images_dir, _, records = _elpv_records()
-    return [
-        _sample(images_dir, name, 1, f"p{prob:.2f}")
-        for name, prob, kind in sorted(records)
-        if kind == cell_type and 0.0 < prob < 1.0
-    ]
-
-
 def load_elpv_split(
     class_name: str, seed: int = 0, max_train: int | None = ELPV_MAX_TRAIN, n_test_good: int = ELPV_TEST_GOOD
 ) -> ClassSplit:
@@ -84,7 +71,7 @@ def load_elpv_split(
             f"class '{class_name}' not found in the ELPV demo (available: {', '.join(ELPV_CLASSES)})"
         )
     cell_type = class_name.removeprefix("elpv_")
-    images_dir, version, records = _elpv_records()
+    images_dir, version, records = elpv_records()
     good = sorted(r[0] for r in records if r[2] == cell_type and r[1] == 0.0)
     bad = sorted(r[0] for r in records if r[2] == cell_type and abs(r[1] - 1.0) < 1e-6)
     if len(good) <= n_test_good or not bad:

@@ -9,7 +9,6 @@ batch and the coreset is streamed (sampler.py), so memory and time grow linearly
 
 from __future__ import annotations
 
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -22,20 +21,17 @@ from model_server.engine.calibration import Calibration
 from model_server.engine.class_model import ClassModel
 from model_server.engine.config import ModelConfig
 from model_server.engine.features import FeatureExtractor
-from model_server.engine.memory_bank import NearestNeighbourScorer
 from model_server.errors import DataError
 from model_server.training.bank_index import choose_index
+from model_server.training.feature_store import BATCH_SIZE, FeatureStore
+from model_server.training.leave_one_out import leave_one_out_scores
 from model_server.training.sampler import StreamingCoreset, one_thread_per_op, projection_matrix
 from model_server.training.samples import ClassSplit, Sample, source_box
 from model_server.training.softpatch import patch_outlier_scores, select_clean
 from model_server.training.threshold import calibrate
 
-#: Images per backbone forward pass while training and evaluating.
-BATCH_SIZE = 8
 #: Training images whose leave-one-out scores set the threshold (a seeded subset when there are more).
 THRESHOLD_IMAGES = 120
-#: Bank neighbours searched per patch for the nearest one from another image.
-_LOO_NEIGHBOURS = 16
 
 
 def with_class_geometry(config: ModelConfig, samples: Sequence[Sample]) -> ModelConfig:
@@ -89,46 +85,6 @@ def extract_features(
     return out, placed
 
 
-class FeatureStore:
-    """Patch features [N, rows, cols, dim] float32 of a class's training images in a temporary file: written
-    batch by batch, read back batch by batch, so training never holds every patch of every image at once."""
-
-    def __init__(self, n: int, grid: tuple[int, int], dim: int) -> None:
-        self.shape = (n, *grid, dim)
-        self._file = tempfile.TemporaryFile(prefix="ivadas-features-")  # noqa: SIM115 - closed in close()
-        self._row_bytes = grid[0] * grid[1] * dim * 4
-        #: cells over image rather than padding [N, rows, cols] (small: kept in memory)
-        self.valid = np.ones((n, *grid), dtype=bool)
-
-    @property
-    def patches_per_image(self) -> int:
-        return self.shape[1] * self.shape[2]
-
-    def write(self, start: int, features: np.ndarray, valid: np.ndarray | None = None) -> None:
-        self._file.seek(start * self._row_bytes)
-        self._file.write(np.ascontiguousarray(features, dtype=np.float32).tobytes())
-        if valid is not None:
-            self.valid[start : start + len(features)] = valid
-
-    def read(self, start: int, stop: int) -> np.ndarray:
-        self._file.seek(start * self._row_bytes)
-        data = self._file.read((stop - start) * self._row_bytes)
-        return np.frombuffer(data, dtype=np.float32).reshape(stop - start, *self.shape[1:])
-
-    def batches(self, size: int = BATCH_SIZE) -> Iterator[tuple[int, np.ndarray]]:
-        for start in range(0, self.shape[0], size):
-            yield start, self.read(start, min(start + size, self.shape[0]))
-
-    def close(self) -> None:
-        self._file.close()
-
-    @classmethod
-    def from_array(cls, features: np.ndarray, valid: np.ndarray | None = None) -> FeatureStore:
-        store = cls(features.shape[0], features.shape[1:3], features.shape[3])
-        store.write(0, features, valid)
-        return store
-
-
 @dataclass
 class MemoryBank:
     bank: np.ndarray  # [M, dim]
@@ -180,48 +136,6 @@ def memory_bank(store: FeatureStore, config: ModelConfig, progress: bool = False
     if outlier is not None and config.soft_weights:
         weights = np.ascontiguousarray(outlier[source])
     return MemoryBank(bank, weights, source, stats)
-
-
-def build_memory_bank(
-    features: np.ndarray, config: ModelConfig, progress: bool = False, valid: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray | None, dict]:
-    """Training patch features [N, rows, cols, dim] in memory -> (bank, soft weights or None, statistics)."""
-    store = FeatureStore.from_array(features, valid)
-    try:
-        mb = memory_bank(store, config, progress)
-    finally:
-        store.close()
-    return mb.bank, mb.weights, mb.stats
-
-
-def leave_one_out_patch_scores(
-    scorer: NearestNeighbourScorer, store: FeatureStore, source: np.ndarray, images: np.ndarray
-) -> np.ndarray:
-    """Patch scores [len(images), rows, cols] of training images as if each were new: every patch is matched
-    to its nearest bank patch from another image. Honest scores, with no image kept out of the bank."""
-    p, dim = store.patches_per_image, store.shape[3]
-    bank_image = source // p
-    k = min(_LOO_NEIGHBOURS, len(source))
-    out = np.empty((len(images), *store.shape[1:3]), dtype=np.float32)
-    done = 0
-    for group in np.array_split(images, max(1, -(-len(images) // BATCH_SIZE))):
-        feats = np.concatenate([store.read(int(i), int(i) + 1) for i in group]).reshape(-1, dim)
-        dist, idx = scorer.neighbours(feats, k)  # one search per batch: BLAS-sized work
-        owner = np.repeat(group, p)[:, None]
-        others = np.where(bank_image[idx] == owner, np.inf, dist).min(axis=1)
-        # all k nearest from the image itself: its nearest other one is at least as far as the k-th
-        nearest = np.where(np.isfinite(others), others, dist.max(axis=1))
-        nearest = np.where(store.valid[group].reshape(-1), nearest, np.float32(0.0))
-        out[done : done + len(group)] = nearest.reshape(len(group), *store.shape[1:3])
-        done += len(group)
-    return out
-
-
-def leave_one_out_scores(
-    model: ClassModel, store: FeatureStore, source: np.ndarray, images: np.ndarray
-) -> np.ndarray:
-    """Image scores of training images as if each were new (`leave_one_out_patch_scores`, pooled)."""
-    return model.image_scores(leave_one_out_patch_scores(model.scorer, store, source, images))
 
 
 def _threshold_images(n: int, seed: int) -> np.ndarray:

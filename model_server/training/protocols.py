@@ -1,5 +1,5 @@
-"""Study protocols on a class split: SoftPatch's noise protocol (defective images moved into training) and the
-holdout of good training images that sets the threshold. Seeded, so a rerun draws the same samples."""
+"""SoftPatch's noise protocol on a class split (`ivadas train --noise-ratio`): defective test images moved
+into training. Seeded, so a rerun draws the same samples."""
 
 from __future__ import annotations
 
@@ -62,49 +62,3 @@ def apply_noise(split: ClassSplit, ratio: float, seed: int = 0) -> ClassSplit:
         test=[s for s in split.test if s.name not in moved_names],
         source=f"{split.source}; noise ratio {ratio} seed {seed}: {len(moved)} anomalous images in train",
     )
-
-
-def add_unlabelled(split: ClassSplit, extra: list[Sample], ratio: float, seed: int = 0) -> ClassSplit:
-    """A training set in which `ratio` of the images are real defects nobody labelled (e.g. ELPV's uncertain
-    cells): round(ratio / (1 - ratio) * n_train) of `extra`, drawn with `seed`. The test split is unchanged
-    (it must not hold any of `extra`); the added samples keep label 1 so reports can count them."""
-    if not 0.0 <= ratio < 1.0:
-        raise ValueError(f"noise ratio must be in [0, 1), got {ratio}")
-    n_add = _round_half_up(ratio / (1.0 - ratio) * len(split.train))
-    if n_add > len(extra):
-        raise DataError(
-            f"{ratio:.0%} noise in {split.class_name} needs {n_add} extra images, {len(extra)} exist"
-        )
-    overlap = {s.name for s in extra} & {s.name for s in split.test}
-    if overlap:
-        raise DataError(f"{len(overlap)} of the extra images are in the test split of {split.class_name}")
-    picks = np.random.default_rng(seed).permutation(len(extra))[:n_add]
-    added = [extra[i] for i in sorted(picks)]
-    return ClassSplit(
-        class_name=split.class_name,
-        train=list(split.train) + added,
-        test=list(split.test),
-        source=f"{split.source}; {len(added)} unlabelled defective images added (seed {seed})",
-    )
-
-
-def split_holdout(
-    train: list[Sample], fraction: float = 0.1, seed: int = 0, min_holdout: int = 3
-) -> tuple[list[Sample], list[Sample]]:
-    """Hold out good training images for threshold calibration; returns (fit, holdout).
-
-    Only label-0 samples are held out (anomalous noise samples always stay in fit). The holdout size is
-    round(fraction * n_good), at least `min_holdout`, and at most n_good - min_holdout so fitting keeps some
-    good images. With fewer than 2 * min_holdout good images (or fraction 0) the holdout is empty and the
-    caller must calibrate another way. Both lists keep the input order.
-    """
-    if not 0.0 <= fraction < 1.0:
-        raise ValueError(f"holdout fraction must be in [0, 1), got {fraction}")
-    good = [i for i, s in enumerate(train) if s.label == 0]
-    if fraction == 0.0 or len(good) < 2 * min_holdout:
-        return list(train), []
-    k = min(max(min_holdout, _round_half_up(fraction * len(good))), len(good) - min_holdout)
-    chosen = {good[i] for i in np.random.default_rng(seed).permutation(len(good))[:k]}
-    fit = [s for i, s in enumerate(train) if i not in chosen]
-    holdout = [s for i, s in enumerate(train) if i in chosen]
-    return fit, holdout

@@ -203,7 +203,7 @@ class _Scored:
         return out
 
 
-def _proxy(held: np.ndarray, synth: np.ndarray, kinds: np.ndarray) -> tuple[float, dict[str, float]]:
+def proxy_auroc(held: np.ndarray, synth: np.ndarray, kinds: np.ndarray) -> tuple[float, dict[str, float]]:
     """(mean over kinds, per kind) of the AUROC of synthetic anomalies against clean held-out images."""
     per_kind = {}
     for kind in KINDS:
@@ -216,30 +216,12 @@ def _proxy(held: np.ndarray, synth: np.ndarray, kinds: np.ndarray) -> tuple[floa
 
 def _judge(candidate: Candidate, patch: dict[str, np.ndarray], kinds: np.ndarray, audit_labels) -> Trial:
     scores = {name: image_scores(p, candidate.score_top_fraction) for name, p in patch.items()}
-    proxy, per_kind = _proxy(scores["held"], scores["synthetic"], kinds)
+    proxy, per_kind = proxy_auroc(scores["held"], scores["synthetic"], kinds)
     q10, q50, q90 = np.quantile(scores["held"], [0.1, 0.5, 0.9])
     trial = Trial(candidate, proxy, per_kind, float((q90 - q10) / q50), scores=scores)
     if audit_labels is not None:
         trial.audit_auroc = float(roc_auc_score(audit_labels, scores["audit"]))
     return trial
-
-
-def judge_ensemble(members: Sequence[Trial], kinds: Sequence[str], audit_labels=None) -> dict:
-    """Proxy (and audit AUROC) of averaging members' image scores, each standardised by its held-out good
-    scores, as the official PatchCore ensemble averages normalised scores: what an ensemble would buy."""
-
-    def combined(name: str) -> np.ndarray:
-        parts = []
-        for t in members:
-            held = t.scores["held"]
-            parts.append((t.scores[name] - held.mean()) / (held.std() + 1e-12))
-        return np.mean(parts, axis=0)
-
-    proxy, per_kind = _proxy(combined("held"), combined("synthetic"), np.asarray(kinds))
-    out = {"members": [t.candidate.label for t in members], "proxy": round(proxy, 4)}
-    if audit_labels is not None and all("audit" in t.scores for t in members):
-        out["audit_auroc"] = round(float(roc_auc_score(audit_labels, combined("audit"))), 4)
-    return out
 
 
 def best(trials: Sequence[Trial]) -> Trial:

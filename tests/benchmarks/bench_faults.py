@@ -16,7 +16,8 @@ in-progress refusals), the dead-letter queue, never uploaded, lost. Then `ivadas
 Targets (exit 1 on a miss): lost 0; no duplicate inspection that a fault does not explain (each extra
 invocation or write must follow a killed, timed-out or failed attempt of the image, or straddle a stack stop);
 every DLQ entry explained (a logged failure) and inspected after the redrive.
-A small synthetic model (tests/conftest.py's parts, 64 px) keeps the model server fast.
+A small synthetic model (tests/conftest.py's parts, 64 px) keeps the model server fast. Records
+docs/benchmarks/bench_faults.json (the first DLQ_SHOWN dead-letter rows of the run with the count).
 Run: .venv/bin/python tests/benchmarks/bench_faults.py [--images 2000] [--concurrency 4]
 """
 
@@ -48,9 +49,12 @@ sys.path.insert(0, str(ROOT))
 from infra.inspect_cli import _Inbox  # noqa: E402
 from infra.local.redrive import worker_log_records  # noqa: E402
 from infra.local.state import read_state  # noqa: E402
+from tests.benchmarks.tables import Table  # noqa: E402
 from tests.benchmarks.verdict import conclude  # noqa: E402
 from tests.conftest import _part, _scratch, _train, make_mvtec  # noqa: E402
 
+NAME = "bench_faults"
+DLQ_SHOWN = 20
 CLASS, LINE = "widget", "faults"
 TIMEOUT_S, VISIBILITY_S, MAX_RECEIVE = 10, 15, 3
 PARAMETERS = [f"WorkerTimeoutSeconds={TIMEOUT_S}", f"QueueVisibilityTimeoutSeconds={VISIBILITY_S}",
@@ -385,26 +389,53 @@ def figures(driver: Driver, run: Run, dlq_rows: list[dict] | None) -> dict:
     }
 
 
-def report(title: str, f: dict) -> None:
-    def reasons(extra: dict) -> str:
-        return "; ".join(f"{n}: {why}" for why, n in sorted(extra.items(), key=lambda kv: -kv[1])) or "none"
+def _reasons(extra: dict) -> str:
+    return "; ".join(f"{n}: {why}" for why, n in sorted(extra.items(), key=lambda kv: -kv[1])) or "none"
 
-    print(f"\n{title}")
-    print(f"  images in {f['images_in']}: uploaded {f['uploaded']}, never uploaded {f['never_uploaded']}")
-    print(f"  results: INSPECTED {f['inspected']}, REJECTED {f['rejected']}")
-    print(f"  endpoint invocations {f['endpoint_invocations']}; beyond one per image "
-          f"{sum(f['extra_invocations'].values())} ({reasons(f['extra_invocations'])}); "
-          f"answered by the injected faults instead: {f['refused_by_faults'] or 'none'}")  # fmt: skip
-    print(f"  result writes {f['result_writes']}; beyond one per image {sum(f['extra_writes'].values())} "
-          f"({reasons(f['extra_writes'])}); results whose write has no log line (writer killed between "
-          f"the put and its log line): {f['results_without_write_line']}")  # fmt: skip
-    print(f"  deliveries absorbed by the idempotency record: {f['absorbed_replays']} of an image already "
-          f"inspected (its stored result returned), {f['absorbed_in_progress']} while it was in progress "
-          f"elsewhere (failed, delivered again later)")  # fmt: skip
-    print(f"  in the DLQ: {f['dlq_messages']} messages naming {f['dlq_images']} images "
-          f"({f['dlq_images_with_result']} of them already with a result: a second delivery's message); "
-          f"without a logged reason: {f['dlq_unexplained']}")  # fmt: skip
-    print(f"  lost (uploaded, no result, not in the DLQ): {f['lost']}")
+
+def tables(result: dict) -> list[Table]:
+    """The tables of a record (docs/benchmarks.md is rendered from them)."""
+    b, a = result["before_redrive"], result["after_redrive"]
+
+    def row(label: str, f) -> list:  # noqa: ANN001
+        return [label, f(b), f(a)]
+
+    rows = [
+        row("images in / never uploaded", lambda f: f"{f['images_in']} / {f['never_uploaded']}"),
+        row("INSPECTED / REJECTED", lambda f: f"{f['inspected']} / {f['rejected']}"),
+        row(
+            "endpoint invocations (beyond one per image)",
+            lambda f: f"{f['endpoint_invocations']} ({sum(f['extra_invocations'].values())})",
+        ),
+        row(
+            "result writes logged (beyond one per image)",
+            lambda f: f"{f['result_writes']} ({sum(f['extra_writes'].values())})",
+        ),
+        row(
+            "absorbed by idempotency: stored result returned / refused in progress",
+            lambda f: f"{f['absorbed_replays']} / {f['absorbed_in_progress']}",
+        ),
+        row(
+            "DLQ messages / images / without a logged reason",
+            lambda f: f"{f['dlq_messages']} / {f['dlq_images']} / {f['dlq_unexplained']}",
+        ),
+        row("lost", lambda f: f["lost"]),
+    ]
+    return [
+        Table(
+            f"{b['images_in']} images through the local stack under faults, then `ivadas redrive` "
+            f"({result['wall_seconds_before_redrive']} s before the redrive)",
+            ["", "before redrive", "after redrive"],
+            rows,
+            notes=[
+                f"Extra invocations, why: {_reasons(b['extra_invocations'])}.",
+                f"Extra result writes, why: {_reasons(b['extra_writes'])}; results whose write left no log "
+                f"line "
+                f"(a writer killed between its write and its log line): {b['results_without_write_line']}.",
+                "Faults, in order: " + "; ".join(what for _, what in result["events"]) + ".",
+            ],
+        )
+    ]
 
 
 def missed(before: dict, after: dict, redrive_left: int) -> list[str]:
@@ -429,7 +460,7 @@ def main() -> int:
     parser.add_argument("--in-flight", type=int, default=64)
     parser.add_argument("--timeout", type=float, default=1800)
     parser.add_argument("--artifact", default=str(ROOT / "reports/bench_faults/widget.tar.gz"))
-    parser.add_argument("--out", default=str(ROOT / "reports/bench_faults.json"))
+    parser.add_argument("--out", help="the record (default: docs/benchmarks/bench_faults.json)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="ivadas-faults-"))
     files = make_images(work / "images", args.images)
@@ -453,20 +484,11 @@ def main() -> int:
         after = figures(driver, run, [])
     finally:
         run.down()
-    report(f"before redrive ({wall:.0f} s)", before)
-    for row in dlq_rows[:10]:
-        print(f"    DLQ: {', '.join(k for _, k, _ in row['objects'])}: delivered {row['deliveries']} times; "
-              f"last error: {row['last_error'][:150]}")  # fmt: skip
-    if len(dlq_rows) > 10:
-        print(f"    ... and {len(dlq_rows) - 10} more (reports/bench_faults.json)")
-    report("after ivadas redrive", after)
-    result = {"before_redrive": before, "after_redrive": after, "events": run.events, "dlq": dlq_rows,
+    result = {"before_redrive": before, "after_redrive": after, "events": run.events,
+              "dlq_rows": len(dlq_rows), "dlq": dlq_rows[:DLQ_SHOWN],
               "wall_seconds_before_redrive": round(wall, 1)}  # fmt: skip
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2, default=str) + "\n")
-    print(f"wrote {args.out}")
     misses = missed(before, after, len(driver.pending))
-    return conclude(misses)
+    return conclude(NAME, result, misses, tables(result), args.out)
 
 
 if __name__ == "__main__":

@@ -18,14 +18,13 @@ Per data set (MVTec bottle, skipped when absent; ELPV mono from the elpv-dataset
 Targets (exit code 1 when one is missed): false alarms on the evaluation part at least halved, with at least
 20 before; recall down by at most one defective image; image AUROC within 0.005; update under 10 % of the
 training time, in wall seconds and in CPU seconds (this machine is shared: wall time alone can flatter either
-side). Figures also go to reports/bench_feedback.json.
+side; both are ratios within the run). Records docs/benchmarks/bench_feedback.json.
 Run: .venv/bin/python tests/benchmarks/bench_feedback.py [--only bottle|elpv_mono] [--threads N]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -47,9 +46,11 @@ from model_server.training import feedback, metrics  # noqa: E402
 from model_server.training.datasets import load_split  # noqa: E402
 from model_server.training.fit import feature_batches, train_class, with_class_geometry  # noqa: E402
 from model_server.training.samples import ClassSplit, Sample  # noqa: E402
+from tests.benchmarks.tables import Table, rate  # noqa: E402
+from tests.benchmarks.verdict import conclude  # noqa: E402
 from tests.paths import MVTEC_ROOT  # noqa: E402
 
-REPORT = ROOT / "reports/bench_feedback.json"
+NAME = "bench_feedback"
 #: Drifted copies made of each held-out good image.
 COPIES = 6
 #: Share of the held-out sources whose copies are reviewed; the rest is the evaluation part.
@@ -269,44 +270,52 @@ def verdicts(r: dict) -> list[tuple[str, bool]]:
     ]
 
 
-def _fmt_rate(rate: dict) -> str:
-    lo, hi = rate["wilson95"]
-    return f"{rate['count']}/{rate['n']} = {rate['rate']:.3f} [{lo:.3f}, {hi:.3f}]"
-
-
-def print_table(name: str, r: dict) -> None:
+def study_table(name: str, r: dict) -> Table:
     before, after, pooled = r["test_before"], r["test_after"], r["pooled_test_after"]
-    fa0, fa1 = _fmt_rate(r["false_alarms_before"]), _fmt_rate(r["false_alarms_after"])
     rows = [
-        ("false alarms, evaluation part", fa0, fa1),
-        ("recall, test defects", _fmt_rate(before["recall"]), _fmt_rate(after["recall"])),
-        ("image AUROC, test split", f"{before['image_auroc']:.4f}", f"{after['image_auroc']:.4f}"),
-        ("threshold", f"{r['threshold'][0]:.3f}", f"{r['threshold'][1]:.3f} ({r['threshold_policy']})"),
-        ("memory bank, patches", str(r["bank"][0]), f"{r['bank'][1]} (+{r['patches_added']})"),
-        ("seconds: training / update_artifact", f"{r['train_seconds']:.1f}",
-         f"{r['update_artifact_wall_seconds']:.2f} = {r['update_share_of_training']:.1%} (the bank update "
-         f"{r['update_seconds']:.2f}, features {r['update_feature_seconds']:.2f}; the rest I/O)"),
-        ("CPU seconds: training / update_artifact", f"{r['train_cpu_seconds']:.1f}",
-         f"{r['update_artifact_cpu_seconds']:.2f} = {r['update_cpu_share_of_training']:.1%}"),
-        ("pooled policy instead: threshold", "", f"{r['pooled_threshold']:.3f}"),
-        ("pooled policy: false alarms, evaluation", "", _fmt_rate(r["pooled_false_alarms_after"])),
-        ("pooled policy: recall / AUROC", "", f"{_fmt_rate(pooled['recall'])} / {pooled['image_auroc']:.4f}"),
-    ]  # fmt: skip
-    print(f"\n## {name}: {r['configuration']}")
-    print(
-        f"trained on {r['n_train']} good images; {r['held_out_sources']} held-out sources x {r['copies']} "
-        f"drifted copies; sources reviewed / evaluation {r['sources_reviewed_evaluation'][0]} / "
-        f"{r['sources_reviewed_evaluation'][1]}; {r['reviewed_false_alarms']} false alarms among "
-        f"{r['reviewed_images']} reviewed images went in; coverage radius {r['coverage_radius']:.3f}; "
-        f"{r['out_of_fold_flagged']} of them still flagged out of fold, "
-        f"{r['reviewed_still_flagged_in_bank']} once in the bank"
+        ("false alarms, evaluation part", rate(r["false_alarms_before"]), rate(r["false_alarms_after"])),
+        ("recall, test defects", rate(before["recall"]), rate(after["recall"])),
+        ("image AUROC, test split", before["image_auroc"], after["image_auroc"]),
+        ("threshold", r["threshold"][0], f"{r['threshold'][1]:.3f} ({r['threshold_policy']})"),
+        ("memory bank, patches", r["bank"][0], f"{r['bank'][1]} (+{r['patches_added']})"),
+        (
+            "seconds: training / update",
+            r["train_seconds"],
+            f"{r['update_artifact_wall_seconds']:.2f} = {r['update_share_of_training']:.1%}",
+        ),
+        (
+            "CPU seconds: training / update",
+            r["train_cpu_seconds"],
+            f"{r['update_artifact_cpu_seconds']:.2f} = {r['update_cpu_share_of_training']:.1%}",
+        ),
+        ("`--threshold pooled` instead: threshold", "", r["pooled_threshold"]),
+        ("`--threshold pooled`: false alarms, evaluation part", "", rate(r["pooled_false_alarms_after"])),
+        (
+            "`--threshold pooled`: recall / image AUROC",
+            "",
+            f"{rate(pooled['recall'])} / {pooled['image_auroc']:.4f}",
+        ),
+    ]
+    return Table(
+        f"{name}, {r['configuration']}: trained on {r['n_train']} good images; "
+        f"{r['held_out_sources']} held-out "
+        f"sources x {r['copies']} drifted copies, {r['sources_reviewed_evaluation'][0]} sources reviewed and "
+        f"{r['sources_reviewed_evaluation'][1]} for evaluation",
+        ["figure", "before", "after"],
+        rows,
+        notes=[
+            f"{r['reviewed_false_alarms']} reviewed false alarms of {r['reviewed_images']} reviewed images "
+            f"went in (coverage radius {r['coverage_radius']:.3f}); {r['out_of_fold_flagged']} of them stay "
+            f"flagged "
+            f"out of fold.",
+            *(f"{'met' if ok else 'MISSED'}: {what}" for what, ok in verdicts(r)),
+        ],
     )
-    print("| figure | before | after |\n|---|---|---|")
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
-    for what, ok in verdicts(r):
-        print(f"- {'PASS' if ok else 'MISS'}: {what}")
-    sys.stdout.flush()
+
+
+def tables(results: dict) -> list[Table]:
+    """The tables of a record (docs/benchmarks.md is rendered from them)."""
+    return [study_table(name, r) for name, r in results["studies"].items()]
 
 
 def main() -> int:
@@ -314,21 +323,19 @@ def main() -> int:
     parser.add_argument("--only", choices=("bottle", "elpv_mono"))
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--threshold", choices=feedback.THRESHOLD_POLICIES, default=feedback.THRESHOLD_POLICY)
+    parser.add_argument("--out", help="the record (default: docs/benchmarks/bench_feedback.json)")
     args = parser.parse_args()
     threads = set_threads(args.threads)
     t0 = time.perf_counter()
     results: dict = {"threads": threads, "drift": DRIFT, "targets": TARGETS, "studies": {}}
-    missed = 0
     for study in studies(args.only):
-        r = run_study(study, args.threshold)
-        results["studies"][study.name] = r
-        print_table(study.name, r)
-        missed += sum(not ok for _, ok in verdicts(r))
+        print(f"{study.name}: training, drifting, reviewing, updating", flush=True)
+        results["studies"][study.name] = run_study(study, args.threshold)
     results["seconds"] = round(time.perf_counter() - t0, 1)
-    REPORT.parent.mkdir(parents=True, exist_ok=True)
-    REPORT.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\n{missed} target(s) missed; {results['seconds']} s; figures in {REPORT}")
-    return 1 if missed else 0
+    missed = [
+        f"{name}: {what}" for name, r in results["studies"].items() for what, ok in verdicts(r) if not ok
+    ]
+    return conclude(NAME, results, missed, tables(results), args.out)
 
 
 if __name__ == "__main__":

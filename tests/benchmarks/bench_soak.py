@@ -12,14 +12,13 @@ grows with the data by design.
 The model is the synthetic widget class of tests/conftest.py trained at 64 px (a small fast model: the stack,
 not the model, is what soaks); images are its test parts with distinct trailing bytes (distinct objects).
 The images are put one by one on a fixed schedule (--rate per second), as cameras do, not as fast as
-possible. Run: .venv/bin/python tests/benchmarks/bench_soak.py [--images 10000] [--rate 6] [--concurrency 2]
+possible. Records docs/benchmarks/bench_soak.json.
+Run: .venv/bin/python tests/benchmarks/bench_soak.py [--images 10000] [--rate 6] [--concurrency 2]
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import os
 import shutil
 import statistics
@@ -35,13 +34,17 @@ sys.path.insert(0, str(ROOT))
 
 from infra.local.state import read_state, use_state  # noqa: E402
 from ivadas_contract.inspection import inspection_id  # noqa: E402
+from tests.benchmarks.probe import cpu_probe_ms  # noqa: E402
+from tests.benchmarks.tables import Table  # noqa: E402
 from tests.benchmarks.verdict import conclude  # noqa: E402
 from tests.conftest import make_mvtec  # noqa: E402
 
-#: A fixed piece of CPU work timed beside every sample: this VM's speed drifts by up to 2x over minutes, and
-#: with it the CPU time every process spends on the same work (a first 27-minute run saw the model server,
-#: moto, the supervisor and the workers rise and fall by 10-50 % together, minute by minute). Per-image CPU
-#: is compared in units of this probe's CPU time, so what is left is the processes' own growth.
+NAME = "bench_soak"
+#: A fixed piece of CPU work timed beside every sample (probe.cpu_probe_ms): this VM's speed drifts by up to
+#: 2x over minutes, and with it the CPU time every process spends on the same work (a first 27-minute run saw
+#: the model server, moto, the supervisor and the workers rise and fall by 10-50 % together, minute by
+#: minute).
+#: Per-image CPU is compared in units of this probe's CPU time, so what is left is the processes' own growth.
 PROBE_BYTES = 8 * 1024 * 1024
 RSS_GROWTH_MAX = 0.05
 CPU_DRIFT_MAX = 0.10
@@ -60,13 +63,6 @@ def proc_sample(pid: int) -> tuple[float, float] | None:
     except (OSError, StopIteration, IndexError):
         return None
     return rss_kb / 1024, (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def probe_cpu_ms(buffer: bytes) -> float:
-    """CPU milliseconds this thread spends hashing `buffer`: the same work every time."""
-    start = time.thread_time()
-    hashlib.sha256(buffer).digest()
-    return (time.thread_time() - start) * 1000.0
 
 
 def stack_pids(state_dir: Path) -> dict[str, int]:
@@ -149,7 +145,7 @@ class Soak:
     def sample(self) -> None:
         buffer = bytes(range(256)) * (PROBE_BYTES // 256)
         while not self.stop.is_set():
-            self.probes.append((time.monotonic(), probe_cpu_ms(buffer)))
+            self.probes.append((time.monotonic(), cpu_probe_ms(buffer)))
             pids = stack_pids(self.state_dir)
             taken = {name: s for name, pid in pids.items() if (s := proc_sample(pid)) is not None}
             for name, pid in pids.items():
@@ -207,19 +203,68 @@ def missed_targets(rows: list[dict], lost: int, restarted: list[str]) -> list[st
     return missed
 
 
-def print_minutes(rows: list[dict]) -> None:
+def tables(result: dict) -> list[Table]:
+    """The tables of a record (docs/benchmarks.md is rendered from them)."""
+    rows = result["minutes"]
+    if not rows:
+        return []
     names = sorted({n for r in rows for n in r["rss_mb"]}, key=lambda n: (n.startswith("worker"), n))
-    print("minute  images  " + "  ".join(f"{n + ' MB':>16}" for n in names))
-    for r in rows:
-        print(f"{r['minute']:>6}  {r['images']:>6}  "
-              + "  ".join(f"{r['rss_mb'].get(n, float('nan')):>16.1f}" for n in names))  # fmt: skip
-    cpu_names = [*names, "workers"]
-    print("CPU ms per image as measured, and in minute 1's probe units (the VM's drift taken out)")
-    print("minute  probe ms  " + "  ".join(f"{n + ' ms/img':>18}" for n in cpu_names))
-    for r in rows:
-        raw = r["cpu_ms_per_image"]
-        cells = [f"{raw[n]:>7.2f} ({steady_cpu(rows, r, n):>7.2f})" for n in cpu_names if n in raw]
-        print(f"{r['minute']:>6}  {r['probe_ms']:>8.2f}  " + "  ".join(f"{c:>18}" for c in cells))
+    cpu_names = [
+        n for n in ("model server", "workers", "supervisor", "moto") if n in rows[0]["cpu_ms_per_image"]
+    ]
+    first, last = rows[0], rows[-1]
+    off = {
+        n: sum(abs(steady_cpu(rows, r, n) / steady_cpu(rows, first, n) - 1) > CPU_DRIFT_MAX for r in rows[1:])
+        for n in TARGETED
+    }
+    summary = [
+        [
+            "images scheduled / lost",
+            f"{result['images']} / {result['lost']} (upload errors {result['upload_errors']})",
+            "0 lost",
+        ],
+        *[
+            [
+                f"{n} RSS, minute 1 -> last",
+                f"{first['rss_mb'][n]:.1f} -> {last['rss_mb'][n]:.1f} MB "
+                f"({last['rss_mb'][n] / first['rss_mb'][n] - 1:+.1%})",
+                "< +5 %" if n not in ("moto", "supervisor") else "",
+            ]
+            for n in names
+            if n in last["rss_mb"]
+        ],
+        *[
+            [
+                f"{n}: minutes whose CPU per image is off by more than {CPU_DRIFT_MAX:.0%} (probe units)",
+                off[n],
+                "0",
+            ]
+            for n in TARGETED
+        ],
+    ]
+    per_minute = [
+        [
+            r["minute"],
+            r["images"],
+            r["probe_ms"],
+            *(f"{r['cpu_ms_per_image'][n]:.2f} ({steady_cpu(rows, r, n):.2f})" for n in cpu_names),
+        ]
+        for r in rows
+    ]
+    return [
+        Table(
+            f"{result['images']} images at {result['rate']}/s through the local stack, "
+            f"{result['concurrency']} "
+            "workers",
+            ["figure", "measured", "target"],
+            summary,
+        ),
+        Table(
+            "CPU ms per image per minute, as measured (in minute 1's probe units)",
+            ["minute", "images", "probe CPU ms", *cpu_names],
+            per_minute,
+        ),
+    ]
 
 
 def run(args: argparse.Namespace, work: Path) -> int:
@@ -228,10 +273,24 @@ def run(args: argparse.Namespace, work: Path) -> int:
     state_dir = work / "state"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     up = subprocess.run(
-        [sys.executable, "-m", "infra.cli", "local", "up", "--state-dir", str(state_dir), "--fresh",
-         "--patchcore", str(artifact), "--worker-concurrency", str(args.concurrency)],
-        env=env, capture_output=True, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "infra.cli",
+            "local",
+            "up",
+            "--state-dir",
+            str(state_dir),
+            "--fresh",
+            "--patchcore",
+            str(artifact),
+            "--worker-concurrency",
+            str(args.concurrency),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     if up.returncode:
         print(up.stdout, up.stderr, (state_dir / "supervisor.log").read_text())
         return 1
@@ -266,25 +325,34 @@ def run(args: argparse.Namespace, work: Path) -> int:
         for t in threads:
             t.join(timeout=10)
     finally:
-        subprocess.run([sys.executable, "-m", "infra.cli", "local", "down", "--state-dir", str(state_dir)],
-                       env=env)  # fmt: skip
+        subprocess.run(
+            [sys.executable, "-m", "infra.cli", "local", "down", "--state-dir", str(state_dir)], env=env
+        )
     rows = minutes(soak, t0, t_end)
     lost = len(soak.pending)
     restarted = [n for n, pids in soak.pids_seen.items() if len(pids) > 1]
     statuses = [s for _, s in soak.done]
-    print(f"soak: {args.images} images at {args.rate}/s ({args.concurrency} workers), started "
-          f"{time.strftime('%H:%M:%S', time.localtime(started))}, uploads took {t_end - t0:.0f} s "
-          f"(max lag behind schedule {soak.max_lag_s:.1f} s); {backlog} without a result at the last "
-          f"upload, drained {t_drained - t_end:.0f} s later")  # fmt: skip
-    print(f"uploaded {soak.uploaded} (upload errors {soak.upload_errors}), INSPECTED "
-          f"{statuses.count('INSPECTED')}, REJECTED {statuses.count('REJECTED')}, lost {lost}")  # fmt: skip
-    print_minutes(rows)
+    print(
+        f"soak: {args.images} images at {args.rate}/s ({args.concurrency} workers), started "
+        f"{time.strftime('%H:%M:%S', time.localtime(started))}, uploads took {t_end - t0:.0f} s "
+        f"(max lag behind schedule {soak.max_lag_s:.1f} s); {backlog} without a result at the last "
+        f"upload, drained {t_drained - t_end:.0f} s later"
+    )
+    print(
+        f"uploaded {soak.uploaded} (upload errors {soak.upload_errors}), INSPECTED "
+        f"{statuses.count('INSPECTED')}, REJECTED {statuses.count('REJECTED')}, lost {lost}"
+    )
     missed = missed_targets(rows, lost + soak.upload_errors, restarted)
-    result = {"images": args.images, "rate": args.rate, "concurrency": args.concurrency, "lost": lost,
-              "upload_errors": soak.upload_errors, "minutes": rows, "missed": missed}  # fmt: skip
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    return conclude(missed)
+    result = {
+        "images": args.images,
+        "rate": args.rate,
+        "concurrency": args.concurrency,
+        "lost": lost,
+        "upload_errors": soak.upload_errors,
+        "max_lag_s": round(soak.max_lag_s, 1),
+        "minutes": rows,
+    }
+    return conclude(NAME, result, missed, tables(result), args.out)
 
 
 def main() -> int:
@@ -294,7 +362,7 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=2, help="worker concurrency (Lambda instances)")
     parser.add_argument("--warmup-s", type=float, default=20.0, help="seconds of images before the clock")
     parser.add_argument("--drain-s", type=float, default=300.0, help="wait for the last results")
-    parser.add_argument("--out", default=str(ROOT / "reports/bench_soak.json"))
+    parser.add_argument("--out", help="the record (default: docs/benchmarks/bench_soak.json)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="ivadas-soak-"))
     try:

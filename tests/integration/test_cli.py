@@ -51,6 +51,26 @@ def test_evaluate_writes_the_contracted_metrics(
         assert (report / name).stat().st_size > 0
 
 
+def test_train_writes_the_report_of_its_own_evaluation(
+    trained_artifact: Path, synthetic_root: Path, tmp_path: Path
+) -> None:
+    """`train --report-dir` evaluates once and reports as `evaluate` does: make demo saves a second pass."""
+    args = ["--data-root", str(synthetic_root), "--classes", "widget", "--input-size", "64", "--no-search",
+            "--coreset-ratio", "0.25", "--quiet"]  # fmt: skip
+    trained, evaluated = tmp_path / "trained", tmp_path / "evaluated"
+    artifact = tmp_path / "model.tar.gz"
+    assert main(["train", *args, "--out", str(artifact), "--report-dir", str(trained)]) == 0
+    assert main(["evaluate", "--artifact", str(artifact), "--data-root", str(synthetic_root),
+                 "--report-dir", str(evaluated), "--quiet"]) == 0  # fmt: skip
+    once, twice = (json.loads((d / "metrics.json").read_text()) for d in (trained, evaluated))
+    assert once["model_version"] == twice["model_version"] == load_artifact(artifact).model_version
+    for key in ("image_auroc", "pixel_auroc", "aupro", "n_test"):  # torch in training, OpenVINO served: 1e-4
+        assert once["classes"]["widget"][key] == pytest.approx(twice["classes"]["widget"][key], abs=1e-3)
+    for name in ("report.md", "roc.png", "heatmaps_widget.png"):
+        assert (trained / name).stat().st_size > 0
+    assert main(["train", *args, "--out", str(artifact), "--report-dir", str(trained), "--no-evaluate"]) == 2
+
+
 def test_predict_prints_one_json_line_per_image_and_matches_the_library(
     trained_artifact: Path, synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

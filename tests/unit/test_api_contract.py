@@ -173,8 +173,8 @@ def test_an_unexpected_exception_is_500_internal_logged_never_in_the_body(
     assert "secret detail of a bug" in logged and "Traceback" in logged
 
 
-def test_error_response_keeps_its_old_call_and_takes_a_kind(handlers: dict) -> None:
-    from ivadas_functions.aws import error_response
+def test_error_response_defaults_the_kind_to_the_status_and_takes_one(handlers: dict) -> None:
+    from ivadas_functions.api_errors import error_response
 
     old_call = error_response(409, "busy")
     assert old_call.status_code == 409 and old_call.body == {"error": "busy", "type": "conflict"}

@@ -15,7 +15,8 @@ from model_server.engine.config import FeatureConfig, ModelConfig
 from model_server.engine.memory_bank import BankIndex, NearestNeighbourScorer
 from model_server.training import bank_index
 from model_server.training.bank_index import choose_index, fit_centroids
-from model_server.training.fit import FeatureStore, memory_bank
+from model_server.training.feature_store import FeatureStore
+from model_server.training.fit import memory_bank
 
 
 def _clustered(n_images: int, patches: int, dim: int = 16, clusters: int = 40, seed: int = 0) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Data sets: decoding odd images, refusing bad ones, MVTec layout folders, ELPV, noise and holdout."""
+"""Data sets: decoding odd images, refusing bad ones, MVTec layout folders, ELPV and the noise protocols."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from PIL import Image
 from model_server.engine.images import read_image
 from model_server.errors import DataError, ImageError, IvadasError, UnknownClassError
 from model_server.training.datasets import list_classes, load_split
-from model_server.training.elpv import ELPV_MAX_TRAIN, ELPV_TEST_GOOD, load_elpv_split, uncertain_cells
-from model_server.training.protocols import add_unlabelled, apply_noise, split_holdout
+from model_server.training.elpv import ELPV_MAX_TRAIN, ELPV_TEST_GOOD, load_elpv_split
+from model_server.training.protocols import apply_noise
 from model_server.training.samples import ClassSplit, Sample, read_mask
 from tests.paths import require_bottle
 
@@ -300,27 +300,6 @@ def test_apply_noise_edge_cases() -> None:
         apply_noise(_fake_split({}), 0.1)
 
 
-def test_split_holdout_deterministic_and_good_only() -> None:
-    split = apply_noise(_fake_split({"a": 10}), 0.2)
-    train = split.train  # 20 good + 2 anomalous
-    fit, holdout = split_holdout(train, fraction=0.1, seed=0)
-    assert (fit, holdout) == split_holdout(train, fraction=0.1, seed=0)
-    assert len(holdout) == 3  # round(2.0) raised to min_holdout
-    assert all(s.label == 0 for s in holdout) and sum(s.label for s in fit) == 2
-    assert set(fit).isdisjoint(holdout) and sorted(fit + holdout, key=train.index) == train
-    assert fit == [s for s in train if s not in holdout]  # input order kept
-
-    fit, holdout = split_holdout(train, fraction=0.5, seed=3)
-    assert len(holdout) == 10 and len(fit) == 12
-    assert split_holdout(train, fraction=0.9)[1].__len__() == 17  # fit keeps min_holdout good images
-
-    few = _fake_split({}, n_train=5).train
-    assert split_holdout(few) == (few, [])
-    assert split_holdout(train, fraction=0.0) == (train, [])
-    with pytest.raises(ValueError):
-        split_holdout(train, fraction=1.0)
-
-
 # ----------------------------------------------------------------------------------------------- ELPV
 
 
@@ -340,23 +319,6 @@ def test_elpv_split(class_name: str, n_bad: int, n_good: int) -> None:
     assert load_elpv_split(class_name, seed=0) == split
     other = load_elpv_split(class_name, seed=1, max_train=50)
     assert len(other.train) == 50 and {s.name for s in other.train} != {s.name for s in split.train[:50]}
-
-
-@pytest.mark.parametrize("class_name, counts", [("elpv_mono", (117, 56)), ("elpv_poly", (178, 50))])
-def test_elpv_uncertain_cells_become_unlabelled_noise(class_name: str, counts: tuple[int, int]) -> None:
-    pytest.importorskip("elpv_dataset")
-    cells = uncertain_cells(class_name)
-    kinds = [s.defect_type for s in cells]
-    assert (kinds.count("p0.33"), kinds.count("p0.67")) == counts and all(s.label == 1 for s in cells)
-    split = load_split("elpv", class_name)
-    noisy = add_unlabelled(split, cells, 0.1, seed=2)
-    added = noisy.train[len(split.train) :]
-    assert round(len(added) / len(noisy.train), 2) == 0.10 and noisy.test == split.test
-    assert add_unlabelled(split, cells, 0.1, seed=2) == noisy != add_unlabelled(split, cells, 0.1, seed=3)
-    with pytest.raises(DataError, match="extra images"):
-        add_unlabelled(split, cells, 0.4)
-    with pytest.raises(DataError, match="test split"):
-        add_unlabelled(split, split.test[-3:], 0.001)
 
 
 def test_elpv_unknown_class() -> None:

@@ -1,11 +1,13 @@
-"""Leave-one-image-out threshold scores and the streamed memory bank of training/fit.py."""
+"""Leave-one-image-out threshold scores, the feature store and the streamed memory bank of training/fit.py."""
 
 import numpy as np
 
 from model_server.engine.calibration import Calibration
 from model_server.engine.class_model import ClassModel
 from model_server.engine.config import ModelConfig
-from model_server.training.fit import FeatureStore, leave_one_out_scores, memory_bank
+from model_server.training.feature_store import FeatureStore
+from model_server.training.fit import memory_bank
+from model_server.training.leave_one_out import leave_one_out_scores
 
 
 def test_leave_one_out_scores_an_image_as_if_it_were_new() -> None:

@@ -17,6 +17,7 @@ import pytest
 from moto import mock_aws
 
 from ivadas_contract import results_table, reviews, stats
+from ivadas_contract.models import deployment_parameter
 
 INBOX, RESULTS, TABLE, IDEM, STATS, REVIEWS = (
     "inbox-b",
@@ -392,6 +393,12 @@ def test_models_api_decisions_need_an_ml_engineer_and_record_who(aws, monkeypatc
     status, body = post("/models/patchcore-1/approve", {"note": "line trial passed"})
     assert status == 200 and body["status"] == "Approved" and body["decided_by"] == "cognito:ana"
     assert body["decided_by_verified"] is True and body["decision_note"] == "line trial passed"
+    deployed = {"Name": deployment_parameter("test", "patchcore"), "Type": "String"}
+    boto3.client("ssm").put_parameter(**deployed, Value=json.dumps({"version": "patchcore-1"}))
+    status, body = post("/models/patchcore-1/reject", {"why": "recall dropped"})
+    assert status == 409 and body["type"] == "conflict" and "is deployed" in body["error"]
+    status, body = post("/models/patchcore-deployed/approve", {})  # the kind, not the words, sets the status
+    assert status == 404 and body["type"] == "not_found"
 
 
 def test_reviews_keep_history_and_never_touch_the_model_fields(aws) -> None:

@@ -6,7 +6,8 @@ import torch
 from sklearn.neighbors import LocalOutlierFactor
 
 from model_server.engine.config import FeatureConfig, ModelConfig
-from model_server.training.fit import build_memory_bank
+from model_server.training.feature_store import FeatureStore
+from model_server.training.fit import memory_bank
 from model_server.training.softpatch import (
     local_outlier_factor,
     mahalanobis_to_own_gaussian,
@@ -59,19 +60,28 @@ def test_planted_outliers_score_highest(method: str) -> None:
     assert set(top.tolist()) == planted
 
 
+def _bank(features: np.ndarray, config: ModelConfig) -> tuple[np.ndarray, np.ndarray | None, dict]:
+    store = FeatureStore.from_array(features)
+    try:
+        mb = memory_bank(store, config)
+    finally:
+        store.close()
+    return mb.bank, mb.weights, mb.stats
+
+
 def test_memory_bank_excludes_planted_defects_and_weights_the_rest() -> None:
     feats, defects = _planted()
     n, p, d = feats.shape
     grid = feats.reshape(n, 4, 4, d)
     cfg = ModelConfig(model="softpatch", features=FeatureConfig(), coreset_ratio=0.5, projection_dim=128)
-    bank, weights, stats = build_memory_bank(grid, cfg)
+    bank, weights, stats = _bank(grid, cfg)
     for img, pos in defects:
         defect = feats[img, pos]
         assert np.abs(bank - defect).sum(axis=1).min() > 1e-3, "a planted defect entered the memory bank"
     assert weights is not None and weights.shape == (len(bank),) and (weights > 0).all()
     assert stats["n_filtered"] == int(round(0.15 * n * p))
     # PatchCore on the same features keeps the defects: they are the farthest points, picked first.
-    pc_bank, pc_weights, _ = build_memory_bank(grid, ModelConfig(model="patchcore", coreset_ratio=0.5))
+    pc_bank, pc_weights, _ = _bank(grid, ModelConfig(model="patchcore", coreset_ratio=0.5))
     assert pc_weights is None
     assert any(np.abs(pc_bank - feats[i, q]).sum(axis=1).min() < 1e-3 for i, q in defects)
 
