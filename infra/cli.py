@@ -282,6 +282,9 @@ def _add_monitoring_commands(sub: argparse._SubParsersAction) -> None:
         "--reviewed", action="store_true", help="the deployed versions on the class's reviewed escapes"
     )
     p.add_argument("--version", action="append", help="with --reviewed: a registered version to score too")
+    p.add_argument(
+        "--rescored", metavar="VERSION", help="the stored backlog re-scoring by VERSION (ivadas rescore)"
+    )
     p.add_argument("--limit", type=int, default=20, help="disagreements listed")
     p.add_argument("--json", action="store_true")
     add_context_arguments(p)
@@ -313,6 +316,22 @@ def _add_monitoring_commands(sub: argparse._SubParsersAction) -> None:
     add_context_arguments(p)
 
 
+def _add_rescore(sub: argparse._SubParsersAction) -> None:
+    from infra.lifecycle.context import add_context_arguments
+
+    p = sub.add_parser("rescore", help="score stored results' images again with a version (Batch Transform)")
+    p.add_argument("--version", required=True, help="the registered version to score with, e.g. patchcore-4")
+    p.add_argument("--since", required=True, help="ISO time: results from then on")
+    p.add_argument("--until", help="ISO time")
+    p.add_argument("--class-name", help="one class (default: every class the version serves)")
+    p.add_argument("--instance-type", default="ml.m5.xlarge", help="batch transform instance type")
+    p.add_argument("--concurrency", type=int, default=4, help="images in flight per transform job")
+    p.add_argument("--role-arn", help="the transform role (default: the stack's ivadas-<stage>-transform)")
+    p.add_argument("--limit", type=int, default=20, help="changed verdicts listed per class")
+    p.add_argument("--json", action="store_true")
+    add_context_arguments(p)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ivadas", description="Industrial Visual Anomaly Detection as a Service"
@@ -323,6 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_stack_commands(sub)
     _add_lifecycle_commands(sub)
     _add_monitoring_commands(sub)
+    _add_rescore(sub)
     return parser
 
 

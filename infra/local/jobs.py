@@ -43,10 +43,10 @@ def split_s3(url: str) -> tuple[str, str]:
     return bucket, key
 
 
-def s3_keys(url: str) -> list[str]:
+def s3_keys(s3, url: str) -> list[str]:  # noqa: ANN001 - a boto3 client
     """Every key under an S3 prefix."""
     bucket, prefix = split_s3(url)
-    pages = boto3.client("s3").get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
     return [o["Key"] for page in pages for o in page.get("Contents", [])]
 
 
@@ -77,6 +77,7 @@ class Runner(threading.Thread):
         self.moto_url, self.work, self.logs = moto_url, work, logs
         self.runs: dict[str, Run] = {}
         self.stop = threading.Event()
+        self.sm, self.s3 = boto3.client("sagemaker"), boto3.client("s3")  # clients: made once
 
     # ------------------------------------------------------------------ what each kind does
     def start_job(self, described: dict) -> Run:
@@ -156,11 +157,11 @@ class TrainingRunner(Runner):
     kind = "training"
 
     def listing(self, status: str) -> list[str]:
-        pages = boto3.client("sagemaker").get_paginator("list_training_jobs").paginate(StatusEquals=status)
+        pages = self.sm.get_paginator("list_training_jobs").paginate(StatusEquals=status)
         return [j["TrainingJobName"] for page in pages for j in page["TrainingJobSummaries"]]
 
     def describe(self, name: str) -> dict:
-        return boto3.client("sagemaker").describe_training_job(TrainingJobName=name)
+        return self.sm.describe_training_job(TrainingJobName=name)
 
     def start_job(self, described: dict) -> Run:
         name = described["TrainingJobName"]
@@ -169,13 +170,13 @@ class TrainingRunner(Runner):
         (ml / "input/config").mkdir(parents=True)
         hyperparameters = json.dumps(described.get("HyperParameters", {}))
         (ml / "input/config/hyperparameters.json").write_text(hyperparameters)
-        s3 = boto3.client("s3")
+        s3 = self.s3
         channels = {}
         for channel in described.get("InputDataConfig", []):
             url = channel["DataSource"]["S3DataSource"]["S3Uri"]
             bucket, prefix = split_s3(url)
             target = ml / "input/data" / channel["ChannelName"]
-            for key in s3_keys(url):
+            for key in s3_keys(s3, url):
                 path = target / relative(prefix, key)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 s3.download_file(bucket, key, str(path))
@@ -207,7 +208,7 @@ class TrainingRunner(Runner):
         with tarfile.open(archive, "w:gz") as tar:  # as SageMaker does: model/'s contents, relative names
             for path in sorted((ml / "model").rglob("*")):
                 tar.add(path, arcname=path.relative_to(ml / "model").as_posix(), recursive=False)
-        boto3.client("s3").upload_file(str(archive), *split_s3(url))
+        self.s3.upload_file(str(archive), *split_s3(url))
         return {"status": "Completed", "secondary_status": "Completed", "metrics": metrics,
                 "model_artifacts": url, "message": "uploaded the model"}  # fmt: skip
 
@@ -220,16 +221,16 @@ class TransformRunner(Runner):
         self.cache = cache
 
     def listing(self, status: str) -> list[str]:
-        pages = boto3.client("sagemaker").get_paginator("list_transform_jobs").paginate(StatusEquals=status)
+        pages = self.sm.get_paginator("list_transform_jobs").paginate(StatusEquals=status)
         return [j["TransformJobName"] for page in pages for j in page["TransformJobSummaries"]]
 
     def describe(self, name: str) -> dict:
-        return boto3.client("sagemaker").describe_transform_job(TransformJobName=name)
+        return self.sm.describe_transform_job(TransformJobName=name)
 
     def start_job(self, described: dict) -> Run:
         """The job's model, served with its artifact and the container's and the job's environment."""
         name = described["TransformJobName"]
-        model = boto3.client("sagemaker").describe_model(ModelName=described["ModelName"])
+        model = self.sm.describe_model(ModelName=described["ModelName"])
         container = model["PrimaryContainer"]
         artifact = download(container["ModelDataUrl"], self.cache)
         folder = self.work / name
@@ -250,9 +251,9 @@ class TransformRunner(Runner):
         """(the prefix keys are relative to, the keys) of the job's data source."""
         source = described["TransformInput"]["DataSource"]["S3DataSource"]
         if source["S3DataType"] == "S3Prefix":
-            return source["S3Uri"], s3_keys(source["S3Uri"])
+            return source["S3Uri"], s3_keys(self.s3, source["S3Uri"])
         bucket, key = split_s3(source["S3Uri"])
-        manifest = json.loads(boto3.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read())
+        manifest = json.loads(self.s3.get_object(Bucket=bucket, Key=key)["Body"].read())
         return manifest[0]["prefix"], list(manifest[1:])
 
     def _transform(self, run: Run, port: int) -> None:
@@ -265,7 +266,7 @@ class TransformRunner(Runner):
             out = described["TransformOutput"]["S3OutputPath"].rstrip("/")
             content_type = described["TransformInput"].get("ContentType", "application/octet-stream")
             accept = described["TransformOutput"].get("Accept", "application/json")
-            s3 = boto3.client("s3")
+            s3 = self.s3
             bucket, key_prefix = split_s3(prefix)
 
             def one(key: str) -> None:
