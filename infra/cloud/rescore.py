@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import sys
 import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -71,17 +72,14 @@ def still_there(ctx: Context, items: list[dict]) -> tuple[list[dict], list[dict]
             return "the image is gone (inbox retention)"
         return None if etag == item["etag"] else "the key holds another image now"
 
-    kept, skipped, seen = [], [], set()
-    with ThreadPoolExecutor(16) as pool:
+    kept, skipped = [], []  # one result per image: an inspection id is the key and the image's ETag
+    with ThreadPoolExecutor(8) as pool:
         for item, why in zip(items, pool.map(check, items), strict=True):
-            if why is None and (item["bucket"], item["key"]) in seen:
-                why = "scored again later under the same key"
-            if why:
+            if why is None:
+                kept.append(item)
+            else:
                 skipped.append({"class_name": item["class_name"], "key": item["key"],
                                 "inspection_id": item["inspection_id"], "why": why})  # fmt: skip
-            else:
-                kept.append(item)
-            seen.add((item["bucket"], item["key"]))
     return kept, skipped
 
 
@@ -129,7 +127,10 @@ def _wait(ctx: Context, names: list[str], poll_s: float) -> dict[str, dict]:
             if d["TransformJobStatus"] in ENDED:
                 done[name] = d
                 why = f"  {d['FailureReason']}" if d.get("FailureReason") else ""
-                print(f"  {name}: {d['TransformJobStatus']} [{time.monotonic() - t0:.0f} s]{why}", flush=True)
+                print(
+                    f"  {name}: {d['TransformJobStatus']} [{time.monotonic() - t0:.0f} s]{why}",
+                    file=sys.stderr,
+                )
     return done
 
 
@@ -142,7 +143,7 @@ def _answers(ctx: Context, described: dict, items: list[dict]) -> list[dict]:
         new = {k: answer.get(k) for k in ("normalized_score", "is_anomaly", "model_version", "anomaly_score")}
         return {**item, "shadow": new, "shadow_agrees": bool(new["is_anomaly"]) == bool(item["is_anomaly"])}
 
-    with ThreadPoolExecutor(16) as pool:
+    with ThreadPoolExecutor(8) as pool:
         return list(pool.map(read, items))
 
 
@@ -182,7 +183,7 @@ def rescore(args: argparse.Namespace) -> int:
     jobs = {name: start_job(ctx, args, version, run, name, group) for name, group in sorted(by_class.items())}
     print(
         f"re-scoring {len(items)} images of {len(jobs)} classes with {version.name} ({len(skipped)} skipped)",
-        flush=True,
+        file=sys.stderr,
     )
     done = _wait(ctx, list(jobs.values()), poll_s=1.0 if ctx.local else 15.0)
     failed = [
