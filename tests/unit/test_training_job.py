@@ -131,3 +131,15 @@ def test_flags_are_true_or_false_and_options_take_their_text() -> None:
     with pytest.raises(JobError, match="data-root"):
         to_argv({"data-root": "/elsewhere"})
     assert to_hyperparameters(argparse.Namespace(seed=0), train_parser(), set()) == {}
+
+
+def test_config_from_names_the_artifact_in_the_config_channel(tmp_path: Path) -> None:
+    """`ivadas train --config-from A` sends A as the job's second channel: the job reads it from there."""
+    ml = _job(tmp_path, {**FAST, "config-from": "model.tar.gz"})
+    config = ml / "input/data/config"
+    config.mkdir(parents=True)
+    (config / "model.tar.gz").write_bytes(b"the artifact")
+    assert parse(ml, tmp_path).config_from == str(config / "model.tar.gz")
+    (config / "other.tar.gz").write_bytes(b"a second one")
+    with pytest.raises(JobError, match="one artifact in channel 'config', found 2"):
+        parse(ml, tmp_path)
