@@ -208,15 +208,13 @@ class Plan:
         estimator.fit(inputs, wait=False, logs=False, job_name=job.name)
 
 
-def _line(job: Job, t0: float) -> str:
+def _line(job: Job) -> str:
+    """What is shown of a job: class, name, state, its metrics, why it failed."""
     d = job.described
     metrics = " ".join(f"{m['MetricName']}={m['Value']:g}" for m in d.get("FinalMetricDataList", []))
     state = f"{job.status}/{d.get('SecondaryStatus', '-')}"
     why = f"  {d['FailureReason']}" if d.get("FailureReason") else ""
-    return (
-        f"  {job.class_name:<20} {job.name:<63} {state:<24} {metrics}{why}".rstrip()
-        + f"  [{time.monotonic() - t0:.0f} s]"
-    )
+    return f"  {job.class_name:<20} {job.name:<63} {state:<24} {metrics}{why}".rstrip()
 
 
 def run_jobs(plan: Plan, jobs: list[Job], parallel: int, poll_s: float) -> None:
@@ -233,10 +231,9 @@ def run_jobs(plan: Plan, jobs: list[Job], parallel: int, poll_s: float) -> None:
             time.sleep(poll_s)
             for job in list(running):
                 job.described = sm.describe_training_job(TrainingJobName=job.name)
-                shown = _line(job, t0).rsplit("  [", 1)[0]
-                if shown != job.shown:
-                    job.shown = shown
-                    print(_line(job, t0), flush=True)
+                if _line(job) != job.shown:
+                    job.shown = _line(job)
+                    print(f"{job.shown}  [{time.monotonic() - t0:.0f} s]", flush=True)
                 if job.status in ENDED:
                     running.remove(job)
     except KeyboardInterrupt:

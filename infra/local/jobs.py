@@ -65,6 +65,7 @@ class Run:
     folder: Path
     deadline: float
     described: dict = field(default_factory=dict)
+    result: dict | None = None  # a transform's outcome, set before its server is ended
 
 
 class Runner(threading.Thread):
@@ -285,10 +286,10 @@ class TransformRunner(Runner):
                 list(pool.map(one, keys))
         except Exception as exc:  # noqa: BLE001 - the job fails with why
             result = {"status": "Failed", "failure_reason": str(exc)}
-        run.described["result"] = result
+        run.result = result
         if run.proc.poll() is None:
             run.proc.terminate()
 
     def finish(self, run: Run) -> dict:
         exited = {"status": "Failed", "failure_reason": "the model server exited"}
-        return run.described.get("result") or exited
+        return run.result or exited

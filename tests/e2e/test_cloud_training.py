@@ -6,6 +6,8 @@ a class whose data cannot be read fails its job with the reason shown and nothin
 from __future__ import annotations
 
 import json
+import os
+import re
 import time
 from pathlib import Path
 
@@ -96,6 +98,10 @@ def test_classes_train_as_jobs_merge_register_deploy_and_serve(
             )
 
         out = capsys.readouterr().out
+        assert "training 3 classes as 3 jobs on ml.m5.xlarge, 2 at a time" in out
+        for job in jobs:  # progress: each job's state as it changed, its metrics at the end
+            assert f"{job['TrainingJobName']}" in out
+        assert re.search(r"Completed/Completed +image_auroc=1 training_seconds=[0-9.]+ bank_patches=", out)
         assert "patchcore-1: PendingManualApproval, classes alpha, beta, gamma" in out
         assert main(["train", "--data-root", str(three_classes), *OPTIONS, "--out", str(local)]) == 0
         cloud_scores, local_scores = _scores(merged, three_classes), _scores(local, three_classes)
@@ -136,6 +142,8 @@ def test_a_class_that_cannot_train_fails_its_job_and_blocks_registration(
     with local_stack(state_dir, trained_artifact, trained_softpatch, []):
         assert main([*cloud, *where]) == 1
         out = capsys.readouterr().out
+        cores = len(os.sched_getaffinity(0))  # the local account's quota, by default how many run at once
+        assert f"2 jobs on ml.m5.xlarge, {cores} at a time" in out
         broken = next(j for j in _jobs() if j["HyperParameters"]["classes"] == "broken")
         assert broken["TrainingJobStatus"] == "Failed" and "004.png" in broken["FailureReason"]
         assert f"class broken: job {broken['TrainingJobName']} Failed: AlgorithmError:" in out
