@@ -68,7 +68,7 @@ def _add_runtime(p: argparse.ArgumentParser) -> None:
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train PatchCore or SoftPatch on good images and write model.tar.gz")
-    p.add_argument("--data-root", help="MVTec-layout folder, or 'elpv' for the packaged demo (required)")
+    p.add_argument("--data-root", help="MVTec-layout folder, or 'elpv' for the packaged demo (or --data-uri)")
     p.add_argument("--classes", help="comma-separated class names (default: every class in the data root)")
     p.add_argument("--model", choices=MODELS, default=BASELINE)
     searched = "(default: chosen per class by the search; with --no-search {})"

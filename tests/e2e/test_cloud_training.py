@@ -118,7 +118,6 @@ def test_classes_train_as_jobs_merge_register_deploy_and_serve(
 
 
 def test_a_class_that_cannot_train_fails_its_job_and_blocks_registration(
-    three_classes: Path,
     trained_artifact: Path,
     trained_softpatch: Path,
     tmp_path: Path,
