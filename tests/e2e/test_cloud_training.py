@@ -116,6 +116,28 @@ def test_classes_train_as_jobs_merge_register_deploy_and_serve(
         scored = put(state, "line1/beta/after-cloud-training.png", image)
         assert wait_items(state, [scored])[scored]["model_version"] == version
 
+        # one class retrained into a new version of this one; the others are copied from it untouched
+        retrained = tmp_path / "retrained.tar.gz"
+        again = [
+            *cloud,
+            "--classes",
+            "beta",
+            "--seed",
+            "6",
+            "--base-version",
+            "patchcore-1",
+            "--out",
+            str(retrained),
+        ]
+        assert main(again) == 0
+        assert "patchcore-2: PendingManualApproval, classes alpha, beta, gamma" in capsys.readouterr().out
+        manifest, files = class_files(retrained)
+        assert manifest["training"]["base_version"] == "patchcore-1"
+        assert {n: files[n] for n in ("alpha", "gamma")} == {n: merged_files[n] for n in ("alpha", "gamma")}
+        (beta_job,) = [j for j in _jobs() if j["TrainingJobName"] == manifest["training"]["jobs"]["beta"]]
+        output = download(beta_job["ModelArtifacts"]["S3ModelArtifacts"], tmp_path / "outputs")
+        assert files["beta"] == class_files(output)[1]["beta"] != merged_files["beta"]
+
 
 def test_a_class_that_cannot_train_fails_its_job_and_blocks_registration(
     trained_artifact: Path,
