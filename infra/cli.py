@@ -19,6 +19,8 @@ from model_server.server.serve import add_serve_arguments
 #: What runs each command: (module, function), imported when the command runs. `local` takes its action.
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("model_server.commands", "train"),
+    "train --on sagemaker": ("infra.cloud.train", "train"),
+    "rescore": ("infra.cloud.rescore", "rescore"),
     "evaluate": ("model_server.commands", "evaluate"),
     "predict": ("model_server.commands", "predict"),
     "serve": ("model_server.server.serve", "run"),
@@ -66,7 +68,7 @@ def _add_runtime(p: argparse.ArgumentParser) -> None:
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train PatchCore or SoftPatch on good images and write model.tar.gz")
-    p.add_argument("--data-root", required=True, help="MVTec-layout folder, or 'elpv' for the packaged demo")
+    p.add_argument("--data-root", help="MVTec-layout folder, or 'elpv' for the packaged demo (or --data-uri)")
     p.add_argument("--classes", help="comma-separated class names (default: every class in the data root)")
     p.add_argument("--model", choices=MODELS, default=BASELINE)
     searched = "(default: chosen per class by the search; with --no-search {})"
@@ -139,6 +141,37 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", required=True, help="artifact path, e.g. model.tar.gz")
     _add_runtime(p)
+    _add_cloud_train(p)
+
+
+#: `ivadas train` options that start SageMaker training jobs rather than say how a model is trained: no job
+#: takes them as hyperparameters.
+CLOUD_OPTIONS = ("on", "data_uri", "instance_type", "max_parallel", "max_run_hours", "allow_partial",
+                 "base_version", "role_arn", "stage", "state_dir", "model_bucket", "image_uri")  # fmt: skip
+
+
+def _add_cloud_train(p: argparse.ArgumentParser) -> None:
+    from infra.lifecycle.context import add_context_arguments
+
+    g = p.add_argument_group("training in the cloud: a SageMaker training job per class (docs/operating.md)")
+    g.add_argument("--on", choices=("local", "sagemaker"), default="local", help="where to train")
+    g.add_argument("--data-uri", help="s3:// MVTec-layout root (instead of uploading --data-root)")
+    g.add_argument("--instance-type", default="ml.m5.xlarge", help="training instance type")
+    g.add_argument(
+        "--max-parallel", type=int, help="jobs at once (default: the account's quota for the instance type)"
+    )
+    g.add_argument("--max-run-hours", type=float, default=4.0, help="a job running longer is stopped")
+    g.add_argument("--allow-partial", action="store_true", help="register the classes that trained")
+    g.add_argument("--base-version", help="retrain --classes into a new version of this, e.g. patchcore-3")
+    g.add_argument("--role-arn", help="the training role (default: the stack's ivadas-<stage>-training)")
+    add_context_arguments(g)
+
+
+def train_parser() -> argparse.ArgumentParser:
+    """`ivadas train`'s parser alone: a SageMaker training job reads its hyperparameters with it."""
+    sub = argparse.ArgumentParser(prog="ivadas").add_subparsers()
+    _add_train(sub)
+    return sub.choices["train"]
 
 
 def _add_engine_commands(sub: argparse._SubParsersAction) -> None:
@@ -252,6 +285,9 @@ def _add_monitoring_commands(sub: argparse._SubParsersAction) -> None:
         "--reviewed", action="store_true", help="the deployed versions on the class's reviewed escapes"
     )
     p.add_argument("--version", action="append", help="with --reviewed: a registered version to score too")
+    p.add_argument(
+        "--rescored", metavar="VERSION", help="the stored backlog re-scoring by VERSION (ivadas rescore)"
+    )
     p.add_argument("--limit", type=int, default=20, help="disagreements listed")
     p.add_argument("--json", action="store_true")
     add_context_arguments(p)
@@ -283,6 +319,22 @@ def _add_monitoring_commands(sub: argparse._SubParsersAction) -> None:
     add_context_arguments(p)
 
 
+def _add_rescore(sub: argparse._SubParsersAction) -> None:
+    from infra.lifecycle.context import add_context_arguments
+
+    p = sub.add_parser("rescore", help="score stored results' images again with a version (Batch Transform)")
+    p.add_argument("--version", required=True, help="the registered version to score with, e.g. patchcore-4")
+    p.add_argument("--since", required=True, help="ISO time: results from then on")
+    p.add_argument("--until", help="ISO time")
+    p.add_argument("--class-name", help="one class (default: every class the version serves)")
+    p.add_argument("--instance-type", default="ml.m5.xlarge", help="batch transform instance type")
+    p.add_argument("--concurrency", type=int, default=4, help="images in flight per transform job")
+    p.add_argument("--role-arn", help="the transform role (default: the stack's ivadas-<stage>-transform)")
+    p.add_argument("--limit", type=int, default=20, help="changed verdicts listed per class")
+    p.add_argument("--json", action="store_true")
+    add_context_arguments(p)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ivadas", description="Industrial Visual Anomaly Detection as a Service"
@@ -293,6 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_stack_commands(sub)
     _add_lifecycle_commands(sub)
     _add_monitoring_commands(sub)
+    _add_rescore(sub)
     return parser
 
 
@@ -303,6 +356,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     name = f"local {args.action}" if args.command == "local" else args.command
+    if getattr(args, "on", "local") != "local":
+        name = f"{name} --on {args.on}"
     module, function = COMMANDS[name]
     run = getattr(importlib.import_module(module), function)
     from infra import cli_errors

@@ -150,6 +150,8 @@ def _class_config(
 
 
 def train(args: argparse.Namespace) -> int:
+    if not args.data_root:
+        raise DataError("--data-root is required: the data to train on")
     config = model_config(args)
     classes = parse_classes(args.classes, args.data_root)
     set_threads(args.threads)

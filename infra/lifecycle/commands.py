@@ -99,6 +99,8 @@ def compare(args: argparse.Namespace) -> int:
     ctx = context_from_args(args)
     if args.reviewed:
         return _compare_reviewed(ctx, args.class_name, args.version or [])
+    if args.rescored:
+        return _compare_rescored(ctx, args.class_name, args.rescored, args.json, args.limit)
     if args.data_root:
         doc = cmp.labelled(ctx, args.class_name, args.data_root, Path(args.state_dir) / "artifacts")
         b, c = doc["baseline"], doc["candidate"]
@@ -123,6 +125,24 @@ def compare(args: argparse.Namespace) -> int:
     for row in view["disagreements"][: args.limit]:
         b, c = row["baseline"], row["candidate"]
         print(f"  {row['key']}  baseline {_says(b)}  candidate {_says(c)}  ({row['inspection_id']})")
+    return 0
+
+
+def _compare_rescored(ctx, class_name: str, version: str, as_json: bool, limit: int) -> int:  # noqa: ANN001
+    """The stored re-scoring of the class's backlog by `version` (ivadas rescore)."""
+    from infra.cloud.rescore import stored, summary
+
+    doc = stored(ctx, class_name, version)
+    if doc is None:
+        raise IvadasError(
+            f"no re-scoring of {class_name} by {version}: ivadas rescore --version {version} ..."
+        )
+    if as_json:
+        print(json.dumps(doc, indent=2))
+        return 0
+    print(summary(doc))
+    for row in doc["disagreements"][:limit]:
+        print(f"  {row['key']}  stored {_says(row['baseline'])}  {version} {_says(row['candidate'])}")
     return 0
 
 

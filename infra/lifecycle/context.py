@@ -9,11 +9,15 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-import boto3
-
 from infra.template import Stack, load_template
 
 LOCAL = "local"
+
+
+def _client(service: str):  # noqa: ANN202 - a boto3 client
+    import boto3  # here: `ivadas train`'s parser, which the training image runs, takes these options too
+
+    return boto3.client(service)
 
 
 def template_default(parameter: str) -> str:
@@ -31,21 +35,21 @@ class Context:
 
     @cached_property
     def sagemaker(self):  # noqa: ANN201 - boto3 client
-        return boto3.client("sagemaker")
+        return _client("sagemaker")
 
     @cached_property
     def ssm(self):  # noqa: ANN201
-        return boto3.client("ssm")
+        return _client("ssm")
 
     @cached_property
     def s3(self):  # noqa: ANN201
-        return boto3.client("s3")
+        return _client("s3")
 
     @cached_property
     def caller(self) -> str:
         """Who decides or deploys from the CLI: the caller's AWS identity, its ARN from STS
         GetCallerIdentity (moto answers it locally). Decisions made in the UI record the signed-in user."""
-        return boto3.client("sts").get_caller_identity()["Arn"]
+        return _client("sts").get_caller_identity()["Arn"]
 
     @cached_property
     def stack(self) -> Stack:

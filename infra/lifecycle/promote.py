@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 
+from infra.cloud.rescore import stored as stored_rescore
+from infra.cloud.rescore import summary as rescore_summary
 from infra.lifecycle.compare import METRICS, comparison_key
 from infra.lifecycle.context import Context
 from infra.lifecycle.registry import APPROVED, ModelVersion, get_version
@@ -79,6 +81,11 @@ def check(ctx: Context, candidate: ModelVersion, production: ModelVersion) -> tu
         escaped, what = _escapes(ctx, name, candidate, production)
         refusals += escaped
         checked.append(what)
+        rescored = stored_rescore(ctx, name, candidate.name)
+        if (
+            rescored
+        ):  # what changes on the real backlog: for the record, not a gate (nothing says who is right)
+            checked.append(rescore_summary(rescored))
     return refusals, checked
 
 

@@ -64,6 +64,8 @@ def quality_document(manifest: dict, cards: dict[str, dict]) -> dict:
             }
             for name, card in sorted(cards.items())
         },
+        # classes a cloud training run could not train (`--allow-partial`), each with its job and reason
+        "missing_classes": (manifest.get("training") or {}).get("missing_classes") or {},
     }
 
 
@@ -80,6 +82,8 @@ def _metadata(sha: str, manifest: dict, doc: dict) -> dict[str, str]:
         "training_seconds": f"{sum(c['training_seconds'] or 0 for c in classes.values()):.1f}",
         "data_fingerprint": hashlib.sha256(fingerprints.encode()).hexdigest(),
     }
+    if doc["missing_classes"]:
+        meta["missing_classes"] = ",".join(sorted(doc["missing_classes"]))
     for metric in SUMMARY_METRICS:
         values = [c["metrics"][metric] for c in classes.values() if c["metrics"][metric] is not None]
         if values:  # metadata values may not be empty: a metric no class has is left out
@@ -146,7 +150,8 @@ def register(ctx: Context, artifact: str | Path, model: str) -> tuple[ModelVersi
     url = f"s3://{ctx.model_bucket}/{prefix}"
     created = ctx.sagemaker.create_model_package(
         ModelPackageGroupName=group,
-        ModelPackageDescription=f"{manifest['model_version']}: {', '.join(doc['classes'])}",
+        ModelPackageDescription=f"{manifest['model_version']}: {', '.join(doc['classes'])}"
+        + (f"; missing {', '.join(sorted(doc['missing_classes']))}" if doc["missing_classes"] else ""),
         InferenceSpecification={
             "Containers": [{"Image": ctx.image_uri, "ModelDataUrl": f"{url}/model.tar.gz"}],
             "SupportedContentTypes": CONTENT_TYPES,

@@ -10,7 +10,8 @@ A deployment is a new endpoint config and an UpdateEndpoint (SageMaker's blue/gr
 must answer it as AWS does: the endpoint keeps its name and ARN, takes the new config, and with
 `RetainAllVariantProperties` keeps each same-named variant's instance counts (what auto scaling set). The
 update is instant here (AWS goes through `Updating`); the local model server follows the endpoint's config.
-3. Durability (infra/local/journal.py): every S3 object and DynamoDB item write moto accepts is journalled,
+3. SageMaker training and transform jobs that wait to be run, and stop (infra/local/moto_jobs.py).
+4. Durability (infra/local/journal.py): every S3 object and DynamoDB item write moto accepts is journalled,
    fsynced, before the answer, and `restore` puts the journal's live state back into a new moto.
 
 Installed only into the local stack's moto process (infra.local.moto_server).
@@ -34,6 +35,7 @@ from moto.sagemaker.exceptions import ValidationError
 from moto.sagemaker.models import FakeEndpoint, SageMakerModelBackend
 from moto.sagemaker.responses import SageMakerResponse
 
+from infra.local import moto_jobs
 from infra.local.journal import Journal
 from infra.template import ACCOUNT, REGION
 
@@ -199,3 +201,4 @@ def install(journal: Journal | None = None) -> None:
     if not hasattr(SageMakerResponse, "update_endpoint"):
         SageMakerModelBackend.update_endpoint = _update_endpoint  # type: ignore[attr-defined]
         SageMakerResponse.update_endpoint = _update_endpoint_response  # type: ignore[attr-defined]
+    moto_jobs.install()

@@ -2,7 +2,8 @@
 
 Unlike `python -m moto.server` it runs without Flask's debug mode and without a log line per request (werkzeug
 logs warnings and errors only): both cost CPU on the cores the model server shares with it. It also answers
-SageMaker's UpdateEndpoint, which moto lacks, makes DynamoDB writes atomic, and with --journal-dir makes every
+SageMaker's UpdateEndpoint, which moto lacks, keeps training and transform jobs until the local runners run
+them (moto_jobs.py), makes DynamoDB writes atomic, and with --journal-dir makes every
 accepted S3 and DynamoDB write durable before it answers (moto_extensions.py, journal.py). Three routes of its
 own, outside any AWS API: POST /_ivadas/journal/restore {"buckets": [...], "tables": [...]} (put the journal's
 state back, once the resources exist), POST /_ivadas/journal/compact, GET /_ivadas/journal/status. It also
@@ -97,10 +98,11 @@ def main(argv: list[str] | None = None) -> None:
 
     from infra.local.journal import Journal
     from infra.local.moto_extensions import install
+    from infra.local.moto_jobs import job_routes
 
     journal = Journal(Path(args.journal_dir)) if args.journal_dir else None
     install(journal)
-    app = journal_routes(DomainDispatcherApplication(create_backend_app), journal)
+    app = job_routes(journal_routes(DomainDispatcherApplication(create_backend_app), journal))
     server = make_server(args.host, args.port, app, threaded=True, request_handler=MotoRequestHandler)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

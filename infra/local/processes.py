@@ -21,16 +21,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def spawn(args: list[str], log_path: Path) -> subprocess.Popen:
-    """`python args...` from the repository, with its output appended to `log_path`; a module (`-m M ...`)
-    runs under infra.local.child, so it dies with this process even when this one is killed -9."""
+def spawn(args: list[str], log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """`python args...` from the repository, with its output appended to `log_path` (and `env` added to this
+    process's environment); a module (`-m M ...`) runs under infra.local.child, so it dies with this process
+    even when this one is killed -9."""
     if args[:1] == ["-m"]:
         args = ["-m", "infra.local.child", str(os.getpid()), *args[1:]]
     return subprocess.Popen(  # this interpreter with the stack's own modules, no shell  # nosec B603
         [sys.executable, *args],
         stdout=open(log_path, "ab"),  # noqa: SIM115 - the child process owns the log file
         stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, **(env or {}), "PYTHONPATH": str(ROOT)},
     )
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import uvicorn
 
-from infra.local import endpoints, snapshot
+from infra.local import endpoints, jobs, snapshot
 from infra.local.api_shim import create_shim
 from infra.local.args import add_local_arguments
 from infra.local.authorizer import UserPool
@@ -119,6 +119,11 @@ class Supervisor:
             served, names, f"http://127.0.0.1:{self.model_port}", cache
         )
         self.follower.start()
+        moto_url, work = f"http://127.0.0.1:{self.moto_port}", self.state_dir / "jobs"
+        shutil.rmtree(work, ignore_errors=True)  # jobs of a previous run: moto forgot them
+        for runner in (jobs.TrainingRunner(moto_url, work, self.logs),
+                       jobs.TransformRunner(moto_url, work, self.logs, cache)):  # fmt: skip
+            runner.start()  # SageMaker's training and batch transform: each job in processes of its own
         ping = f"http://127.0.0.1:{self.model_port}/ping"
         self.health = HealthCheck(ping, lambda: self.model_server, self._replace_model_server)
         self.health.start()

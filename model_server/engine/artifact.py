@@ -131,21 +131,28 @@ def save_artifact(path: str | Path, models: dict[str, ClassModel]) -> Artifact:
     if len(kinds) != 1:
         raise ValueError(f"one artifact holds one model type, got {sorted(kinds)}")
     model = kinds.pop()
-    created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    files: dict[str, bytes] = {}
+    classes = {}
     for name, class_model in sorted(models.items()):
         check_class_name(name)
-        for fname, data in _class_files(class_model).items():
-            files[f"classes/{name}/{fname}"] = data
-        sha = class_model.config.features.weights_sha256
-        if sha is not None:  # the endpoint is network-isolated: brought weights travel with the model
-            source = brought.path_for(sha)
-            files[f"{BACKBONES_DIR}/{sha}{brought.suffix_of(source)}"] = source.read_bytes()
+        classes[name] = _class_files(class_model)
+    manifest = write_artifact(path, model, classes)
+    version, created = manifest["model_version"], manifest["created"]
+    return Artifact(model, version, created, manifest["git_commit"], dict(models))
+
+
+def write_artifact(
+    path: str | Path, model: str, classes: dict[str, dict[str, bytes]], extra: dict | None = None
+) -> dict:
+    """Write class files (class -> file name -> bytes) as one artifact with its manifest (returned).
+    The version hashes the class files alone, so the same class models give the same version wherever they
+    were trained; `extra` adds manifest keys (e.g. how a merged artifact came to be)."""
+    created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    files = {f"classes/{name}/{fname}": data for name, fs in classes.items() for fname, data in fs.items()}
     digest = hashlib.sha256()
     for fname in sorted(files):
         digest.update(fname.encode() + hashlib.sha256(files[fname]).digest())
+    files.update(_backbone_files(classes))  # named by the class configs, so the version above covers them
     version = f"{model}-{created[:10].replace('-', '')}-{digest.hexdigest()[:8]}"
-    commit = git_commit()
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -153,9 +160,10 @@ def save_artifact(path: str | Path, models: dict[str, ClassModel]) -> Artifact:
         "model": model,
         "model_version": version,
         "created": created,
-        "git_commit": commit,
-        "classes": sorted(models),
+        "git_commit": git_commit(),
+        "classes": sorted(classes),
         "files": {fname: hashlib.sha256(data).hexdigest() for fname, data in sorted(files.items())},
+        **(extra or {}),
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -167,7 +175,36 @@ def save_artifact(path: str | Path, models: dict[str, ClassModel]) -> Artifact:
             info.mtime = int(datetime.now(UTC).timestamp())
             tar.addfile(info, io.BytesIO(data))
     tmp.replace(path)  # never leave a half-written artifact under the final name
-    return Artifact(model, version, created, commit, dict(models))
+    return manifest
+
+
+def _backbone_files(classes: dict[str, dict[str, bytes]]) -> dict[str, bytes]:
+    """The brought backbone weights the classes' configs name: the endpoint is network-isolated, so they
+    travel inside the artifact, once per file."""
+    out = {}
+    for name, fs in classes.items():
+        try:
+            sha = json.loads(fs["config.json"])["features"].get("weights_sha256")
+        except (KeyError, ValueError) as exc:
+            raise ArtifactError(f"class {name}: unreadable config.json ({exc})") from None
+        if sha:
+            source = brought.path_for(sha)
+            out[f"{BACKBONES_DIR}/{sha}{brought.suffix_of(source)}"] = source.read_bytes()
+    return out
+
+
+def class_files(path: str | Path) -> tuple[dict, dict[str, dict[str, bytes]]]:
+    """The manifest and each class's files as stored (class -> file name -> bytes), every checksum verified:
+    what a merge copies, byte for byte, into another artifact."""
+    files, manifest, where = _checked_files(Path(path))
+    _register_backbones(files)
+    classes: dict[str, dict[str, bytes]] = {}
+    for name in manifest.get("classes", []):
+        prefix = f"classes/{name}/"
+        classes[name] = {f.removeprefix(prefix): files[f] for f in manifest["files"] if f.startswith(prefix)}
+        if not classes[name]:
+            raise ArtifactError(f"{where}: class {name} has no files")
+    return manifest, classes
 
 
 def _read_tar(path: Path) -> dict[str, bytes]:

@@ -85,6 +85,7 @@ class Server:
                 request.headers.get("content-type", ""),
                 body,
                 request.headers.get("x-amzn-sagemaker-custom-attributes"),
+                self.config.default_class,
             )
             if not instances:  # {"describe": true}: what this endpoint serves (for GET /classes)
                 return JSONResponse(describe(gen.predictor))

@@ -33,6 +33,9 @@ class ServerConfig:
     io_threads: int = 4
     #: the local stack's swap route (PUT /endpoints/{name}/artifact); never on in the container
     admin: bool = False
+    #: the class of raw images sent without a class_name attribute (a Batch Transform job's, from its
+    #: environment: CLASS_ENV)
+    default_class: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__)

@@ -91,9 +91,10 @@ def _instance_from_json(obj: object, where: str) -> Instance:
 
 
 def parse_request(
-    content_type: str, body: bytes, custom_attributes: str | None
+    content_type: str, body: bytes, custom_attributes: str | None, default_class: str | None = None
 ) -> tuple[list[Instance], bool]:
-    """(instances, is_batch) from a request body, or HttpError 400/415."""
+    """(instances, is_batch) from a request body, or HttpError 400/415. A raw image without a class_name
+    attribute is of `default_class` when the server has one (Batch Transform sends no per-record headers)."""
     if custom_attributes and len(custom_attributes) > MAX_CUSTOM_ATTRIBUTES:
         raise HttpError(400, f"X-Amzn-SageMaker-Custom-Attributes is over {MAX_CUSTOM_ATTRIBUTES} characters")
     media = content_type.split(";")[0].strip().lower()
@@ -112,7 +113,7 @@ def parse_request(
         return [_instance_from_json(doc, "request body")], False
     if media in IMAGE_TYPES or media == "application/octet-stream":
         attrs = parse_custom_attributes(custom_attributes)
-        class_name = attrs.get("class_name")
+        class_name = attrs.get("class_name") or default_class
         if not class_name:
             raise HttpError(
                 400, "raw image requests need X-Amzn-SageMaker-Custom-Attributes: class_name=<class>"

@@ -16,6 +16,8 @@ from ivadas_contract.limits import MAX_REQUEST_BYTES
 from model_server.server.config import BATCH_WINDOW_MS, MAX_BATCH, MAX_COALESCE, MODEL_LANES, ServerConfig
 
 CONFIG_ENV = "IVADAS_SERVER_CONFIG"
+#: A batch transform job's class: its records are raw images, with no per-record header to name it.
+CLASS_ENV = "IVADAS_CLASS_NAME"
 #: Name of the endpoint an `--artifact` (or /opt/ml/model) is served as; /invocations always reaches it.
 DEFAULT_ENDPOINT = "default"
 
@@ -44,6 +46,11 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
         "--admin", action="store_true", help="local stack: PUT /endpoints/NAME/artifact swaps an artifact"
     )
     p.add_argument("--log-level", default=os.environ.get("IVADAS_LOG_LEVEL", "info"))
+    p.add_argument(
+        "--class-name",
+        default=os.environ.get(CLASS_ENV),
+        help=f"class of raw images sent without a class_name attribute (default: ${CLASS_ENV})",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
@@ -63,6 +70,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         model_lanes=args.model_lanes,
         batch_window_ms=args.batch_window_ms,
         admin=args.admin,
+        default_class=args.class_name,
     )
 
 

@@ -90,6 +90,12 @@ def test_requests_parse_without_a_server() -> None:
     batch, is_batch = parse_request("application/json", json.dumps(body).encode(), None)
     assert is_batch and batch == [Instance("a", b"x", False)]
     assert parse_request("application/json", b'{"describe": true}', None) == ([], False)
+    # a batch transform job's server: raw images without an attribute are of the job's class
+    assert parse_request("application/x-image", b"\x89PNG", None, "bottle") == (
+        [Instance("bottle", b"\x89PNG", False)],
+        False,
+    )
+    assert parse_request("image/png", b"\x89PNG", "class_name=cap", "bottle")[0][0].class_name == "cap"
     for content_type, payload, attrs, status in [
         ("application/json", b"{", None, 400),
         ("application/json", b'{"instances": []}', None, 400),
