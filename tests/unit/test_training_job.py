@@ -112,7 +112,8 @@ def test_every_train_option_reaches_a_job_unchanged(tmp_path: Path) -> None:
             "--score-top-fraction", "0.05", "--target-false-alarm-rate", "0.02", "--seed", "7",
             "--no-evaluate"]  # fmt: skip
     given = parser.parse_args(argv)
-    leave_out = {"data_root", "out", "report_dir", "classes", "threads", "quiet", "config_from", *CLOUD_OPTIONS}
+    leave_out = {"data_root", "out", "report_dir", "classes", "threads", "quiet", "config_from"}
+    leave_out |= set(CLOUD_OPTIONS)
     hyperparameters = to_hyperparameters(given, parser, leave_out)
     assert set(hyperparameters) == {a.lstrip("-") for a in argv[4:] if a.startswith("--")}
     ml = _job(tmp_path, hyperparameters)
