@@ -269,3 +269,11 @@ def test_index_keys_put_an_item_only_where_it_belongs() -> None:
     keys = results_table.index_keys({**rec, "review": {"verdict": "good"}})
     assert keys["anomaly_class_line"] == "bottle#l1" and "queue_class" not in keys
     assert isinstance(results_table.to_item(rec)["queue_rank"], Decimal)
+
+
+def test_a_range_from_long_ago_walks_only_the_months_a_result_can_be_in() -> None:
+    from ivadas_functions.results_query import FIRST_MONTH, ResultFilter, plan
+
+    p = plan(ResultFilter(since="0368-02-26T15:03:52.400000+00:00"), retention_days=90)
+    assert p.partitions[-1] == FIRST_MONTH
+    assert len(p.partitions) < 12 * 10
