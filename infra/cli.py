@@ -61,6 +61,10 @@ def _layers(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"layers are comma-separated stage indices, got {text}") from None
 
 
+def _csv(values: tuple[int, ...]) -> str:
+    return ",".join(str(v) for v in values)
+
+
 def _add_runtime(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -71,41 +75,66 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-root", help="MVTec-layout folder, or 'elpv' for the packaged demo (or --data-uri)")
     p.add_argument("--classes", help="comma-separated class names (default: every class in the data root)")
     p.add_argument("--model", choices=MODELS, default=BASELINE)
-    searched = "(default: chosen per class by the search; with --no-search {})"
-    p.add_argument("--backbone", choices=defaults.BACKBONE_NAMES, help=searched.format(defaults.BACKBONE))
-    p.add_argument("--layers", type=_layers, default=defaults.LAYERS, help="backbone stages, e.g. 2,3")
-    p.add_argument(
-        "--input-size",
-        type=int,
-        help="long side of the network input in pixels " + searched.format(defaults.INPUT_SIZE),
+    g = p.add_argument_group(
+        "how a class is configured (docs/model.md): a flag left out takes the profile's or preset's value"
     )
-    p.add_argument(
-        "--layer-weighting",
-        choices=defaults.LAYER_WEIGHTINGS,
-        help="'equal': each layer weighs alike in a distance " + searched.format(defaults.LAYER_WEIGHTING),
-    )
-    p.add_argument(
-        "--config-from",
-        metavar="ARTIFACT",
-        help="each class's features and pooling from this trained artifact (no search): e.g. SoftPatch with "
-        "the configuration PatchCore's search chose, so the two compare on the same features",
-    )
-    p.add_argument(
-        "--no-search",
-        action="store_true",
-        help="no configuration search: the fixed defaults for every choice not given as a flag",
-    )
-    p.add_argument(
+    g.add_argument(
         "--profile",
         choices=defaults.PROFILES,
         default=defaults.PROFILE,
-        help=f"'fast': the search keeps to input sizes up to {defaults.FAST_MAX_INPUT_SIZE} px, whose "
-        "predict path fits 30 ms on 2 cores (default: %(default)s, every size)",
+        help=f"'quality': {defaults.BACKBONE}, its bank grown per class; 'fast': "
+        f"{defaults.FAST_BACKBONE} with a fixed {defaults.CORESET_RATIO:g} bank, for a tight latency budget "
+        "(default: %(default)s)",
     )
-    p.add_argument(
-        "--feature-dim", type=int, default=None, help="patch feature length (default: all channels)"
+    g.add_argument(
+        "--preset",
+        choices=("official",),
+        help="'official': the PatchCore paper's configuration (timm:wide_resnet50_2, layers 2,3, unfold, "
+        "1024-long features, 224 px, 10%% coreset); needs --weights",
     )
-    p.add_argument("--coreset-ratio", type=_ratio, default=defaults.CORESET_RATIO)
+    g.add_argument(
+        "--search",
+        action="store_true",
+        help="choose backbone, input size, layer weighting and pooling per class by the synthetic-anomaly "
+        "proxy (off: its ranking was no better than chance on real defects, docs/benchmarks.md)",
+    )
+    g.add_argument(
+        "--backbone",
+        metavar="NAME",
+        help=f"{', '.join(defaults.BACKBONE_NAMES)}, or timm:<model> with --weights (default: the profile's)",
+    )
+    g.add_argument("--weights", metavar="PATH|s3://...|hub", help="a timm: backbone's weights (state dict)")
+    g.add_argument("--layers", type=_layers, help=f"backbone stages (default: {_csv(defaults.LAYERS)})")
+    g.add_argument(
+        "--input-size",
+        type=int,
+        help=f"long side of the network input in pixels (default: {defaults.INPUT_SIZE}, or less where the "
+        f"images are smaller: at most {defaults.MAX_UPSAMPLE:g}x their long side)",
+    )
+    g.add_argument(
+        "--layer-weighting",
+        choices=defaults.LAYER_WEIGHTINGS,
+        help=f"'equal': each layer weighs alike in a distance (default: {defaults.LAYER_WEIGHTING})",
+    )
+    g.add_argument(
+        "--aggregation",
+        choices=defaults.AGGREGATIONS,
+        help="'unfold': the official PatchCore embedding (needs --feature-dim) "
+        f"(default: {defaults.AGGREGATION})",
+    )
+    g.add_argument("--feature-dim", type=int, help="patch feature length (default: all channels)")
+    g.add_argument(
+        "--coreset-ratio",
+        type=_ratio,
+        help=f"a fixed memory bank of this share of the patches (default: grown from "
+        f"{defaults.CORESET_RATIO:g} to at most {defaults.MAX_CORESET_RATIO:g} per class)",
+    )
+    g.add_argument(
+        "--config-from",
+        metavar="ARTIFACT",
+        help="each class's features and pooling from this trained artifact: e.g. SoftPatch on the "
+        "configuration a PatchCore model was trained with, so the two compare on the same features",
+    )
     p.add_argument(
         "--noise-ratio",
         type=_ratio,
@@ -125,8 +154,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--score-top-fraction",
         type=_ratio,
-        help="image score: mean of this fraction of the highest patch scores (0: the highest) "
-        + searched.format(defaults.SCORE_TOP_FRACTION),
+        help="image score: mean of this fraction of the highest patch scores "
+        f"(default: {defaults.SCORE_TOP_FRACTION:g}, the highest)",
     )
     p.add_argument(
         "--target-false-alarm-rate",

@@ -20,6 +20,7 @@ from model_server import defaults
 from model_server.engine.artifact import Artifact, check_class_name, git_commit, load_artifact, save_artifact
 from model_server.engine.config import FeatureConfig, ModelConfig
 from model_server.engine.features import FeatureExtractor
+from model_server.engine.geometry import native_sizes
 from model_server.engine.heatmap import overlay, png_bytes
 from model_server.engine.maps import resize_map
 from model_server.engine.predictor import Predictor
@@ -63,19 +64,51 @@ def parse_classes(text: str | None, data_root: str) -> list[str]:
     return names
 
 
-#: `ivadas train` flags the search may choose, with the fixed default each takes under --no-search.
-SEARCHED_FLAGS = {
-    "backbone": defaults.BACKBONE,
-    "input_size": defaults.INPUT_SIZE,
-    "layer_weighting": defaults.LAYER_WEIGHTING,
-    "score_top_fraction": defaults.SCORE_TOP_FRACTION,
+#: What `--profile` and `--preset` set where the user gave no flag; anything neither names is in defaults.py.
+PROFILE_VALUES = {
+    "quality": {"backbone": defaults.BACKBONE},
+    "fast": {"backbone": defaults.FAST_BACKBONE, "max_coreset_ratio": None},
 }
+#: The PatchCore paper's configuration, as the official code runs it (its weights are the user's to bring).
+OFFICIAL = {
+    "backbone": "timm:wide_resnet50_2",
+    "layers": (2, 3),
+    "aggregation": "unfold",
+    "feature_dim": 1024,
+    "input_size": 224,
+    "coreset_ratio": 0.1,
+    "max_coreset_ratio": None,
+}
+#: `ivadas train` flags the search chooses when the user leaves them unset.
+SEARCHED_FLAGS = ("backbone", "input_size", "layer_weighting", "score_top_fraction")
+
+
+def _settings(args: argparse.Namespace) -> dict:
+    """Each setting: the user's flag, else the preset's, else the profile's, else the default."""
+    values = {
+        "backbone": defaults.BACKBONE,
+        "layers": defaults.LAYERS,
+        "input_size": None,  # per class: `class_input_size`
+        "layer_weighting": defaults.LAYER_WEIGHTING,
+        "aggregation": defaults.AGGREGATION,
+        "feature_dim": None,
+        "coreset_ratio": defaults.CORESET_RATIO,
+        "max_coreset_ratio": defaults.MAX_CORESET_RATIO,
+        "score_top_fraction": defaults.SCORE_TOP_FRACTION,
+    }
+    values.update(PROFILE_VALUES[getattr(args, "profile", None) or defaults.PROFILE])
+    if getattr(args, "preset", None) == "official":
+        values.update(OFFICIAL)
+    given = {k: getattr(args, k) for k in values if getattr(args, k, None) is not None}
+    if "coreset_ratio" in given:
+        values["max_coreset_ratio"] = None  # a ratio the user gives is the bank's
+    return {**values, **given}
 
 
 def search_space(args: argparse.Namespace) -> SearchSpace | None:
-    """What the search varies: every searched flag the user left unset; None when nothing is left or the
-    user said --no-search."""
-    if getattr(args, "no_search", False):
+    """What `--search` varies: every searched flag the user left unset; None without --search or when
+    nothing is left to choose."""
+    if not getattr(args, "search", False):
         return None
     unset = {k for k in SEARCHED_FLAGS if getattr(args, k, None) is None}
     if not unset:
@@ -84,64 +117,97 @@ def search_space(args: argparse.Namespace) -> SearchSpace | None:
     if getattr(args, "profile", defaults.PROFILE) == "fast":
         space = replace(space, sizes=tuple(s for s in space.sizes if s <= defaults.FAST_MAX_INPUT_SIZE))
     fixed = {
-        "backbone": ("backbones", (args.backbone,)),
-        "input_size": ("sizes", (args.input_size,)),
-        "layer_weighting": ("weightings", (args.layer_weighting,)),
-        "score_top_fraction": ("top_fractions", (args.score_top_fraction,)),
+        "backbone": ("backbones", (getattr(args, "backbone", None),)),
+        "input_size": ("sizes", (getattr(args, "input_size", None),)),
+        "layer_weighting": ("weightings", (getattr(args, "layer_weighting", None),)),
+        "score_top_fraction": ("top_fractions", (getattr(args, "score_top_fraction", None),)),
     }
     return replace(space, **dict(fixed[k] for k in SEARCHED_FLAGS if k not in unset))
 
 
+def _weights_sha256(backbone: str, source: str | None) -> str | None:
+    """The SHA-256 of a brought backbone's weights, fetched into the cache; shipped backbones have theirs."""
+    if not backbone.startswith("timm:"):
+        if source:
+            raise IvadasError(f"--weights is for a timm: backbone; {backbone} ships with its weights")
+        return None
+    if not source:
+        raise IvadasError(f"{backbone} needs --weights: a state dict file, an s3:// URI, or 'hub'")
+    from model_server.engine.weights import fetch  # torch, only for a brought backbone
+
+    sha, _ = fetch(source, backbone.removeprefix("timm:"))
+    return sha
+
+
 def model_config(args: argparse.Namespace) -> ModelConfig:
-    """The configuration from the flags; a searched flag left unset takes its fixed default here (the
-    search, when it runs, replaces it)."""
-    value = {k: v if getattr(args, k, None) is None else getattr(args, k) for k, v in SEARCHED_FLAGS.items()}
+    """The configuration from the flags, the profile and the preset; the input size is the default here
+    until a class's images set it (`class_input_size`), and the search, when it runs, replaces what it
+    chooses."""
+    v = _settings(args)
     try:
         features = FeatureConfig(
-            backbone=value["backbone"],
-            layers=tuple(args.layers),
-            input_size=value["input_size"],
-            feature_dim=args.feature_dim,
-            layer_weighting=value["layer_weighting"],
+            backbone=v["backbone"],
+            layers=tuple(v["layers"]),
+            input_size=v["input_size"] or defaults.INPUT_SIZE,
+            feature_dim=v["feature_dim"],
+            layer_weighting=v["layer_weighting"],
+            aggregation=v["aggregation"],
+            weights_sha256=_weights_sha256(v["backbone"], getattr(args, "weights", None)),
         )
         return ModelConfig(
             model=args.model,
             features=features,
-            coreset_ratio=args.coreset_ratio,
+            coreset_ratio=v["coreset_ratio"],
+            max_coreset_ratio=v["max_coreset_ratio"],
             seed=args.seed,
             weight_method=args.weight_method,
             lof_k=args.lof_k,
             filter_fraction=args.filter_fraction,
-            score_top_fraction=value["score_top_fraction"],
+            score_top_fraction=v["score_top_fraction"],
             target_false_alarm_rate=args.target_false_alarm_rate,
         )
     except ValueError as exc:
         raise IvadasError(str(exc)) from None
 
 
+def class_input_size(args: argparse.Namespace, box: tuple[int, int]) -> int | None:
+    """The input size of a class whose images fit `box`, when no flag or preset fixed it: the default, or
+    the largest size within MAX_UPSAMPLE x the images' long side."""
+    if _settings(args)["input_size"] is not None:
+        return None
+    sizes = [s for s in defaults.SIZES if s <= defaults.INPUT_SIZE]
+    return max(native_sizes(box, sizes, defaults.MAX_UPSAMPLE))
+
+
 def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _class_config(
+def class_config(
+    args: argparse.Namespace,
     config: ModelConfig,
     split: ClassSplit,
     space: SearchSpace | None,
     source: Artifact | None,
-    progress: bool,
+    audit: Sequence[Sample] | None = None,
 ) -> tuple[ModelConfig, SearchResult | None]:
-    """One class's configuration: its geometry, then the search's choice or that of `source`'s model."""
-    class_config = with_class_geometry(config, split.train)
+    """One class's configuration: its geometry and input size, then the search's choice or that of
+    `source`'s model. `audit`: labelled images the search scores its candidates on, for benchmarks only."""
+    cfg = with_class_geometry(config, split.train)
+    size = class_input_size(args, cfg.features.source_size or (0, 0))
+    if size is not None:
+        cfg = replace(cfg, features=replace(cfg.features, input_size=size))
     name = split.class_name
+    progress = not args.quiet
     if source is not None:
         chosen = source.get(name).config
         _log(f"{name}: configuration from {source.model_version}")
-        features = replace(chosen.features, source_size=class_config.features.source_size)
-        return replace(class_config, features=features, score_top_fraction=chosen.score_top_fraction), None
+        features = replace(chosen.features, source_size=cfg.features.source_size)
+        return replace(cfg, features=features, score_top_fraction=chosen.score_top_fraction), None
     if space is None:
-        return class_config, None
+        return cfg, None
     _log(f"searching a configuration for {name} from its {len(split.train)} training images")
-    search = search_class(split.train, class_config, space, progress=progress)
+    search = search_class(split.train, cfg, space, audit=audit, progress=progress)
     _log(
         f"  chose {search.chosen.candidate.label} (proxy {search.chosen.proxy:.4f}, "
         f"{len(search.trials)} candidates, {search.seconds:.1f} s)"
@@ -167,19 +233,17 @@ def train(args: argparse.Namespace) -> int:
     commit = git_commit()
     models, evaluations = {}, []
     for name, split in splits.items():
-        class_config, search = _class_config(config, split, space, source, progress=not args.quiet)
-        extractor = FeatureExtractor(class_config.features)
+        cfg, search = class_config(args, config, split, space, source)
+        extractor = FeatureExtractor(cfg.features)
         _log(f"training {config.model} on {name}: {len(split.train)} images ({split.source})")
-        model = train_class(
-            split, class_config, extractor, progress=not args.quiet, fingerprint=data_fingerprint
-        )
+        model = train_class(split, cfg, extractor, progress=not args.quiet, fingerprint=data_fingerprint)
         model.card.update(
             {
-                "hyperparameters": class_config.to_dict(),
+                "hyperparameters": cfg.to_dict(),
                 "noise_ratio": args.noise_ratio,
-                "search": None
-                if search is None
-                else {**search.to_dict(), "profile": getattr(args, "profile", None)},
+                "profile": getattr(args, "profile", None),
+                "preset": getattr(args, "preset", None),
+                "search": None if search is None else search.to_dict(),
                 "configuration_from": None if source is None else source.model_version,
                 "git_commit": commit,
                 "trained_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -191,7 +255,8 @@ def train(args: argparse.Namespace) -> int:
             evaluations.append(ev)
         t = model.card["training"]
         _log(
-            f"  {name}: bank {t['bank_patches']} patches ({t['bank_bytes'] / 1e6:.1f} MB), threshold "
+            f"  {name}: {cfg.features.backbone}@{cfg.features.input_size}, bank "
+            f"{t['bank_patches']} patches ({t['bank_bytes'] / 1e6:.1f} MB), threshold "
             f"{model.calibration.threshold:.4g}, trained in {t['total_seconds']:.1f} s"
             + (
                 f", test image AUROC {model.card['metrics']['image_auroc']:.4f}"

@@ -1,16 +1,24 @@
 """Default hyperparameters, in one torch-free place so the CLI can show them without loading torch.
 
-Chosen by measurement on MVTec bottle with 2 CPU cores (docs/decisions.md, "Choosing the defaults"):
-EfficientNet-Lite0 stages 2+3 at 384 px meet the pixel-level targets that 256 and 320 px miss, and a
-1 % coreset scores within 0.0002 of a 10 % one while training 5x faster.
+Chosen by measurement on every data set at hand, from good images alone where a class decides (docs/model.md,
+"How a class is configured"; the figures in docs/benchmarks.md and docs/decisions.md): EfficientNet-Lite2
+stages 2+3 ranks first or level on all of them; 384 px, or less where the images are smaller; a memory bank
+grown from 1 % of the patches while the good images' highest scores still fall (training/bank_growth.py).
 SoftPatch values are the official ones.
 """
 
 BACKBONE_NAMES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "mobilenetv2_100")
-BACKBONE = "efficientnet_lite0"
+BACKBONE = "efficientnet_lite2"
 LAYERS = (2, 3)
+#: Input sizes (canvas long side) a class may get; the default is INPUT_SIZE, or the largest size within
+#: MAX_UPSAMPLE x the class's native long side where that is smaller (enlarging adds no detail, only cost).
+SIZES = (256, 320, 384, 448, 512)
 INPUT_SIZE = 384
+MAX_UPSAMPLE = 1.25
+#: The memory bank starts at this share of the training patches and doubles while the held-out good images'
+#: highest scores fall, up to MAX_CORESET_RATIO (training/bank_growth.py); `--coreset-ratio` fixes it.
 CORESET_RATIO = 0.01
+MAX_CORESET_RATIO = 0.08
 #: How backbone layers weigh in a patch distance (engine/config.py FeatureConfig.layer_weighting).
 LAYER_WEIGHTINGS = ("channels", "equal")
 LAYER_WEIGHTING = "channels"
@@ -29,11 +37,12 @@ LOF_K = 6
 FILTER_FRACTION = 0.15
 #: Image score: mean of this fraction of an image's highest patch scores (0: the single highest patch).
 SCORE_TOP_FRACTION = 0.0
-#: What the configuration search may choose from (`ivadas train --profile`): "quality" every input size;
-#: "fast" sizes up to FAST_MAX_INPUT_SIZE, the largest whose full predict path on a 900x900 PNG stays within
-#: 30 ms on 2 cores (docs/benchmarks.md: 27.4 ms at 384 px with EfficientNet-Lite0, 34.3 at 448 with Lite1).
+#: `ivadas train --profile`: "quality" is the defaults above; "fast" keeps the predict path of the smallest
+#: backbone, FAST_BACKBONE at sizes up to FAST_MAX_INPUT_SIZE with a fixed CORESET_RATIO bank (about 30 ms
+#: per 900x900 PNG on 2 cores, docs/benchmarks.md), and bounds the search's sizes alike.
 PROFILES = ("quality", "fast")
 PROFILE = "quality"
+FAST_BACKBONE = "efficientnet_lite0"
 FAST_MAX_INPUT_SIZE = 384
 #: False alarms the threshold is set for: the share of good parts it may flag.
 TARGET_FALSE_ALARM_RATE = 0.01

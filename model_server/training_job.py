@@ -2,7 +2,7 @@
 
 SageMaker lays out /opt/ml before it starts the container and reads it back afterwards:
 
-    input/config/hyperparameters.json  `ivadas train`'s options: {"input-size": "256", "no-search": "true"}
+    input/config/hyperparameters.json  `ivadas train`'s options: {"input-size": "256", "profile": "fast"}
     input/data/train/                  the channel: an MVTec-layout root (class folders) or one class's folder
     input/data/config/                 optional: the artifact `config-from` names (one file, any name)
     model/                             the artifact, unpacked: SageMaker tars it into model.tar.gz, which is

@@ -58,7 +58,7 @@ def _train(root: Path, out: Path, model: str, coreset_ratio: float = 0.25, class
 
     code = main(
         ["train", "--data-root", str(root), "--classes", classes, "--model", model,
-         "--input-size", "64", "--coreset-ratio", str(coreset_ratio), "--no-search", "--quiet",
+         "--input-size", "64", "--coreset-ratio", str(coreset_ratio), "--quiet",
          "--out", str(out)]
     )  # fmt: skip
     assert code == 0

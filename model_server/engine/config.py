@@ -124,6 +124,10 @@ class ModelConfig:
     model: str = "patchcore"
     features: FeatureConfig = field(default_factory=FeatureConfig)
     coreset_ratio: float = defaults.CORESET_RATIO
+    #: None: the bank is `coreset_ratio` of the patches; a ratio: the bank starts at `coreset_ratio` and
+    #: doubles, up to this, while the good images' highest held-out scores still fall (bank_growth.py;
+    #: `ivadas train` grows it to defaults.MAX_CORESET_RATIO unless told a ratio).
+    max_coreset_ratio: float | None = None
     projection_dim: int = 128
     seed: int = 0
     # SoftPatch (official defaults; lof_k really is used)
@@ -141,6 +145,10 @@ class ModelConfig:
             raise ValueError(f"unknown model '{self.model}' (choose from {', '.join(MODELS)})")
         if not 0.0 < self.coreset_ratio <= 1.0:
             raise ValueError(f"coreset ratio must be in (0, 1], got {self.coreset_ratio}")
+        if self.max_coreset_ratio is not None and not self.coreset_ratio <= self.max_coreset_ratio <= 1.0:
+            raise ValueError(
+                f"largest coreset ratio must be in [{self.coreset_ratio}, 1], got {self.max_coreset_ratio}"
+            )
         if self.weight_method not in defaults.WEIGHT_METHODS:
             raise ValueError(
                 f"unknown SoftPatch method '{self.weight_method}' "

@@ -39,6 +39,13 @@ class Placement(Protocol):
     def grid(self) -> tuple[int, int]: ...
 
 
+def native_sizes(box: tuple[int, int], sizes: Sequence[int], max_upsample: float) -> tuple[int, ...]:
+    """The input sizes at most `max_upsample` x the long side of `box` (enlarging adds cost, not detail);
+    the smallest size stays when none fits."""
+    allowed = tuple(s for s in sizes if s <= max_upsample * max(box))
+    return allowed or (min(sizes),)
+
+
 def _round_up(value: float) -> int:
     return max(CANVAS_MULTIPLE, int(-(-round(value, 6) // CANVAS_MULTIPLE)) * CANVAS_MULTIPLE)
 

@@ -22,6 +22,7 @@ from model_server.engine.class_model import ClassModel
 from model_server.engine.config import ModelConfig
 from model_server.engine.features import FeatureExtractor
 from model_server.errors import DataError
+from model_server.training.bank_growth import grow, ladder, steps_record
 from model_server.training.bank_index import choose_index
 from model_server.training.feature_store import BATCH_SIZE, FeatureStore
 from model_server.training.leave_one_out import leave_one_out_scores
@@ -116,32 +117,56 @@ def _softpatch_eligibility(
     return eligible.reshape(-1), np.clip(outlier, 0.0, None).reshape(-1).astype(np.float32)
 
 
-def memory_bank(store: FeatureStore, config: ModelConfig, progress: bool = False) -> MemoryBank:
-    """The memory bank of a class from its stored training features (PatchCore or SoftPatch)."""
+def memory_banks(
+    store: FeatureStore, config: ModelConfig, ratios: Sequence[float], progress: bool = False
+) -> list[MemoryBank]:
+    """The memory banks of a class at each of `ratios` (PatchCore or SoftPatch), nested: one coreset sampled
+    at the largest ratio, each smaller bank its first picks."""
     p = store.patches_per_image
     stats: dict = {"n_patches": int(store.valid.sum())}
     eligible, outlier = store.valid.reshape(-1), None
     if config.model == "softpatch":
         eligible, outlier = _softpatch_eligibility(store, config, stats)
     t0 = time.perf_counter()
-    coreset = StreamingCoreset(config.coreset_ratio, config.projection_dim, seed=config.seed)
+    coreset = StreamingCoreset(max(ratios), config.projection_dim, seed=config.seed)
     with one_thread_per_op():
         for start, feats in tqdm(list(store.batches(32)), desc="coreset", disable=not progress, leave=False):
             ids = np.arange(start * p, (start + len(feats)) * p)
             coreset.add(feats.reshape(-1, store.shape[3]), ids, eligible[ids])
-        bank, source = coreset.finish()
+        levels = coreset.finish_levels(ratios)
     stats["coreset_seconds"] = round(time.perf_counter() - t0, 3)
-    stats["bank_patches"] = int(bank.shape[0])
-    weights = None
-    if outlier is not None and config.soft_weights:
-        weights = np.ascontiguousarray(outlier[source])
-    return MemoryBank(bank, weights, source, stats)
+    banks = []
+    for bank, source in levels:
+        weights = None
+        if outlier is not None and config.soft_weights:
+            weights = np.ascontiguousarray(outlier[source])
+        banks.append(MemoryBank(bank, weights, source, {**stats, "bank_patches": int(bank.shape[0])}))
+    return banks
+
+
+def memory_bank(store: FeatureStore, config: ModelConfig, progress: bool = False) -> MemoryBank:
+    """The memory bank of a class at its configured ratio."""
+    return memory_banks(store, config, [config.coreset_ratio], progress)[0]
 
 
 def _threshold_images(n: int, seed: int) -> np.ndarray:
     if n <= THRESHOLD_IMAGES:
         return np.arange(n)
     return np.sort(np.random.default_rng(seed).choice(n, THRESHOLD_IMAGES, replace=False))
+
+
+def _fit_bank(
+    class_name: str, config: ModelConfig, mb: MemoryBank, store: FeatureStore, chosen: np.ndarray
+) -> tuple[ClassModel, np.ndarray]:
+    """A class model on one bank, its index chosen, and the honest scores of the `chosen` good images."""
+    model = ClassModel(class_name, config, mb.bank, mb.weights, Calibration(0.0, 0.0, 0.0, 0))
+    t0 = time.perf_counter()
+    model.index, mb.stats["index"] = choose_index(model, store, mb.source, chosen, config.seed)
+    mb.stats["index_seconds"] = round(time.perf_counter() - t0, 3)
+    t0 = time.perf_counter()
+    good_scores = leave_one_out_scores(model, store, mb.source, chosen)  # as served: through the index
+    mb.stats["threshold_seconds"] = round(time.perf_counter() - t0, 3)
+    return model, good_scores
 
 
 def train_class(
@@ -168,17 +193,18 @@ def train_class(
         ):
             store.write(start, feats, extractor.valid(placed))
         t_features = time.perf_counter() - t_start
-        mb = memory_bank(store, config, progress=progress)
-        model = ClassModel(split.class_name, config, mb.bank, mb.weights, Calibration(0.0, 0.0, 0.0, 0))
-        t0 = time.perf_counter()
+        ratios = ladder(config.coreset_ratio, config.max_coreset_ratio)
+        banks = memory_banks(store, config, ratios, progress=progress)
         good = np.array([i for i, s in enumerate(split.train) if s.label == 0])
         chosen = good[_threshold_images(len(good), config.seed)]
-        model.index, mb.stats["index"] = choose_index(model, store, mb.source, chosen, config.seed)
-        mb.stats["index_seconds"] = round(time.perf_counter() - t0, 3)
-        t0 = time.perf_counter()
-        good_scores = leave_one_out_scores(model, store, mb.source, chosen)  # as served: through the index
+
+        def fit_bank(i: int) -> tuple[ClassModel, np.ndarray, int]:
+            return (*_fit_bank(split.class_name, config, banks[i], store, chosen), len(banks[i].bank))
+
+        step, model, good_scores, steps = grow(ratios, fit_bank)
+        mb = banks[step]
+        mb.stats["bank_growth"] = steps_record(steps, step)
         model.calibration = calibrate(good_scores, config.target_false_alarm_rate)
-        mb.stats["threshold_seconds"] = round(time.perf_counter() - t0, 3)
     finally:
         store.close()
     model.card = _card(split, config, mb, fingerprint, model.calibration, t_features, t_start)

@@ -13,7 +13,7 @@ to the target size by a second greedy pass (per group of bounded size). Memory h
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 
@@ -251,6 +251,14 @@ class StreamingCoreset:
 
     def finish(self) -> tuple[np.ndarray, np.ndarray]:
         """(bank [k, d], source image of each bank patch [k]) with k = round(ratio * patches offered)."""
+        return self.finish_levels([self.ratio])[0]
+
+    def finish_levels(self, ratios: Sequence[float]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(bank, sources) for each of `ratios` (none above the sampler's), nested: the second pass picks in
+        greedy order, so the first picks of each group are that group's greedy coreset at a smaller ratio,
+        and a bank grown to a larger ratio costs no second sampling (bank_growth.py)."""
+        if any(not 0.0 < r <= self.ratio for r in ratios):
+            raise ValueError(f"coreset levels must be in (0, {self.ratio}], got {list(ratios)}")
         if self._buffer:
             self._reduce_buffer()
         if not self._kept:
@@ -261,15 +269,20 @@ class StreamingCoreset:
         target = max(1, int(round(self.seen * self.ratio)))
         if target >= len(feats):
             self._pool.shutdown()
-            return feats, source
+            return [(feats, source) for _ in ratios]
         groups = np.array_split(np.arange(len(feats)), -(-len(feats) // self.group_patches))
         shares = [max(1, round(target * len(g) / len(feats))) / len(g) for g in groups]
         picks = [
             self._pool.submit(self._sampler(r).select, feats[g]) for g, r in zip(groups, shares, strict=True)
         ]
-        chosen = np.concatenate([g[p.result()] for g, p in zip(groups, picks, strict=True)])
+        ordered = [g[p.result()] for g, p in zip(groups, picks, strict=True)]  # each in greedy order
         self._pool.shutdown()
-        return np.ascontiguousarray(feats[chosen]), source[chosen]
+        levels = []
+        for ratio in ratios:
+            level = max(1, int(round(self.seen * ratio)))
+            chosen = np.concatenate([o[: max(1, round(level * len(o) / target))] for o in ordered])
+            levels.append((np.ascontiguousarray(feats[chosen]), source[chosen]))
+        return levels
 
 
 @contextmanager

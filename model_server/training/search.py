@@ -1,7 +1,7 @@
-"""Choosing a class's configuration from its good images alone.
+"""Choosing a class's configuration from its good images alone (`ivadas train --search`). Off by default: on
+the data sets here its proxy did not rank configurations as real defects do (docs/benchmarks.md).
 
-The defaults that suit one product fail on another, and users have no defects to tune with. So each class is
-searched: candidate configurations (backbone, input size, layer weighting, image-score pooling) are fitted on
+Candidate configurations (backbone, input size, layer weighting, image-score pooling) are fitted on
 a subsample of the class's training images and judged on images that subsample did not see: held-out good
 images and copies of them with synthetic anomalies pasted in (synthetic.py). The proxy is the mean over
 anomaly kinds of the image AUROC of synthetic against clean held-out images; a smaller input size within `TIE`
@@ -10,7 +10,7 @@ data set is read.
 
 Staged to stay within a few times the training cost: every backbone at the base input size (weightings and
 poolings are free on the same features), then the best backbone at the neighbouring sizes. Sizes never go far
-past the native resolution (`MAX_UPSAMPLE`).
+past the native resolution (`defaults.MAX_UPSAMPLE`).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from model_server import defaults
 from model_server.engine.backbones import feature_channels
 from model_server.engine.config import FeatureConfig, ModelConfig
 from model_server.engine.features import FeatureExtractor
-from model_server.engine.geometry import resize_to
+from model_server.engine.geometry import native_sizes, resize_to
 from model_server.engine.maps import image_scores
 from model_server.engine.memory_bank import NearestNeighbourScorer
 from model_server.training.fit import extract_features
@@ -35,10 +35,6 @@ from model_server.training.sampler import GreedyCoresetSampler, one_thread_per_o
 from model_server.training.samples import Sample, source_box
 from model_server.training.synthetic import KINDS, synthesize
 
-#: Input sizes (canvas long side) the search may pick.
-SIZES = (256, 320, 384, 448, 512)
-#: The search never picks a canvas longer than this many times the images' native long side.
-MAX_UPSAMPLE = 1.25
 #: Image-score pooling candidates (ModelConfig.score_top_fraction): the highest patch, or a few of them.
 TOP_FRACTIONS = (0.0, 0.003, 0.01)
 #: Training images the search fits each candidate on, and held-out good images it judges them on.
@@ -97,15 +93,13 @@ class SearchSpace:
     """What the search may vary; a dimension the user fixed with a flag has one value."""
 
     backbones: tuple[str, ...] = defaults.BACKBONE_NAMES
-    sizes: tuple[int, ...] = SIZES
+    sizes: tuple[int, ...] = defaults.SIZES
     weightings: tuple[str, ...] = defaults.LAYER_WEIGHTINGS
     top_fractions: tuple[float, ...] = TOP_FRACTIONS
 
     def sizes_for(self, box: tuple[int, int]) -> tuple[int, ...]:
         """Sizes at most MAX_UPSAMPLE x the native long side (the smallest one always stays)."""
-        limit = MAX_UPSAMPLE * max(box)
-        allowed = tuple(s for s in self.sizes if s <= limit)
-        return allowed or (min(self.sizes),)
+        return native_sizes(box, self.sizes, defaults.MAX_UPSAMPLE)
 
 
 @dataclass

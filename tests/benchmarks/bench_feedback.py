@@ -37,6 +37,7 @@ from PIL import Image, ImageEnhance, ImageFilter
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from model_server import defaults  # noqa: E402
 from model_server.engine.artifact import load_artifact, save_artifact  # noqa: E402
 from model_server.engine.class_model import ClassModel  # noqa: E402
 from model_server.engine.config import FeatureConfig, ModelConfig  # noqa: E402
@@ -82,16 +83,15 @@ class Study:
 def studies(only: str | None) -> list[Study]:
     out = []
     if (MVTEC_ROOT / "bottle/train/good").is_dir():
-        label = (
-            "fixed defaults (`ivadas train --no-search`): efficientnet_lite0@384/channels/top0, 1 % coreset"
-        )
-        out.append(Study("bottle", str(MVTEC_ROOT), "bottle", 170, ModelConfig(), label))
+        label = "the fast profile (`ivadas train --profile fast`): efficientnet_lite0@384, 1 % coreset"
+        fast = ModelConfig(features=FeatureConfig(backbone=defaults.FAST_BACKBONE))
+        out.append(Study("bottle", str(MVTEC_ROOT), "bottle", 170, fast, label))
     else:
         print(
             f"MVTec bottle not found under {MVTEC_ROOT} (set IVADAS_MVTEC_ROOT): bottle skipped", flush=True
         )
-    label = "fixed defaults at 256 px (bench-model's ELPV setting): efficientnet_lite0@256/channels/top0"
-    elpv_config = ModelConfig(features=FeatureConfig(input_size=256))
+    label = "the fast profile at 256 px (bench-model's ELPV setting): efficientnet_lite0@256/channels/top0"
+    elpv_config = ModelConfig(features=FeatureConfig(backbone=defaults.FAST_BACKBONE, input_size=256))
     out.append(Study("elpv_mono", "elpv", "elpv_mono", 300, elpv_config, label))
     return [s for s in out if only in (None, s.name)]
 

@@ -7,7 +7,7 @@ defaults (num_neighbors 9). anomalib 2.7 runs in a venv of its own (build/peer-v
 package registries) through tests/benchmarks/peers/anomalib_side.py, which never imports this project.
 
 Measured and printed (and recorded in docs/benchmarks/bench_peers.json):
-- fit: `ivadas train --no-search` and anomalib's Engine.fit, each in its own process: seconds inside (the
+- fit: `ivadas train` and anomalib's Engine.fit, each in its own process: seconds inside (the
   model card's training total; around engine.fit, with its phases), process wall seconds, peak RSS, bank size;
 - quality on the bottle test split, one metric code for both (model_server/training/metrics.py): image AUROC,
   pixel AUROC and AUPRO of each side's raw image scores and anomaly maps at the model input resolution;
@@ -258,7 +258,7 @@ def fit_ours(class_dir: Path, out: Path, args: argparse.Namespace) -> dict:
     ivadas = Path(sys.executable).with_name("ivadas")
     cmd = [str(ivadas)] if ivadas.exists() else [sys.executable, "-m", "infra.cli"]
     argv = [*cmd, "train", "--data-root", str(class_dir.parent), "--classes", class_dir.name,
-            "--model", "patchcore", "--no-search", "--backbone", BACKBONE,
+            "--model", "patchcore", "--backbone", BACKBONE,
             "--layers", ",".join(map(str, LAYERS)), "--input-size", str(args.input_size),
             "--coreset-ratio", str(args.coreset_ratio), "--no-evaluate", "--quiet",
             "--threads", str(args.threads), "--out", str(out)]  # fmt: skip

@@ -226,7 +226,7 @@ def bottle_artifact(path: str) -> Path | None:
     if not artifact.exists():
         print(f"training the default PatchCore bottle model into {artifact}", flush=True)
         code = ivadas(["train", "--data-root", str(MVTEC), "--classes", "bottle", "--no-evaluate",
-                       "--no-search", "--quiet", "--out", str(artifact)])  # fmt: skip
+                       "--quiet", "--out", str(artifact)])  # fmt: skip
         if code:
             raise SystemExit(f"training failed with exit code {code}")
     return artifact

@@ -79,7 +79,7 @@ def train_artifact(work: Path) -> Path:
     root = make_mvtec(work / "data")
     out = work / "patchcore.tar.gz"
     code = main(["train", "--data-root", str(root), "--classes", "widget", "--model", "patchcore",
-                 "--input-size", "64", "--coreset-ratio", "0.25", "--no-search", "--quiet",
+                 "--input-size", "64", "--coreset-ratio", "0.25", "--quiet",
                  "--out", str(out)])  # fmt: skip
     if code:
         raise SystemExit("training the soak's model failed")

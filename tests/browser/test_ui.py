@@ -63,7 +63,6 @@ def scenario(
                     "bottle",
                     "--model",
                     model,
-                    "--no-search",
                     "--input-size",
                     "128",
                     "--coreset-ratio",

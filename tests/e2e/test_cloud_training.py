@@ -24,7 +24,7 @@ from tests.e2e.test_lifecycle_local import _serving
 from tests.e2e.test_pipeline import put, wait_items
 
 CLASSES = ("alpha", "beta", "gamma")
-OPTIONS = ["--input-size", "64", "--no-search", "--coreset-ratio", "0.25", "--seed", "5", "--quiet"]
+OPTIONS = ["--input-size", "64", "--coreset-ratio", "0.25", "--seed", "5", "--quiet"]
 
 
 @pytest.fixture(scope="module")

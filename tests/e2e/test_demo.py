@@ -20,7 +20,7 @@ def test_demo_leaves_both_models_deployed_and_every_test_image_inspected(
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "IVADAS_STATE_DIR": str(tmp_path / "stack")}
     out = tmp_path / "demo"
     demo = [sys.executable, "-m", "infra.demo", "--data-root", str(synthetic_root), "--classes", "widget",
-            "--out", str(out), "--api-port", "0", "--train-args", "--no-search --input-size 64"]  # fmt: skip
+            "--out", str(out), "--api-port", "0", "--train-args", "--input-size 64"]  # fmt: skip
     ivadas = [sys.executable, "-m", "infra.cli"]
     try:
         run = subprocess.run(demo, env=env, capture_output=True, text=True, timeout=900)

@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.mvtec, pytest.mark.slow]
 def test_bottle_train_evaluate_predict(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     root = require_bottle()
     artifact = tmp_path / "bottle.tar.gz"
-    common = ["--input-size", "256", "--no-search", "--quiet"]
+    common = ["--input-size", "256", "--quiet"]
     assert main(["train", "--data-root", str(root), "--classes", "bottle", "--no-evaluate", *common,
                  "--out", str(artifact)]) == 0  # fmt: skip
     assert main(["evaluate", "--artifact", str(artifact), "--data-root", str(root), "--report-dir",

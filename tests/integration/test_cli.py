@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from infra.cli import main
+from model_server import defaults
 from model_server.engine.artifact import load_artifact
 from model_server.engine.predictor import Predictor
 
@@ -55,7 +56,7 @@ def test_train_writes_the_report_of_its_own_evaluation(
     trained_artifact: Path, synthetic_root: Path, tmp_path: Path
 ) -> None:
     """`train --report-dir` evaluates once and reports as `evaluate` does: make demo saves a second pass."""
-    args = ["--data-root", str(synthetic_root), "--classes", "widget", "--input-size", "64", "--no-search",
+    args = ["--data-root", str(synthetic_root), "--classes", "widget", "--input-size", "64",
             "--coreset-ratio", "0.25", "--quiet"]  # fmt: skip
     trained, evaluated = tmp_path / "trained", tmp_path / "evaluated"
     artifact = tmp_path / "model.tar.gz"
@@ -151,7 +152,7 @@ def test_errors_reach_the_shell_without_traceback(tmp_path: Path) -> None:
 def test_softpatch_noise_study_keeps_moved_images_out_of_test(synthetic_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "soft.tar.gz"
     code = main(["train", "--data-root", str(synthetic_root), "--classes", "widget", "--model", "softpatch",
-                 "--noise-ratio", "0.25", "--input-size", "64", "--no-search", "--quiet",
+                 "--noise-ratio", "0.25", "--input-size", "64", "--quiet",
                  "--out", str(out)])  # fmt: skip
     assert code == 0
     model = load_artifact(out).get("widget")
@@ -194,10 +195,29 @@ def test_inspect_reports_the_images_it_could_not_upload(
     assert out.count("NOT_UPLOADED") == 3 and out.count("upload failed") == 3
 
 
+def test_train_at_its_defaults_grows_the_bank_and_searches_nothing(
+    synthetic_root: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "default.tar.gz"
+    code = main(["train", "--data-root", str(synthetic_root), "--classes", "widget", "--quiet",
+                 "--no-evaluate", "--out", str(out)])  # fmt: skip
+    assert code == 0
+    model = load_artifact(out).get("widget")
+    assert model.card["search"] is None and model.card["profile"] == "quality"
+    features = model.config.features
+    assert features.backbone == defaults.BACKBONE
+    assert features.input_size == min(defaults.SIZES)  # 96 px parts: never enlarged past 1.25x
+    growth = model.card["training"]["bank_growth"]
+    assert growth["steps"][0]["coreset_ratio"] == defaults.CORESET_RATIO
+    assert growth["chosen_ratio"] in [s["coreset_ratio"] for s in growth["steps"]]
+    assert model.config.max_coreset_ratio == defaults.MAX_CORESET_RATIO
+
+
 def test_train_searches_what_no_flag_fixes_and_records_it(synthetic_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "searched.tar.gz"
     code = main(["train", "--data-root", str(synthetic_root), "--classes", "widget", "--input-size", "64",
-                 "--backbone", "mobilenetv2_100", "--quiet", "--no-evaluate", "--out", str(out)])  # fmt: skip
+                 "--backbone", "mobilenetv2_100", "--search", "--quiet", "--no-evaluate",
+                 "--out", str(out)])  # fmt: skip
     assert code == 0
     model = load_artifact(out).get("widget")
     search = model.card["search"]

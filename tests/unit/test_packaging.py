@@ -148,7 +148,7 @@ def test_one_image_answers_serve_and_train(tmp_path: Path) -> None:
     ml = tmp_path / "ml"
     make_mvtec(ml / "input/data/train", "widget", n_train=6)
     (ml / "input/config").mkdir(parents=True)
-    hyperparameters = {"input-size": "64", "no-search": "true", "no-evaluate": "true"}
+    hyperparameters = {"input-size": "64", "no-evaluate": "true"}
     (ml / "input/config/hyperparameters.json").write_text(json.dumps(hyperparameters))
     image = _image(tmp_path)
     targets = [scripts["serve"], scripts["train"]]

@@ -99,7 +99,7 @@ def test_the_fast_profile_keeps_the_search_to_sizes_within_the_latency_budget() 
     from model_server import defaults
     from model_server.commands import search_space
 
-    unset = {"no_search": False, "backbone": None, "input_size": None, "layer_weighting": None}
+    unset = {"search": True, "backbone": None, "input_size": None, "layer_weighting": None}
     quality = search_space(Namespace(**unset, score_top_fraction=None, profile="quality"))
     fast = search_space(Namespace(**unset, score_top_fraction=None, profile="fast"))
     assert max(quality.sizes) > defaults.FAST_MAX_INPUT_SIZE

@@ -17,7 +17,7 @@ from model_server.engine.artifact import load_artifact, read_cards
 from model_server.training_job import METRIC_DEFINITIONS, JobError, parse, run, to_argv, to_hyperparameters
 from tests.conftest import make_mvtec
 
-FAST = {"input-size": "64", "no-search": "true", "coreset-ratio": "0.25", "seed": "3"}
+FAST = {"input-size": "64", "coreset-ratio": "0.25", "seed": "3"}
 
 
 def _job(tmp_path: Path, hyperparameters: dict, data: str = "root") -> Path:
@@ -57,7 +57,7 @@ def test_a_job_writes_a_loadable_model_and_its_metrics(tmp_path: Path, capsys: p
     assert found["image_auroc"] == [str(card["metrics"]["image_auroc"])]
     assert found["training_seconds"] == [str(card["training"]["total_seconds"])]
     assert found["bank_patches"] == [str(card["training"]["bank_patches"])]
-    assert found["search_proxy"] == []  # --no-search: nothing was searched
+    assert found["search_proxy"] == []  #: nothing was searched
 
 
 def test_a_channel_holding_one_class_folder_trains_that_class(tmp_path: Path) -> None:
@@ -106,8 +106,10 @@ def test_every_train_option_reaches_a_job_unchanged(tmp_path: Path) -> None:
     back to the same values: one list of options for both."""
     parser = train_parser()
     argv = ["--data-root", "d", "--out", "o", "--model", "softpatch", "--backbone", "efficientnet_lite1",
-            "--layers", "1,2", "--input-size", "96", "--layer-weighting", "equal", "--no-search",
-            "--profile", "fast", "--feature-dim", "64", "--coreset-ratio", "0.3", "--noise-ratio", "0.1",
+            "--layers", "1,2", "--input-size", "96", "--layer-weighting", "equal", "--search",
+            "--profile", "fast", "--preset", "official", "--weights", "s3://b/w.pth",
+            "--aggregation", "unfold", "--feature-dim", "64", "--coreset-ratio", "0.3",
+            "--noise-ratio", "0.1",
             "--weight-method", "gaussian", "--lof-k", "5", "--filter-fraction", "0.2",
             "--score-top-fraction", "0.05", "--target-false-alarm-rate", "0.02", "--seed", "7",
             "--no-evaluate"]  # fmt: skip
@@ -124,11 +126,7 @@ def test_every_train_option_reaches_a_job_unchanged(tmp_path: Path) -> None:
 
 
 def test_flags_are_true_or_false_and_options_take_their_text() -> None:
-    assert to_argv({"no-search": "true", "no-evaluate": "False", "seed": "4"}) == [
-        "--no-search",
-        "--seed",
-        "4",
-    ]
+    assert to_argv({"search": "true", "no-evaluate": "False", "seed": "4"}) == ["--search", "--seed", "4"]
     with pytest.raises(JobError, match="data-root"):
         to_argv({"data-root": "/elsewhere"})
     assert to_hyperparameters(argparse.Namespace(seed=0), train_parser(), set()) == {}
