@@ -30,12 +30,13 @@ $(CHECKOV_STAMP):
 	touch $@
 
 # Static checks: ruff; bandit on the Python (each finding left has its `# nosec` reason); checkov on the
-# template (each finding left has its reason in the resource's Metadata). Any new finding fails the build.
+# templates (each finding left has its reason in the resource's Metadata). Any new finding fails the build.
 lint: install $(CHECKOV_STAMP)
 	$(VENV)/bin/ruff check model_server functions infra tests
 	$(VENV)/bin/ruff format --check model_server functions infra tests
 	$(VENV)/bin/bandit -q -c pyproject.toml -r functions infra model_server
-	$(CHECKOV_VENV)/bin/checkov -f template.yaml --framework cloudformation --quiet --compact --skip-download
+	$(CHECKOV_VENV)/bin/checkov -f template.yaml -f infra/ui_waf.yaml --framework cloudformation --quiet --compact \
+		--skip-download
 
 test: install lint
 	$(PY) -m pytest tests -q
