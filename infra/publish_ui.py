@@ -15,6 +15,9 @@ import json
 import mimetypes
 import sys
 from pathlib import Path
+from typing import Any
+
+from model_server.errors import IvadasError
 
 UI = Path(__file__).resolve().parent.parent / "ui"
 
@@ -22,8 +25,12 @@ UI = Path(__file__).resolve().parent.parent / "ui"
 def stack_outputs(stack_name: str) -> dict[str, str]:
     import boto3
 
-    stacks = boto3.client("cloudformation").describe_stacks(StackName=stack_name)["Stacks"]
-    return {o["OutputKey"]: o["OutputValue"] for o in stacks[0].get("Outputs", [])}
+    from infra import deployed_stack
+
+    stack = deployed_stack.describe(boto3.client("cloudformation"), stack_name)
+    if stack is None:
+        raise IvadasError(f"stack {stack_name} does not exist (make deploy creates it)")
+    return deployed_stack.outputs(stack)
 
 
 def cognito_endpoint(region: str) -> str:

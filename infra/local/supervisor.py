@@ -115,7 +115,7 @@ class Supervisor:
         stage = self.stack.values["Stage"]
         artifacts = {model: getattr(self.args, model) for model in MODELS}
         cache = self.state_dir / "artifacts"
-        served = endpoints.bring_up(artifacts, stage, self.names["ModelBucket"], cache)
+        served = endpoints.bring_up(artifacts, self.stack, self.names["ModelBucket"], cache)
         if not served:
             raise RuntimeError("no model to serve: give --patchcore (and --softpatch) or deploy a version")
         self._start_model_server({s.endpoint: s.artifact for s in served})
