@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint demo bench-model bench-quality bench-server bench-pipeline bench-faults bench-soak bench-feedback bench-peers clean
+.PHONY: install test lint demo deploy bench-model bench-quality bench-server bench-pipeline bench-faults bench-soak bench-feedback bench-peers clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -68,6 +68,15 @@ demo: install $(DEMO)/patchcore.tar.gz $(DEMO)/softpatch.tar.gz
 	@echo "Reports: $(DEMO)/report_patchcore/report.md, $(DEMO)/report_softpatch/report.md"
 	@echo "UI and API: http://127.0.0.1:8000/ (still running; 'ivadas local down' stops it)"
 	@echo "Sign in: '$(VENV)/bin/ivadas local add-user NAME --group operators' (or ml-engineers), then the UI or 'ivadas results --user NAME'"
+
+# One stage on an AWS account, end to end and idempotent (docs/deploying.md): image, buckets, first artifacts,
+# the stacks, the UI, the first ML engineer. DRY_RUN=1 prints every AWS call and command and changes nothing.
+STAGE ?= dev
+deploy: install
+	$(VENV)/bin/ivadas deploy-stack --stage $(STAGE) $(if $(REGION),--region $(REGION)) \
+		$(if $(ALARM_EMAIL),--alarm-email $(ALARM_EMAIL)) \
+		$(if $(ADMIN_USER),--admin-user $(ADMIN_USER) --admin-email $(ADMIN_EMAIL)) \
+		$(if $(IMAGE_TAG),--image-tag $(IMAGE_TAG)) $(DEPLOY_ARGS) $(if $(DRY_RUN),--dry-run)
 
 # Quality, speed and size figures of the engine (bottle needs ../shared/data/mvtec or IVADAS_MVTEC_ROOT).
 bench-model: install

@@ -44,11 +44,12 @@ def ui_config(api_url: str, region: str, pool_id: str, client_id: str, endpoint:
     return {"apiBaseUrl": api_url, "stage": stage, "auth": auth}
 
 
-def publish(bucket: str, config: dict, ui_dir: Path = UI) -> list[str]:
-    """Upload every UI file and a fresh config.json; returns the keys written."""
+def publish(bucket: str, config: dict, ui_dir: Path = UI, s3: Any = None) -> list[str]:
+    """Upload every UI file and a fresh config.json; returns the keys written. `s3`: a client of the
+    caller's (make deploy's, whose dry run only prints the calls)."""
     import boto3
 
-    s3 = boto3.client("s3")
+    s3 = s3 or boto3.client("s3")
     written = []
     for path in sorted(p for p in ui_dir.rglob("*") if p.is_file()):
         key = path.relative_to(ui_dir).as_posix()
