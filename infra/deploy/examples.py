@@ -41,12 +41,12 @@ def argv(variables: dict[str, str]) -> list[str]:
     return [a for k, v in variables.items() for a in (_OPTIONS[k], v)] + ["--dry-run"]
 
 
-def _dry_run(variables: dict[str, str]) -> str:
+def _dry_run(variables: dict[str, str], extra: list[str]) -> str:
     import argparse
 
     parser = argparse.ArgumentParser()
     command.add_arguments(parser)
-    request = command.request_from_args(parser.parse_args(argv(variables)))
+    request = command.request_from_args(parser.parse_args(argv(variables) + extra))
     lines: list[str] = []
     command.deploy(request, Recorder(request.region, dry_run=True, out=lines.append))
     return "\n".join(lines)
@@ -62,9 +62,9 @@ def _no_credentials() -> Iterator[None]:
         yield
 
 
-def fresh_account() -> str:
+def fresh_account(extra: list[str]) -> str:
     with _no_credentials():
-        return _dry_run(FRESH)
+        return _dry_run(FRESH, extra)
 
 
 def seed_image(ecr: Any, tag: str) -> None:
@@ -73,7 +73,7 @@ def seed_image(ecr: Any, tag: str) -> None:
     ecr.put_image(repositoryName=image.REPOSITORY, imageManifest=manifest, imageTag=tag)
 
 
-def second_stage() -> str:
+def second_stage(extra: list[str]) -> str:
     import boto3
     from moto import mock_aws
 
@@ -86,7 +86,7 @@ def second_stage() -> str:
         boto3.client("apigateway", region_name=REGION).update_account(
             patchOperations=[{"op": "replace", "path": "/cloudwatchRoleArn", "value": role["Role"]["Arn"]}]
         )
-        return _dry_run(SECOND)
+        return _dry_run(SECOND, extra)
 
 
 def _block(name: str, variables: dict[str, str], output: str) -> str:
@@ -95,11 +95,10 @@ def _block(name: str, variables: dict[str, str], output: str) -> str:
     )
 
 
-def blocks() -> dict[str, str]:
-    return {
-        "fresh": _block("fresh", FRESH, fresh_account()),
-        "second": _block("second", SECOND, second_stage()),
-    }
+def blocks(extra: list[str] | None = None) -> dict[str, str]:
+    """Both dry runs; `extra`: more options (the tests' own artifacts instead of make demo's)."""
+    fresh, second = fresh_account(extra or []), second_stage(extra or [])
+    return {"fresh": _block("fresh", FRESH, fresh), "second": _block("second", SECOND, second)}
 
 
 def shown(doc: str) -> dict[str, str]:

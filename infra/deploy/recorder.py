@@ -35,7 +35,8 @@ NOT_FOUND = {
 
 
 def is_write(operation: str) -> bool:
-    return operation in _WRITES_NAMED_AS_READS or not operation.startswith(_READS)
+    """Whether `operation` changes something (Cognito's reads are AdminGetUser, AdminList...)."""
+    return operation in _WRITES_NAMED_AS_READS or not operation.removeprefix("Admin").startswith(_READS)
 
 
 def absent(exc: Exception) -> bool:
@@ -64,7 +65,7 @@ def _placeholder(shape: Shape | None, operation: str, name: str = "", depth: int
     return None
 
 
-def _render(value: Any, limit: int = 80) -> str:
+def _render(value: Any, limit: int = 120) -> str:
     if isinstance(value, bytes | bytearray) or hasattr(value, "read"):
         return f"<{len(value)} bytes>" if isinstance(value, bytes | bytearray) else "<file>"
     text = repr(value) if not isinstance(value, str) else value
@@ -81,32 +82,54 @@ class Recorder:
 
     def client(self, service: str, region: str | None = None) -> Any:
         client = self.session.client(service, region_name=region or self.region)
-        client.meta.events.register("before-parameter-build", self._keep_params)
+        client.meta.events.register("provide-client-params", self._keep_params)
         client.meta.events.register("before-call", self._before_call)
+        client.meta.events.register("after-call", self._after_call)
         return client
 
     @staticmethod
     def _keep_params(params: dict, context: dict, **_: Any) -> None:
+        """The parameters as the caller gave them (botocore adds idempotency tokens after this)."""
         context["ivadas_params"] = dict(params)
 
-    def _before_call(self, model: OperationModel, context: dict, **_: Any) -> tuple | None:
-        service = model.service_model.service_name
+    def _line(self, model: OperationModel, context: dict) -> str:
         args = ", ".join(f"{k}={_render(v)}" for k, v in context.get("ivadas_params", {}).items())
-        line = f"{service}.{model.name}({args})"
         region = context.get("client_region")
-        where = f" [{region}]" if region and region != self.region else ""
+        where = f" [{region}]" if region not in (None, self.region, "aws-global") else ""
+        return f"{model.service_model.service_name}.{model.name}({args}){where}"
+
+    def _before_call(self, model: OperationModel, context: dict, **_: Any) -> tuple | None:
         if is_write(model.name):
             if self.dry_run:
-                self.out(f"  would call {line}{where}")
+                self.out(f"  would call {self._line(model, context)}")
                 return AWSResponse(None, 200, {}, None), _placeholder(model.output_shape, model.name) or {}
-            self.out(f"  call {line}{where}")
+            self.out(f"  call {self._line(model, context)}")
             return None
         if self.dry_run and not self.has_credentials:
-            self.out(f"  ask  {line}{where} -> unknown without credentials: taken as absent")
             error = {"Error": {"Code": UNKNOWN, "Message": "dry run without credentials"}}
             return AWSResponse(None, 400, {}, None), error
-        self.out(f"  ask  {line}{where}")
         return None
+
+    def _after_call(
+        self, model: OperationModel, http_response: Any, parsed: dict, context: dict, **_: Any
+    ) -> None:
+        """A read's line, with what it found."""
+        if is_write(model.name):
+            return
+        code = parsed.get("Error", {}).get("Code") if http_response.status_code >= 300 else None
+        if code == UNKNOWN:
+            found = "unknown without credentials: taken as absent"
+        elif code is None:
+            listed = [v for k, v in parsed.items() if isinstance(v, list)]
+            found = (
+                f"{len(listed[0])} listed"
+                if model.name.removeprefix("Admin").startswith("List") and listed
+                else "found"
+            )
+        else:
+            error = ClientError(parsed, model.name)
+            found = f"{code}: absent" if absent(error) else code
+        self.out(f"  ask  {self._line(model, context)} -> {found}")
 
     def run(self, argv: Sequence[str], stdin: str | None = None) -> None:
         """An external command (docker, sam): printed; run unless this is a dry run."""

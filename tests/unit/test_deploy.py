@@ -277,11 +277,14 @@ def _calls(block: str) -> list[str]:
     return found
 
 
-@pytest.mark.skipif(not all((ROOT / "runs/demo" / f"{m}.tar.gz").is_file() for m in MODELS),
-                    reason="the examples use make demo's artifacts (runs/demo)")  # fmt: skip
-def test_the_deploy_page_shows_what_the_dry_runs_print() -> None:
+def test_the_deploy_page_shows_what_the_dry_runs_print(
+    trained_artifact: Path, trained_softpatch: Path
+) -> None:
+    """The same calls and commands in the same order (the page's artifacts are make demo's; these are
+    the tests')."""
     shown = examples.shown((ROOT / "docs/deploying.md").read_text())
-    for name, block in examples.blocks().items():
+    artifacts = ["--patchcore", str(trained_artifact), "--softpatch", str(trained_softpatch)]
+    for name, block in examples.blocks(artifacts).items():
         assert _calls(shown[name]) == _calls(block), (
             f"docs/deploying.md's {name} dry run: python -m infra.deploy.examples"
         )
