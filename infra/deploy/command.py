@@ -69,23 +69,11 @@ def deploy(request: Request, aws: Recorder) -> Deploy:
             "no AWS credentials (aws configure, or AWS_PROFILE); --dry-run shows the plan without"
         )
     d = Deploy(request, aws)
-    plan = [
-        ("who is deploying", lambda: steps.caller_account(d)),
-        ("image repository (ECR)", lambda: steps.repository(d)),
-        ("model server image, linux/amd64", lambda: steps.model_image(d)),
-        ("model bucket", lambda: steps.model_bucket(d)),
-        ("first artifacts and their SSM parameters", lambda: steps.first_artifacts(d)),
-        ("UI web ACL (us-east-1)", lambda: setattr(d, "web_acl", steps.ui_web_acl(d))),
-        ("API Gateway logging role", lambda: steps.api_gateway_logging(d)),
-        ("the stack (sam build, sam deploy)", lambda: steps.main_stack(d, d.web_acl)),
-        ("the UI", lambda: steps.publish_ui(d)),
-        ("first ML engineer", lambda: steps.first_user(d)),
-    ]
     what = "dry run: nothing is changed" if aws.dry_run else "deploying"
     aws.out(f"ivadas deploy-stack: stage {request.stage}, region {request.region} ({what})")
-    for number, (title, step) in enumerate(plan, 1):
-        aws.out(f"[{number}/{len(plan)}] {title}")
-        step()
+    for number, (title, step) in enumerate(steps.STEPS, 1):
+        aws.out(f"[{number}/{len(steps.STEPS)}] {title}")
+        step(d)
     if request.alarm_email:
         aws.out(f"alarms notify {request.alarm_email} once the address confirms AWS's email")
     return d

@@ -164,13 +164,13 @@ def first_artifacts(d: Deploy) -> None:
         )
 
 
-def ui_web_acl(d: Deploy) -> str:
-    """The UI's CloudFront web ACL in its own us-east-1 stack (AWS makes those nowhere else); its ARN."""
+def ui_web_acl(d: Deploy) -> None:
+    """The UI's CloudFront web ACL in its own us-east-1 stack (AWS makes those nowhere else)."""
     parameters = {"Stage": d.stage, **{k: v for k, v in d.request.parameters.items() if k == "WafRateLimit"}}
     d.aws.run(stack.waf_deploy_argv(d.stage, parameters))
     name = stack.waf_stack_name(d.stage)
     found = _stack(d, name, stack.WAF_REGION)
-    return deployed_stack.outputs(found or {}).get("UiWebAclArn", f"OUTPUT.{name}.UiWebAclArn")
+    d.web_acl = deployed_stack.outputs(found or {}).get("UiWebAclArn", f"OUTPUT.{name}.UiWebAclArn")
 
 
 def api_gateway_logging(d: Deploy) -> None:
@@ -210,9 +210,9 @@ def _sleep(seconds: float) -> None:
     time.sleep(seconds)
 
 
-def main_stack(d: Deploy, web_acl: str) -> None:
+def main_stack(d: Deploy) -> None:
     existing = _stack(d, stack_name(d.stage))
-    wanted = {**stack.stage_parameters(d.stage, d.image_uri, d.model_bucket), "UiWebAclArn": web_acl}
+    wanted = {**stack.stage_parameters(d.stage, d.image_uri, d.model_bucket), "UiWebAclArn": d.web_acl}
     if d.request.alarm_email:
         wanted["AlarmEmail"] = d.request.alarm_email
     wanted.update(d.request.parameters)
@@ -262,3 +262,18 @@ def first_user(d: Deploy) -> None:
     groups = d.find(cognito.admin_list_groups_for_user, UserPoolId=pool, Username=user) or {"Groups": []}
     if FIRST_USER_GROUP not in {g["GroupName"] for g in groups["Groups"]}:
         cognito.admin_add_user_to_group(UserPoolId=pool, Username=user, GroupName=FIRST_USER_GROUP)
+
+
+#: What `make deploy` does, in order (docs/deploying.md lists the same steps).
+STEPS: list[tuple[str, Callable[[Deploy], None]]] = [
+    ("who is deploying", caller_account),
+    ("image repository (ECR)", repository),
+    ("model server image, linux/amd64", model_image),
+    ("model bucket", model_bucket),
+    ("first artifacts and their SSM parameters", first_artifacts),
+    ("UI web ACL (us-east-1)", ui_web_acl),
+    ("API Gateway logging role", api_gateway_logging),
+    ("the stack (sam build, sam deploy)", main_stack),
+    ("the UI", publish_ui),
+    ("first ML engineer", first_user),
+]

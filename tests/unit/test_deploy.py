@@ -208,7 +208,8 @@ def test_the_stack_the_ui_and_the_first_user(moto, monkeypatch: pytest.MonkeyPat
     d, lines, aws = _deploy({}, dry_run=False)
     d.outputs = {"UserPoolId": pool, "UiBucketName": "ui-b", "ApiUrl": "https://api", "UserPoolClientId": "c",
                  "UiUrl": "https://d1.cloudfront.net"}  # fmt: skip
-    steps.main_stack(d, "arn:aws:wafv2:us-east-1:123456789012:global/webacl/x/y")
+    d.web_acl = "arn:aws:wafv2:us-east-1:123456789012:global/webacl/x/y"
+    steps.main_stack(d)
     builds, first, second = aws.commands
     assert builds[:2] == ["sam", "build"] and "UserPoolDeletionProtection=INACTIVE" in first
     assert "UserPoolDeletionProtection=ACTIVE" in second
@@ -272,9 +273,18 @@ def test_make_deploy_passes_the_examples_options() -> None:
 
 
 def _calls(block: str) -> list[str]:
-    """The AWS operations and commands a dry run shows, in order (what the page must keep up with)."""
-    found = re.findall(r"^  (?:ask  |would call |would run )(\S+?)(?:\(| )", block, flags=re.MULTILINE)
-    return found
+    """The steps, AWS operations and commands a dry run shows, in order (what the page must keep up with)."""
+    pattern = r"^(\[\d+/\d+\] .+|  (?:ask  |would call |would run )\S+?(?=\(| ))"
+    return re.findall(pattern, block, flags=re.MULTILINE)
+
+
+def test_the_deploy_page_lists_the_steps_make_deploy_takes() -> None:
+    """docs/deploying.md's numbered steps are the command's, in its order."""
+    page = (ROOT / "docs/deploying.md").read_text()
+    listed = re.findall(r"^ ?\d+\. \*\*(.+?)\*\*", page, flags=re.MULTILINE)
+    assert len(listed) == len(steps.STEPS)
+    for shown, (title, _) in zip(listed, steps.STEPS, strict=True):
+        assert title.lower().startswith(shown.lower()), (shown, title)
 
 
 def test_the_deploy_page_shows_what_the_dry_runs_print(
