@@ -94,3 +94,37 @@ def test_no_stack_no_rollout(aws) -> None:
     stubber.add_client_error("describe_stacks", "ValidationError", "Stack with id ivadas-prod does not exist")
     with pytest.raises(IvadasError, match="make deploy STAGE=prod"):
         endpoint_owner.update_stack(ctx, timeout_s=60)
+
+
+def test_a_deployed_stage_takes_its_bucket_and_image_from_its_stack(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Never the template's placeholder defaults (an account that is not the caller's, a bucket of no one's):
+    what the stage's stack was deployed with, unless told otherwise; no stack, no guess."""
+    import argparse
+    import json
+
+    from infra.lifecycle.context import add_context_arguments, context_from_args
+
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    parser = argparse.ArgumentParser()
+    add_context_arguments(parser)
+    with mock_aws():
+        with pytest.raises(IvadasError, match="make deploy STAGE=prod"):
+            context_from_args(parser.parse_args(["--stage", "prod"]))
+        deployed = {
+            "ModelBucketName": "ivadas-prod-models-123456789012-eu-west-1",
+            "ModelImageUri": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/ivadas-model-server:abc",
+        }
+        template = {
+            "Parameters": {name: {"Type": "String"} for name in deployed},
+            "Resources": {"Topic": {"Type": "AWS::SNS::Topic"}},
+        }
+        boto3.client("cloudformation").create_stack(
+            StackName="ivadas-prod",
+            TemplateBody=json.dumps(template),
+            Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in deployed.items()],
+        )
+        ctx = context_from_args(parser.parse_args(["--stage", "prod"]))
+        assert (ctx.model_bucket, ctx.image_uri) == (deployed["ModelBucketName"], deployed["ModelImageUri"])
+        ctx = context_from_args(parser.parse_args(["--stage", "prod", "--model-bucket", "mine"]))
+        assert (ctx.model_bucket, ctx.image_uri) == ("mine", deployed["ModelImageUri"])
