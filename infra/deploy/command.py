@@ -5,6 +5,7 @@ order, idempotent; `--dry-run` prints every AWS call and command it would make a
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 import boto3
@@ -12,6 +13,8 @@ import boto3
 from infra.deploy import image, steps
 from infra.deploy.recorder import Recorder
 from infra.deploy.steps import Deploy, Request
+from infra.lifecycle.context import LOCAL
+from infra.template import load_template
 from ivadas_contract.models import MODELS
 from model_server.errors import IvadasError
 
@@ -40,7 +43,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dry-run", action="store_true", help="print every AWS call and command; change nothing")
 
 
+def _check_stage(stage: str) -> None:
+    """A stage names every resource (template.yaml's Stage rule); `local` is the CLI's name for the local
+    stack, so a deployed stage of that name could not be reached."""
+    rule = load_template()["Parameters"]["Stage"]["AllowedPattern"]
+    if not re.fullmatch(rule, stage):
+        raise IvadasError(f"--stage {stage!r}: lowercase letters, digits and '-', 1 to 16 of them")
+    if stage == LOCAL:
+        raise IvadasError(f"--stage {LOCAL} is the local stack's: give a deployed stage another name")
+
+
 def request_from_args(args: argparse.Namespace) -> Request:
+    _check_stage(args.stage)
     region = args.region or boto3.session.Session().region_name
     if not region:
         raise IvadasError("no region: give --region (or REGION=... to make deploy)")

@@ -95,6 +95,21 @@ def test_every_ssm_parameter_the_template_resolves_is_one_the_stage_writes() -> 
         assert passed[name] == deployed_url_parameter("prod", model) == f"/ivadas/prod/{model}/model-data-url"
 
 
+@pytest.mark.parametrize("stage", ["Prod", "prod_1", "a" * 17, "", "local"])
+def test_a_stage_that_cannot_name_the_resources_is_refused_before_any_call(stage: str) -> None:
+    import argparse
+
+    from infra.deploy import command
+    from model_server.errors import IvadasError
+
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    with pytest.raises(IvadasError, match="--stage"):
+        command.request_from_args(parser.parse_args(["--stage", stage, "--region", REGION]))
+    request = command.request_from_args(parser.parse_args(["--stage", "prod-2", "--region", REGION]))
+    assert request.stage == "prod-2"
+
+
 # ------------------------------------------------------------------------------------------ sam deploy runs
 def test_a_new_stack_is_created_unprotected_then_protected() -> None:
     wanted = {"Stage": "dev", "AlarmEmail": "ops@example.com"}
