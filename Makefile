@@ -37,12 +37,13 @@ $(CHECKOV_STAMP):
 	touch $@
 
 # Static checks: ruff; bandit on the Python (each finding left has its `# nosec` reason); checkov on the
-# template (each finding left has its reason in the resource's Metadata). Any new finding fails the build.
+# templates (each finding left has its reason in the resource's Metadata). Any new finding fails the build.
 lint: install $(CHECKOV_STAMP)
 	$(VENV)/bin/ruff check model_server functions infra tests
 	$(VENV)/bin/ruff format --check model_server functions infra tests
 	$(VENV)/bin/bandit -q -c pyproject.toml -r functions infra model_server
-	$(CHECKOV_VENV)/bin/checkov -f template.yaml --framework cloudformation --quiet --compact --skip-download
+	$(CHECKOV_VENV)/bin/checkov -f template.yaml -f infra/ui_waf.yaml --framework cloudformation --quiet --compact \
+		--skip-download
 
 test: install lint
 	$(PY) -m pytest tests -q
@@ -50,9 +51,9 @@ test: install lint
 # Main job (infra/demo.py): train PatchCore and SoftPatch on the ELPV solar-cell demo classes shipped in the
 # elpv-dataset wheel (or DATA_ROOT=/path/to/mvtec CLASSES=bottle), bring the local stack up (moto, model server,
 # poller, API shim and UI), register, approve and deploy both models, inspect every held-out test image through
-# the S3 inbox, and leave the UI and API running. Each class's configuration is searched (docs/model.md);
-# SoftPatch takes PatchCore's, so the two compare on the same features. TRAIN_ARGS go to both trainings; the
-# console listens on API_PORT.
+# the S3 inbox, and leave the UI and API running. Each class is configured as docs/model.md says; SoftPatch
+# takes PatchCore's configuration, so the two compare on the same features. TRAIN_ARGS go to both trainings;
+# the console listens on API_PORT.
 DATA_ROOT ?= elpv
 CLASSES ?= $(if $(filter elpv,$(DATA_ROOT)),elpv_mono$(comma)elpv_poly,bottle)
 TRAIN_ARGS ?=
@@ -61,6 +62,15 @@ comma := ,
 
 demo: $(RUN_STAMP)
 	$(PY) -m infra.demo --data-root $(DATA_ROOT) --classes $(CLASSES) --train-args "$(TRAIN_ARGS)" --api-port $(API_PORT)
+
+# One stage on an AWS account, end to end and idempotent (docs/deploying.md): image, buckets, first artifacts,
+# the stacks, the UI, the first ML engineer. DRY_RUN=1 prints every AWS call and command and changes nothing.
+STAGE ?= dev
+deploy: install
+	$(VENV)/bin/ivadas deploy-stack --stage $(STAGE) $(if $(REGION),--region $(REGION)) \
+		$(if $(ALARM_EMAIL),--alarm-email $(ALARM_EMAIL)) \
+		$(if $(ADMIN_USER),--admin-user $(ADMIN_USER) --admin-email $(ADMIN_EMAIL)) \
+		$(if $(IMAGE_TAG),--image-tag $(IMAGE_TAG)) $(DEPLOY_ARGS) $(if $(DRY_RUN),--dry-run)
 
 # Every benchmark records its figures in docs/benchmarks/<name>.json and re-renders docs/benchmarks.md from them
 # (docs/benchmarks.md says how they judge: ratios within one run, never this machine's seconds).

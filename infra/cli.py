@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "redrive": ("infra.local.redrive", "run"),
     "results": ("infra.inspect_cli", "results"),
     "publish-ui": ("infra.publish_ui", "run"),
+    "deploy-stack": ("infra.deploy.command", "run"),
     "register": ("infra.lifecycle.commands", "register"),
     "models": ("infra.lifecycle.commands", "models"),
     "approve": ("infra.lifecycle.commands", "approve"),
@@ -253,6 +254,13 @@ def _add_stack_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--api-url")
     p.add_argument("--user-pool-id")
     p.add_argument("--user-pool-client-id")
+
+    from infra.deploy.command import add_arguments as add_deploy_arguments
+
+    p = sub.add_parser(
+        "deploy-stack", help="deploy a stage to AWS end to end (make deploy); --dry-run shows it"
+    )
+    add_deploy_arguments(p)
 
     p = sub.add_parser("results", help="query inspection results of the local stack (as a signed-in user)")
     p.add_argument("--user", help="who signs in (default $IVADAS_USER; password $IVADAS_PASSWORD or asked)")

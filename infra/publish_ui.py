@@ -15,6 +15,9 @@ import json
 import mimetypes
 import sys
 from pathlib import Path
+from typing import Any
+
+from model_server.errors import IvadasError
 
 UI = Path(__file__).resolve().parent.parent / "ui"
 
@@ -22,8 +25,12 @@ UI = Path(__file__).resolve().parent.parent / "ui"
 def stack_outputs(stack_name: str) -> dict[str, str]:
     import boto3
 
-    stacks = boto3.client("cloudformation").describe_stacks(StackName=stack_name)["Stacks"]
-    return {o["OutputKey"]: o["OutputValue"] for o in stacks[0].get("Outputs", [])}
+    from infra import deployed_stack
+
+    stack = deployed_stack.describe(boto3.client("cloudformation"), stack_name)
+    if stack is None:
+        raise IvadasError(f"stack {stack_name} does not exist (make deploy creates it)")
+    return deployed_stack.outputs(stack)
 
 
 def cognito_endpoint(region: str) -> str:
@@ -37,11 +44,12 @@ def ui_config(api_url: str, region: str, pool_id: str, client_id: str, endpoint:
     return {"apiBaseUrl": api_url, "stage": stage, "auth": auth}
 
 
-def publish(bucket: str, config: dict, ui_dir: Path = UI) -> list[str]:
-    """Upload every UI file and a fresh config.json; returns the keys written."""
+def publish(bucket: str, config: dict, ui_dir: Path = UI, s3: Any = None) -> list[str]:
+    """Upload every UI file and a fresh config.json; returns the keys written. `s3`: a client of the
+    caller's (make deploy's, whose dry run only prints the calls)."""
     import boto3
 
-    s3 = boto3.client("s3")
+    s3 = s3 or boto3.client("s3")
     written = []
     for path in sorted(p for p in ui_dir.rglob("*") if p.is_file()):
         key = path.relative_to(ui_dir).as_posix()

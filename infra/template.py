@@ -2,7 +2,7 @@
 template stays the only place they are declared.
 
 Only what the local stack needs is resolved: parameters (defaults or overrides), pseudo parameters, !Ref,
-!Sub and !GetAtt of buckets, queues, tables and endpoints.
+!Sub, !If on the template's conditions, and !GetAtt of buckets, queues, tables and endpoints.
 """
 
 from __future__ import annotations
@@ -14,9 +14,30 @@ from typing import Any
 
 import yaml
 
+from ivadas_contract.models import deployed_url_parameter
+
 TEMPLATE = Path(__file__).resolve().parent.parent / "template.yaml"
 REGION = "us-east-1"
 ACCOUNT = "123456789012"  # moto's default account
+#: Each model's part of its resources' logical ids: PatchCoreModel, PatchCoreEndpointConfig, ...
+LOGICAL_PREFIX = {"patchcore": "PatchCore", "softpatch": "SoftPatch"}
+#: The template parameter naming each model's SSM parameter of its artifact's S3 URI.
+MODEL_DATA_URL_PARAMETERS = {model: f"{prefix}ModelDataUrl" for model, prefix in LOGICAL_PREFIX.items()}
+
+
+def stack_name(stage: str) -> str:
+    """The CloudFormation stack of `stage` (make deploy names it so; the CLI finds it by this name)."""
+    return f"ivadas-{stage}"
+
+
+#: The model server image the local stack's endpoints name (it runs the server from the repository).
+LOCAL_IMAGE = "ivadas-model-server:local"
+
+
+def local_parameters(stage: str) -> dict[str, str]:
+    """The parameters with no default, as the local stack sets them (on AWS `make deploy` passes them)."""
+    urls = {name: deployed_url_parameter(stage, model) for model, name in MODEL_DATA_URL_PARAMETERS.items()}
+    return {"ModelBucketName": "ivadas-models", "ModelImageUri": LOCAL_IMAGE, **urls}
 
 
 class _CfnLoader(yaml.SafeLoader):
@@ -56,16 +77,16 @@ class Stack:
         unknown = set(self.parameters) - set(declared)
         if unknown:
             raise ValueError(f"unknown template parameters: {', '.join(sorted(unknown))}")
-        self.values = {
-            name: str(self.parameters.get(name, spec.get("Default"))) for name, spec in declared.items()
-        }
+        stage = str(self.parameters.get("Stage", declared.get("Stage", {}).get("Default", "local")))
+        given = {**local_parameters(stage), **self.parameters}
+        self.values = {name: str(given.get(name, spec.get("Default"))) for name, spec in declared.items()}
         self.values.update(
             {
                 "AWS::Region": REGION,
                 "AWS::AccountId": ACCOUNT,
                 "AWS::Partition": "aws",
                 "AWS::URLSuffix": "amazonaws.com",
-                "AWS::StackName": f"ivadas-{self.values.get('Stage', 'local')}",
+                "AWS::StackName": stack_name(self.values.get("Stage", "local")),
             }
         )
 
@@ -85,11 +106,31 @@ class Stack:
                 return self.sub(arg)
             if fn == "Fn::GetAtt":
                 return self.get_att(*arg)
+            if fn == "Fn::If":
+                name, then, otherwise = arg
+                return self.resolve(then if self.condition(name) else otherwise)
         if isinstance(value, dict):
             return {k: self.resolve(v) for k, v in value.items()}
         if isinstance(value, list):
             return [self.resolve(v) for v in value]
         return value
+
+    def condition(self, name: str) -> bool:
+        return self._truth(self.template["Conditions"][name])
+
+    def _truth(self, expression: dict) -> bool:
+        ((fn, arg),) = expression.items()
+        if fn == "Fn::Equals":
+            return str(self.resolve(arg[0])) == str(self.resolve(arg[1]))
+        if fn == "Fn::Not":
+            return not self._truth(arg[0])
+        if fn == "Fn::And":
+            return all(self._truth(a) for a in arg)
+        if fn == "Fn::Or":
+            return any(self._truth(a) for a in arg)
+        if fn == "Condition":
+            return self.condition(arg)
+        raise KeyError(f"condition function {fn} is not resolved locally")
 
     def sub(self, text: str) -> str:
         def one(match: re.Match) -> str:
@@ -156,6 +197,30 @@ class Stack:
                         (event["Properties"]["Method"].upper(), event["Properties"]["Path"], logical_id)
                     )
         return routes
+
+    def stage_variables(self) -> dict[str, str]:
+        """The API stage's variables (template.yaml, Api.Variables), as API Gateway passes them on."""
+        variables = self.resolve(self.props("Api").get("Variables", {}))
+        return {k: str(v) for k, v in variables.items()}
+
+    def mapping_value(self, expression: str) -> str | None:
+        """What an API Gateway header mapping expression gives: 'static' or stageVariables.NAME (None when the
+        stage has no such variable)."""
+        if expression.startswith("'") and expression.endswith("'"):
+            return expression[1:-1]
+        if expression.startswith("stageVariables."):
+            return self.stage_variables().get(expression.removeprefix("stageVariables."))
+        raise ValueError(f"mapping expression {expression!r} is not resolved locally")
+
+    def gateway_response_headers(self, response_type: str, status: int) -> dict[str, str]:
+        """The headers API Gateway adds to an answer of its own: its GatewayResponses entry, else the
+        DEFAULT_4XX or DEFAULT_5XX one."""
+        responses = self.props("Api").get("GatewayResponses", {})
+        default = "DEFAULT_5XX" if status >= 500 else "DEFAULT_4XX"
+        spec = responses.get(response_type) or responses.get(default) or {}
+        headers = spec.get("ResponseParameters", {}).get("Headers", {})
+        values = {name: self.mapping_value(str(expr)) for name, expr in headers.items()}
+        return {name: value for name, value in values.items() if value is not None}
 
     def sqs_event(self, logical_id: str) -> dict:
         for event in self.props(logical_id).get("Events", {}).values():

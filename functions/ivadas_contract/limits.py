@@ -2,8 +2,18 @@
 an image the pipeline accepts must fit in one request."""
 
 MAX_REQUEST_BYTES = 6 * 1024 * 1024
-#: Largest inbox object the worker reads and largest image `/predict` takes (template: MaxImageBytes).
+#: Largest inbox object the worker reads (template: MaxImageBytes): its raw bytes are the endpoint's body.
 MAX_IMAGE_BYTES = MAX_REQUEST_BYTES
+#: What the event around an API request's body takes in Lambda's 6 MB: the headers twice (headers and
+#: multiValueHeaders, a Cognito id token among them) and the request context with the authorizer's claims.
+#: A signed-in /predict event is about 5 KB besides its body (tests/unit/test_api_contract.py); a generous
+#: margin for CloudFront's and the client's own headers.
+EVENT_ENVELOPE_BYTES = 64 * 1024
+#: Largest API request body that reaches a function: for more, Lambda refuses the event and API Gateway
+#: answers 413.
+MAX_API_BODY_BYTES = MAX_REQUEST_BYTES - EVENT_ENVELOPE_BYTES
+#: Largest image `/predict` takes: its base64 (4/3 of it) inside that body, with 1 KB for the other fields.
+MAX_PREDICT_IMAGE_BYTES = (MAX_API_BODY_BYTES - 1024) // 4 * 3
 #: Largest image (width x height) decoded. A 40 MP image is 120 MB as RGB, far more than any inspection camera
 #: sends; anything larger is refused from its header, before its pixels are decoded.
 MAX_PIXELS = 40_000_000

@@ -88,12 +88,36 @@ def _client(service: str, endpoint: str | None) -> Any:
     return boto3.client(service, config=config)
 
 
+#: The API stage's variable naming the UI's origin (template.yaml, Api.Variables): the one origin CORS allows.
+UI_ORIGIN_VARIABLE = "uiOrigin"
+
+
+def ui_origin(event: dict) -> str | None:
+    """The UI origin the API stage names, or None (then no answer carries CORS headers)."""
+    return (event.get("stageVariables") or {}).get(UI_ORIGIN_VARIABLE) or None
+
+
 def cors_config() -> Any:
-    """CORS headers on every API answer (API Gateway itself only answers the preflight)."""
+    """CORS headers on every API answer, for the stage's UI origin only; `use(event)` before each resolve.
+
+    The origin is a stage variable, not an environment variable: the UI's CloudFront domain is known only once
+    its distribution exists, and the distribution already depends on the API (template.yaml, Api)."""
     from aws_lambda_powertools.event_handler import CORSConfig
 
+    class StageOriginCors(CORSConfig):
+        origin: str | None = None
+
+        def use(self, event: dict) -> None:
+            self.origin = ui_origin(event)
+
+        def allowed_origin(self, extracted_origin: str) -> str | None:
+            return extracted_origin if extracted_origin and extracted_origin == self.origin else None
+
+        def to_dict(self, origin: str | None) -> dict[str, str]:
+            return super().to_dict(origin) if origin and origin == self.origin else {}
+
     headers = ["Authorization", "X-Api-Key"]  # a signed-in user's id token; a machine's API key
-    return CORSConfig(allow_origin=os.environ.get("UI_ORIGIN", "*"), allow_headers=headers, max_age=600)
+    return StageOriginCors(allow_origin="*", allow_headers=headers, max_age=600)
 
 
 _per_thread = threading.local()

@@ -27,7 +27,8 @@ from ivadas_functions.stats_query import read_slots
 
 logger = Logger()
 tracer = Tracer()
-app = APIGatewayRestResolver(cors=cors_config())
+cors = cors_config()
+app = APIGatewayRestResolver(cors=cors)
 api_errors.install(app, logger)  # the one error shape (ivadas_contract.errors)
 app.use(middlewares=[identity.required(identity.READ)])  # signed-in operators and ML engineers
 settings = Settings.from_env()
@@ -102,4 +103,5 @@ def reject(version: str):  # noqa: ANN201
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
 @tracer.capture_lambda_handler
 def handler(event: dict, context: LambdaContext) -> dict:
+    cors.use(event)
     return app.resolve(event, context)

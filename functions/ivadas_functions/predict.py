@@ -24,6 +24,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from ivadas_contract.errors import TYPES
 from ivadas_contract.inspection import CLASS_NAME_RULE, is_class_name
+from ivadas_contract.limits import MAX_PREDICT_IMAGE_BYTES
 from ivadas_contract.models import MODELS
 from ivadas_functions import api_errors, identity
 from ivadas_functions.aws import (
@@ -37,7 +38,8 @@ from ivadas_functions.aws import (
 logger = Logger()
 tracer = Tracer()
 metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "IVADAS"))
-app = APIGatewayRestResolver(cors=cors_config())
+cors = cors_config()
+app = APIGatewayRestResolver(cors=cors)
 api_errors.install(app, logger)  # the one error shape (ivadas_contract.errors)
 settings = Settings.from_env()
 _pool = ThreadPoolExecutor(max_workers=len(MODELS))
@@ -80,10 +82,9 @@ def predict() -> Response | dict:
     identity.require(app.current_event.raw_event, identity.MACHINE if machine else identity.PREDICT)
     start = time.perf_counter()
     class_name, image, model, heatmap = _parse(app.current_event.json_body)
-    if len(image) > settings.max_image_bytes:
-        return api_errors.error_response(
-            413, f"image of {len(image)} bytes is over the {settings.max_image_bytes} byte limit"
-        )
+    limit = min(settings.max_image_bytes, MAX_PREDICT_IMAGE_BYTES)  # what fits in Lambda's request as base64
+    if len(image) > limit:
+        return api_errors.error_response(413, f"image of {len(image)} bytes is over the {limit} byte limit")
     models = list(MODELS) if model == "both" else [model]
     futures = {m: _pool.submit(_score, m, class_name, image, heatmap) for m in models}
     results: dict[str, dict] = {}
@@ -109,4 +110,5 @@ def predict() -> Response | dict:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict, context: LambdaContext) -> dict:
+    cors.use(event)
     return app.resolve(event, context)

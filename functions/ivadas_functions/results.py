@@ -43,7 +43,8 @@ from ivadas_functions.stats_query import stats_view
 
 logger = Logger()
 tracer = Tracer()
-app = APIGatewayRestResolver(cors=cors_config())
+cors = cors_config()
+app = APIGatewayRestResolver(cors=cors)
 settings = Settings.from_env()
 MAX_LIMIT = 200
 #: Lifetime of every presigned link this API hands out (images, heatmaps, exports): minutes, not hours.
@@ -250,4 +251,5 @@ def get_stats() -> dict:
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
 @tracer.capture_lambda_handler
 def handler(event: dict, context: LambdaContext) -> dict:
+    cors.use(event)
     return app.resolve(event, context)

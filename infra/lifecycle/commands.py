@@ -82,7 +82,7 @@ def deploy(args: argparse.Namespace) -> int:
         f"{record['endpoint']} now serves {record['version']} (endpoint config {record['endpoint_config']})"
     )
     if before:
-        print(f"  previous: {before['version'] or before['model_data_url']} ({before['endpoint_config']})")
+        print(f"  previous: {before['version'] or before['model_data_url']}")
     return 0
 
 

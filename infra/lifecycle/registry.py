@@ -124,17 +124,20 @@ def decide(ctx: Context, name: str, status: str, note: str | None) -> ModelVersi
         raise IvadasError(str(exc)) from None
 
 
-def register(ctx: Context, artifact: str | Path, model: str) -> tuple[ModelVersion, bool]:
-    """(version, True) for a new package; (the existing version, False) when this artifact is registered."""
+def _read(artifact: str | Path, model: str) -> tuple[Path, dict, dict, str]:
     path = Path(artifact)
     manifest, cards = read_cards(path)
     if manifest["model"] != model:
         raise IvadasError(f"{path} is a {manifest['model']} artifact, not {model}")
-    sha = file_sha256(path)
-    group = ensure_group(ctx, model)
-    for version in versions(ctx, model):
-        if version.metadata.get("content_sha256") == sha:
-            return version, False
+    return path, manifest, cards, file_sha256(path)
+
+
+def _registered(ctx: Context, model: str, sha: str) -> ModelVersion | None:
+    return next((v for v in versions(ctx, model) if v.metadata.get("content_sha256") == sha), None)
+
+
+def _create(ctx: Context, path: Path, model: str, manifest: dict, cards: dict, sha: str) -> str:
+    """Upload the artifact and its metrics and create the package (pending); the artifact's S3 URI."""
     prefix = f"{ctx.stage}/{model}/{sha[:16]}"
     doc = quality_document(manifest, cards)
     try:
@@ -148,8 +151,8 @@ def register(ctx: Context, artifact: str | Path, model: str) -> tuple[ModelVersi
     except ctx.s3.exceptions.NoSuchBucket:
         raise IvadasError(f"model bucket {ctx.model_bucket} does not exist (--model-bucket)") from None
     url = f"s3://{ctx.model_bucket}/{prefix}"
-    created = ctx.sagemaker.create_model_package(
-        ModelPackageGroupName=group,
+    ctx.sagemaker.create_model_package(
+        ModelPackageGroupName=package_group(ctx.stage, model),
         ModelPackageDescription=f"{manifest['model_version']}: {', '.join(doc['classes'])}"
         + (f"; missing {', '.join(sorted(doc['missing_classes']))}" if doc["missing_classes"] else ""),
         InferenceSpecification={
@@ -169,5 +172,24 @@ def register(ctx: Context, artifact: str | Path, model: str) -> tuple[ModelVersi
         CustomerMetadataProperties=_metadata(sha, manifest, doc),
         ModelApprovalStatus=PENDING,
     )
-    desc = ctx.sagemaker.describe_model_package(ModelPackageName=created["ModelPackageArn"])
-    return ModelVersion.from_package(desc, model), True
+    return f"{url}/model.tar.gz"
+
+
+def register(ctx: Context, artifact: str | Path, model: str) -> tuple[ModelVersion, bool]:
+    """(version, True) for a new package; (the existing version, False) when this artifact is registered."""
+    path, manifest, cards, sha = _read(artifact, model)
+    ensure_group(ctx, model)
+    existing = _registered(ctx, model, sha)
+    if existing is not None:
+        return existing, False
+    _create(ctx, path, model, manifest, cards, sha)
+    return _registered(ctx, model, sha), True
+
+
+def upload_version(ctx: Context, artifact: str | Path, model: str) -> str:
+    """The S3 URI of `artifact` as a registered version, registered (pending) unless it is already: what
+    `make deploy` serves first. Uses nothing a write answers, so its dry run shows every call."""
+    path, manifest, cards, sha = _read(artifact, model)
+    ensure_group(ctx, model)
+    existing = _registered(ctx, model, sha)
+    return existing.model_data_url if existing else _create(ctx, path, model, manifest, cards, sha)

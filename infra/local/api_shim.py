@@ -20,10 +20,9 @@ from infra.local.authorizer import Denied, Gate, UserPool, stamp
 from infra.local.lambda_runtime import Handler, LambdaContext, function_timeout, load_handler
 from infra.local.processes import ROOT
 from infra.template import ACCOUNT, Stack
-from ivadas_contract.limits import MAX_REQUEST_BYTES
+from ivadas_contract.limits import MAX_API_BODY_BYTES
 
 UI = ROOT / "ui"
-_MB = MAX_REQUEST_BYTES // (1024 * 1024)
 
 
 class ApiFunction:
@@ -43,7 +42,9 @@ class ApiFunction:
             return self._handler(event, LambdaContext(self.name, self.timeout_s))
 
 
-def proxy_event(request: Request, body: bytes, resource: str, api_key: str | None) -> dict:
+def proxy_event(
+    request: Request, body: bytes, resource: str, api_key: str | None, stage_variables: dict | None = None
+) -> dict:
     """The REST API (v1) proxy event API Gateway sends for `request` on route `resource`."""
     return {
         "resource": resource,
@@ -55,7 +56,7 @@ def proxy_event(request: Request, body: bytes, resource: str, api_key: str | Non
         "multiValueQueryStringParameters": {k: request.query_params.getlist(k) for k in request.query_params}
         or None,
         "pathParameters": dict(request.path_params) or None,
-        "stageVariables": None,
+        "stageVariables": stage_variables or None,
         "requestContext": {
             "resourcePath": resource,
             "httpMethod": request.method,
@@ -83,27 +84,42 @@ def http_response(result: dict) -> Response:
     return Response(payload, status_code=int(result.get("statusCode", 200)), headers=headers)
 
 
-def _cors_headers(stack: Stack) -> dict[str, str]:
+#: The gateway response type of each refusal the shim makes before a function runs (template:
+#: GatewayResponses).
+_GATEWAY_RESPONSES = {401: "UNAUTHORIZED", 403: "INVALID_API_KEY", 413: "REQUEST_TOO_LARGE"}
+
+
+def _preflight_headers(stack: Stack) -> dict[str, str]:
+    """The Api's Cors answer to a preflight, its mapping expressions resolved (stageVariables.uiOrigin)."""
     cors = stack.resolve(stack.props("Api").get("Cors", {}))
-    return {
-        "Access-Control-Allow-Origin": str(cors.get("AllowOrigin", "'*'")).strip("'"),
-        "Access-Control-Allow-Headers": str(cors.get("AllowHeaders", "'Content-Type,X-Api-Key'")).strip("'"),
-        "Access-Control-Allow-Methods": str(cors.get("AllowMethods", "'GET,POST,OPTIONS'")).strip("'"),
+    names = {"AllowOrigin": "Origin", "AllowHeaders": "Headers", "AllowMethods": "Methods"}
+    values = {
+        f"Access-Control-Allow-{h}": stack.mapping_value(str(cors[k])) for k, h in names.items() if k in cors
     }
+    return {name: value for name, value in values.items() if value is not None}
 
 
-def _api_route(method: str, resource: str, function: ApiFunction, gate: Gate, cors: dict) -> Route:
+def _refusal(stack: Stack, status: int, message: str, kind: str) -> Response:
+    """An answer API Gateway makes itself, with its gateway response's headers (the UI's origin)."""
+    headers = stack.gateway_response_headers(_GATEWAY_RESPONSES.get(status, ""), status)
+    return api_contract.error(status, message, kind, headers)
+
+
+def _api_route(method: str, resource: str, function: ApiFunction, gate: Gate) -> Route:
+    stack = function.stack
+    preflight, stage_variables = _preflight_headers(stack), stack.stage_variables()
+
     async def endpoint(request: Request) -> Response:
         if request.method == "OPTIONS":
-            return Response(status_code=200, headers=cors)
+            return Response(status_code=200, headers=preflight)
         try:  # the route's authorizer or API key (authorizer.py), as API Gateway checks them
             admitted = gate.admit(method, resource, request.headers)
         except Denied as denied:
-            return api_contract.error(denied.status, denied.message, denied.kind, cors)
+            return _refusal(stack, denied.status, denied.message, denied.kind)
         body = await request.body()
-        if len(body) > MAX_REQUEST_BYTES:
-            return api_contract.error(413, f"request body over the {_MB} MB limit", "payload_too_large", cors)
-        event = stamp(proxy_event(request, body, resource, None), admitted)
+        if len(body) > MAX_API_BODY_BYTES:  # Lambda refuses the event: API Gateway answers 413
+            return _refusal(stack, 413, f"request body over {MAX_API_BODY_BYTES} bytes", "payload_too_large")
+        event = stamp(proxy_event(request, body, resource, None, stage_variables), admitted)
         result = await asyncio.get_running_loop().run_in_executor(None, function, event)
         return http_response(result)
 
@@ -127,13 +143,12 @@ def create_shim(
 ) -> Starlette:
     """Starlette app: API Gateway REST proxy events for the real handlers, plus ui/ and its config.json.
     `pool`: the user pool whose id tokens the Cognito authorizer's routes take (none: they answer 401)."""
-    cors = _cors_headers(stack)
     gate = Gate(stack, api_key, pool)
     functions: dict[str, ApiFunction] = {}
     routes = []
     for method, resource, logical_id in stack.api_routes():
         function = functions.setdefault(logical_id, ApiFunction(stack, logical_id))
-        routes.append(_api_route(method, resource, function, gate, cors))
+        routes.append(_api_route(method, resource, function, gate))
 
     async def config_json(request: Request) -> Response:
         return JSONResponse(config)

@@ -1,9 +1,10 @@
 """The local stack's SageMaker endpoints. moto holds the control plane (models, endpoint configs, endpoints)
 but runs nothing, so this module does what SageMaker's fleet would:
 
-- at start-up, `bring_up` creates each model's endpoint in moto as `sam deploy` would: from the artifact given
-  to `ivadas local up` (uploaded to the model bucket), else from the deployment record `ivadas deploy` left
-  (and the previous configs it names, so a rollback still finds them);
+- at start-up, `bring_up` creates each model's endpoint in moto as `sam deploy` would, from template.yaml's
+  model and endpoint config (`create_config`): serving the artifact given to `ivadas local up` (uploaded to
+  the model bucket, its URI written to the SSM parameter the template resolves, as `make deploy` does), else
+  what that parameter names since an `ivadas deploy`;
 - while the stack runs, `EndpointFollower` watches the endpoints and, when one is updated to a new config,
   downloads that config's artifact and swaps the model server's endpoint to it (PUT /endpoints/NAME/artifact),
   which keeps serving the old artifact until the new one is warm.
@@ -22,11 +23,10 @@ from pathlib import Path
 
 import boto3
 
-from infra.template import ACCOUNT
-from ivadas_contract.models import VARIANT, deployment_parameter, endpoint_name
+from infra.template import ACCOUNT, LOCAL_IMAGE, LOGICAL_PREFIX, Stack
+from ivadas_contract.models import deployed_url_parameter, endpoint_name
 
 log = logging.getLogger("ivadas.local")
-IMAGE = "ivadas-model-server:local"
 
 
 @dataclass
@@ -58,17 +58,35 @@ def local_role(stage: str) -> str:
     return f"arn:aws:iam::{ACCOUNT}:role/ivadas-{stage}-model"
 
 
-def default_variant(model_name: str) -> dict:
-    """The template's production variant: one ml.m5.large, all the traffic."""
-    return {"VariantName": VARIANT, "ModelName": model_name, "InstanceType": "ml.m5.large",
-            "InitialInstanceCount": 1, "InitialVariantWeight": 1.0}  # fmt: skip
-
-
-def _create_config(name: str, url: str, stage: str) -> None:
-    sm = boto3.client("sagemaker")
-    container = {"Image": IMAGE, "ModelDataUrl": url}
-    sm.create_model(ModelName=name, PrimaryContainer=container, ExecutionRoleArn=local_role(stage))
-    sm.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[default_variant(name)])
+def create_config(stack: Stack, model: str, url: str) -> str:
+    """What CloudFormation makes of template.yaml's model and endpoint config of `model` serving `url` (the
+    local image and execution role stand in for the stack's): a model and a config of a new name."""
+    sm, prefix = boto3.client("sagemaker"), LOGICAL_PREFIX[model]
+    stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S%f")[:17]  # to the millisecond: names are unique
+    name = f"{endpoint_name(stack.values['Stage'], model)}-{stamp}"
+    template_model = stack.props(f"{prefix}Model")
+    container = {
+        **stack.resolve(template_model["PrimaryContainer"]),
+        "Image": LOCAL_IMAGE,
+        "ModelDataUrl": url,
+    }
+    sm.create_model(
+        ModelName=name,
+        PrimaryContainer=container,
+        ExecutionRoleArn=local_role(stack.values["Stage"]),
+        EnableNetworkIsolation=bool(template_model.get("EnableNetworkIsolation", False)),
+    )
+    variants = [  # each of the template's variants on the new model (its ModelName is the model's GetAtt)
+        {**stack.resolve({k: v for k, v in variant.items() if k != "ModelName"}), "ModelName": name}
+        for variant in stack.props(f"{prefix}EndpointConfig")["ProductionVariants"]
+    ]
+    for v in variants:
+        v["InitialInstanceCount"], v["InitialVariantWeight"] = (
+            int(v["InitialInstanceCount"]),
+            float(v["InitialVariantWeight"]),
+        )
+    sm.create_endpoint_config(EndpointConfigName=name, ProductionVariants=variants)
+    return name
 
 
 def artifact_url(config_name: str) -> str:
@@ -89,38 +107,38 @@ def download(url: str, cache: Path) -> Path:
     return path
 
 
-def _from_record(model: str, stage: str, cache: Path) -> Served | None:
+def _from_parameter(stack: Stack, model: str, cache: Path) -> Served | None:
+    """The endpoint serving what the SSM parameter names (an earlier `ivadas deploy`), or None before any."""
+    ssm = boto3.client("ssm")
     try:
-        value = boto3.client("ssm").get_parameter(Name=deployment_parameter(stage, model))["Parameter"][
+        url = ssm.get_parameter(Name=deployed_url_parameter(stack.values["Stage"], model))["Parameter"][
             "Value"
         ]
-    except boto3.client("ssm").exceptions.ParameterNotFound:
+    except ssm.exceptions.ParameterNotFound:
         return None
-    record = json.loads(value)
-    for entry in [record, *record.get("previous", [])]:
-        _create_config(entry["endpoint_config"], entry["model_data_url"], stage)
-    artifact = download(record["model_data_url"], cache)
-    return Served(model, endpoint_name(stage, model), artifact, record["endpoint_config"])
+    config = create_config(stack, model, url)
+    return Served(model, endpoint_name(stack.values["Stage"], model), download(url, cache), config)
 
 
-def _from_file(model: str, stage: str, artifact: Path, bucket: str) -> Served:
-    digest = file_sha256(artifact)[:16]
-    key = f"{stage}/{model}/local-up/{digest}/model.tar.gz"
+def _from_file(stack: Stack, model: str, artifact: Path, bucket: str) -> Served:
+    stage = stack.values["Stage"]
+    key = f"{stage}/{model}/local-up/{file_sha256(artifact)[:16]}/model.tar.gz"
     boto3.client("s3").upload_file(str(artifact), bucket, key)
-    stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S%f")[:17]
-    config = f"{endpoint_name(stage, model)}-local-up-{stamp}"
-    _create_config(config, f"s3://{bucket}/{key}", stage)
-    return Served(model, endpoint_name(stage, model), artifact, config)
+    url = f"s3://{bucket}/{key}"
+    boto3.client("ssm").put_parameter(
+        Name=deployed_url_parameter(stage, model), Value=url, Type="String", Overwrite=True
+    )
+    return Served(model, endpoint_name(stage, model), artifact, create_config(stack, model, url))
 
 
-def bring_up(artifacts: dict[str, str | None], stage: str, bucket: str, cache: Path) -> list[Served]:
-    """Each model's endpoint in moto, from its `local up` artifact or its deployment record."""
+def bring_up(artifacts: dict[str, str | None], stack: Stack, bucket: str, cache: Path) -> list[Served]:
+    """Each model's endpoint in moto, from its `local up` artifact or what its SSM parameter names."""
     served = []
     for model, artifact in artifacts.items():
         s = (
-            _from_file(model, stage, Path(artifact), bucket)
+            _from_file(stack, model, Path(artifact), bucket)
             if artifact
-            else _from_record(model, stage, cache)
+            else _from_parameter(stack, model, cache)
         )
         if s is not None:
             boto3.client("sagemaker").create_endpoint(EndpointName=s.endpoint, EndpointConfigName=s.config)

@@ -14,6 +14,9 @@ update is instant here (AWS goes through `Updating`); the local model server fol
 4. Durability (infra/local/journal.py): every S3 object and DynamoDB item write moto accepts is journalled,
    fsynced, before the answer, and `restore` puts the journal's live state back into a new moto.
 
+4. CreateModel keeps EnableNetworkIsolation (moto records every model as without it), so DescribeModel says
+   what SageMaker would run.
+
 Installed only into the local stack's moto process (infra.local.moto_server).
 """
 
@@ -68,6 +71,18 @@ def _update_endpoint(
     endpoint.last_modified_time = utcnow()
     endpoint.endpoint_status = "InService"
     return endpoint.arn
+
+
+def _create_model_response(original):  # noqa: ANN001, ANN202 - wraps moto's method
+    @functools.wraps(original)
+    def respond(self: SageMakerResponse) -> ActionResult:
+        out = original(self)
+        model = self.sagemaker_backend.describe_model(self._get_param("ModelName"))
+        model.enable_network_isolation = bool(self._get_param("EnableNetworkIsolation", False))
+        return out
+
+    respond.ivadas_isolation = True
+    return respond
 
 
 def _update_endpoint_response(self: SageMakerResponse) -> ActionResult:
@@ -198,6 +213,8 @@ def install(journal: Journal | None = None) -> None:
     if not getattr(S3Response.key_response, "ivadas_journal", False):
         S3Response.key_response = _journalled_key_response(S3Response.key_response)
         S3Response.bucket_response = _journalled_bucket_response(S3Response.bucket_response)
+    if not getattr(SageMakerResponse.create_model, "ivadas_isolation", False):
+        SageMakerResponse.create_model = _create_model_response(SageMakerResponse.create_model)
     if not hasattr(SageMakerResponse, "update_endpoint"):
         SageMakerModelBackend.update_endpoint = _update_endpoint  # type: ignore[attr-defined]
         SageMakerResponse.update_endpoint = _update_endpoint_response  # type: ignore[attr-defined]

@@ -45,12 +45,13 @@ class Supervisor:
         self.state_dir = Path(args.state_dir)
         self.logs = self.state_dir / "logs"
         self.snapshot_dir = self.state_dir / "snapshot"
-        parameters = dict(p.split("=", 1) for p in args.parameter)
-        parameters.setdefault("Stage", "local")
-        self.stack = Stack(load_template(), parameters)
         self.moto_port = args.moto_port or free_port()
         self.model_port = args.model_port or free_port()
         self.api_port = args.api_port or free_port()
+        parameters = dict(p.split("=", 1) for p in args.parameter)
+        parameters.setdefault("Stage", "local")
+        parameters.setdefault("UiOrigin", self.origin)  # the shim serves the UI: CORS names its own origin
+        self.stack = Stack(load_template(), parameters)
         self.env = {
             **aws_environment(self.moto_port, self.model_port),
             **self.stack.functions_environment(),  # one process runs every function
@@ -66,6 +67,11 @@ class Supervisor:
         self.publish_lock = threading.Lock()
         self.saving = threading.Event()  # set: no more periodic snapshots
         self.restored: dict[str, int] = {}
+
+    @property
+    def origin(self) -> str:
+        """Where the shim serves the UI and the API."""
+        return f"http://127.0.0.1:{self.api_port}"
 
     def _start_moto(self) -> None:
         """moto, journalling every S3 and DynamoDB write it accepts (a fresh stack starts a new journal)."""
@@ -109,7 +115,7 @@ class Supervisor:
         stage = self.stack.values["Stage"]
         artifacts = {model: getattr(self.args, model) for model in MODELS}
         cache = self.state_dir / "artifacts"
-        served = endpoints.bring_up(artifacts, stage, self.names["ModelBucket"], cache)
+        served = endpoints.bring_up(artifacts, self.stack, self.names["ModelBucket"], cache)
         if not served:
             raise RuntimeError("no model to serve: give --patchcore (and --softpatch) or deploy a version")
         self._start_model_server({s.endpoint: s.artifact for s in served})
@@ -212,8 +218,8 @@ class Supervisor:
             "model_port": self.model_port,
             **self._pids(),
             "moto_pid": self.moto.pid,
-            "api_url": f"http://127.0.0.1:{self.api_port}",
-            "ui_url": f"http://127.0.0.1:{self.api_port}/",
+            "api_url": self.origin,
+            "ui_url": f"{self.origin}/",
             "api_key": api_key,
             "resources": self.names,
             "environment": self.env,
@@ -245,9 +251,7 @@ class Supervisor:
         api_key = secrets.token_urlsafe(24)  # machines' key (/machine/...); people sign in to the pool
         pool_ids = self.names["UserPool"], self.names["UserPoolClient"]
         pool = UserPool(*pool_ids, REGION, self.env["AWS_ENDPOINT_URL"])
-        config = ui_config(
-            f"http://127.0.0.1:{self.api_port}", REGION, *pool_ids, pool.endpoint, self.stack.values["Stage"]
-        )
+        config = ui_config(self.origin, REGION, *pool_ids, pool.endpoint, self.stack.values["Stage"])
         self.poller = Poller(
             self.stack, self.names["InspectionQueue"], self.args.worker_concurrency, self.logs, self.publish
         )
@@ -267,7 +271,7 @@ class Supervisor:
         return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def main_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m infra.local")
     add_local_arguments(parser)
     parser.add_argument("--moto-port", type=int, default=0)
@@ -275,7 +279,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--snapshot-interval", type=float, default=10.0, help="seconds between registry saves"
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = main_parser().parse_args(argv)
     for model in MODELS:
         setattr(args, model, getattr(args, model) or None)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")

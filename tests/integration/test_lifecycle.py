@@ -16,8 +16,10 @@ import boto3
 import pytest
 
 from infra.cli import main
-from infra.lifecycle import compare, promote, registry, rollout
+from infra.lifecycle import compare, endpoint_owner, promote, registry, rollout
 from infra.lifecycle.context import Context
+from infra.local.state import write_state
+from infra.template import LOGICAL_PREFIX, Stack, load_template
 from ivadas_contract.models import deployed_url_parameter, endpoint_name
 from model_server.errors import IvadasError
 from tests.integration.test_server import free_port
@@ -44,27 +46,36 @@ def moto_url() -> Iterator[str]:
     proc.wait(timeout=20)
 
 
+SEED = f"s3://{BUCKET}/seed/model.tar.gz"
+
+
+def _serves(name: str) -> str:
+    """The artifact endpoint `name` serves (its config's model's data)."""
+    sm = boto3.client("sagemaker")
+    config = sm.describe_endpoint_config(
+        EndpointConfigName=sm.describe_endpoint(EndpointName=name)["EndpointConfigName"]
+    )
+    return sm.describe_model(ModelName=config["ProductionVariants"][0]["ModelName"])["PrimaryContainer"][
+        "ModelDataUrl"
+    ]
+
+
 @pytest.fixture
 def ctx(moto_url: str, monkeypatch: pytest.MonkeyPatch) -> Context:
-    """A clean moto with the model bucket and the stack's patchcore endpoint, as `sam deploy` leaves them."""
+    """A clean moto with the model bucket and the stack's patchcore endpoint serving the first artifact, as
+    `make deploy` leaves them (the parameter written, the template's model and config created from it)."""
     urllib.request.urlopen(urllib.request.Request(moto_url + "/moto-api/reset", method="POST"))  # noqa: S310
     env = {"AWS_ENDPOINT_URL": moto_url, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
            "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     boto3.client("s3").create_bucket(Bucket=BUCKET)
-    sm = boto3.client("sagemaker")
-    container = {"Image": "img", "ModelDataUrl": f"s3://{BUCKET}/seed/model.tar.gz"}
-    sm.create_model(
-        ModelName="stack-model",
-        ExecutionRoleArn="arn:aws:iam::123456789012:role/stack",
-        PrimaryContainer=container,
+    context = Context(STAGE, BUCKET, "img:1", local=True)
+    boto3.client("ssm").put_parameter(
+        Name=deployed_url_parameter(STAGE, "patchcore"), Value=SEED, Type="String"
     )
-    variant = {"VariantName": "AllTraffic", "ModelName": "stack-model", "InstanceType": "ml.m5.large",
-               "InitialInstanceCount": 1, "InitialVariantWeight": 1.0}  # fmt: skip
-    sm.create_endpoint_config(EndpointConfigName="stack-config", ProductionVariants=[variant])
-    sm.create_endpoint(EndpointName=endpoint_name(STAGE, "patchcore"), EndpointConfigName="stack-config")
-    return Context(STAGE, BUCKET, "img:1")
+    endpoint_owner.apply(context, "patchcore", 60)
+    return context
 
 
 def test_register_records_metrics_and_metadata_pending(ctx: Context, trained_artifact: Path) -> None:
@@ -133,8 +144,7 @@ def test_deploy_refuses_unapproved_and_rejected(ctx: Context, trained_artifact: 
         rollout.deploy(ctx, "patchcore", "patchcore-1")
     with pytest.raises(IvadasError, match="is a patchcore version"):
         rollout.deploy(ctx, "softpatch", "patchcore-1")
-    endpoint = boto3.client("sagemaker").describe_endpoint(EndpointName=endpoint_name(STAGE, "patchcore"))
-    assert endpoint["EndpointConfigName"] == "stack-config"
+    assert _serves(endpoint_name(STAGE, "patchcore")) == SEED
 
 
 def test_deploy_then_rollback(ctx: Context, trained_artifact: Path, retrained_artifact: Path) -> None:
@@ -144,38 +154,66 @@ def test_deploy_then_rollback(ctx: Context, trained_artifact: Path, retrained_ar
         EndpointName=name,
         DesiredWeightsAndCapacities=[{"VariantName": "AllTraffic", "DesiredInstanceCount": 3}],
     )
+    stack_config = sm.describe_endpoint(EndpointName=name)["EndpointConfigName"]
     v1, _ = registry.register(ctx, trained_artifact, "patchcore")
     v2, _ = registry.register(ctx, retrained_artifact, "patchcore")
     for v in (v1, v2):
         registry.decide(ctx, v.name, registry.APPROVED, None)
     first = rollout.deploy(ctx, "patchcore", "patchcore-1")
-    assert first["previous"][0]["endpoint_config"] == "stack-config"
+    assert first["previous"] == [{"version": None, "model_data_url": SEED}]
+    with pytest.raises(sm.exceptions.ClientError):  # replaced, so deleted, as CloudFormation does
+        sm.describe_endpoint_config(EndpointConfigName=stack_config)
     second = rollout.deploy(ctx, "patchcore", "patchcore-2")
     endpoint = sm.describe_endpoint(EndpointName=name)
     assert endpoint["EndpointConfigName"] == second["endpoint_config"] != first["endpoint_config"]
     assert endpoint["ProductionVariants"][0]["VariantName"] == "AllTraffic"
     assert endpoint["ProductionVariants"][0]["DesiredInstanceCount"] == 3  # variant properties retained
     url = ssm.get_parameter(Name=deployed_url_parameter(STAGE, "patchcore"))["Parameter"]["Value"]
-    assert url == v2.model_data_url  # what the template resolves at the next sam deploy
+    assert url == v2.model_data_url == _serves(name)  # what the template resolves at the next sam deploy
     with pytest.raises(IvadasError, match="already deployed"):
         rollout.deploy(ctx, "patchcore", "patchcore-2")
 
     back = rollout.rollback(ctx, "patchcore")
     assert back["version"] == "patchcore-1" and back["rolled_back_from"] == "patchcore-2"
-    assert sm.describe_endpoint(EndpointName=name)["EndpointConfigName"] == first["endpoint_config"]
+    assert _serves(name) == v1.model_data_url  # a config made anew: the one patchcore-1 had is gone
     assert (
         ssm.get_parameter(Name=deployed_url_parameter(STAGE, "patchcore"))["Parameter"]["Value"]
         == v1.model_data_url
     )
     assert rollout.deployment(ctx, "patchcore")["version"] == "patchcore-1"
-    rollout.rollback(ctx, "patchcore")  # to what the stack deployed
-    assert sm.describe_endpoint(EndpointName=name)["EndpointConfigName"] == "stack-config"
+    rollout.rollback(ctx, "patchcore")  # to what make deploy put there first
+    assert _serves(name) == SEED
+    assert sm.describe_endpoint(EndpointName=name)["ProductionVariants"][0]["DesiredInstanceCount"] == 3
     with pytest.raises(IvadasError, match="no earlier deployment"):
         rollout.rollback(ctx, "patchcore")
 
 
-def test_cli_walks_the_registry(ctx: Context, trained_artifact: Path, capsys: pytest.CaptureFixture) -> None:
-    where = ["--stage", STAGE, "--model-bucket", BUCKET]
+def test_models_the_cli_makes_are_the_templates_network_isolated_ones(
+    ctx: Context, trained_artifact: Path
+) -> None:
+    """The container only scores what it is sent: every model a rollout makes has EnableNetworkIsolation,
+    as template.yaml's models do (locally; on AWS CloudFormation makes them from the template itself)."""
+    stack = Stack(load_template())
+    in_template = {
+        stack.props(f"{prefix}Model")["EnableNetworkIsolation"] for prefix in LOGICAL_PREFIX.values()
+    }
+    assert in_template == {True}
+    version = _approved(ctx, trained_artifact, "patchcore")
+    record = rollout.deploy(ctx, "patchcore", version)
+    sm = boto3.client("sagemaker")
+    config = sm.describe_endpoint_config(EndpointConfigName=record["endpoint_config"])
+    made = sm.describe_model(ModelName=config["ProductionVariants"][0]["ModelName"])
+    assert made["EnableNetworkIsolation"] is True
+
+
+def test_cli_walks_the_registry(
+    ctx: Context, trained_artifact: Path, capsys: pytest.CaptureFixture, tmp_path: Path
+) -> None:
+    """The commands on the local stack (its state file points them at this moto)."""
+    names = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
+    environment = {k: os.environ[k] for k in names}
+    write_state(tmp_path, {"resources": {"ModelBucket": BUCKET}, "environment": environment})
+    where = ["--stage", "local", "--state-dir", str(tmp_path)]
     assert main(["register", "--artifact", str(trained_artifact), "--model", "patchcore", *where]) == 0
     assert "registered patchcore-1: PendingManualApproval" in capsys.readouterr().out
     assert main(["deploy", "--model", "patchcore", "--version", "patchcore-1", *where]) == 2
@@ -234,7 +272,8 @@ def test_promote_refuses_and_then_promotes(
         "widget: reviewed escapes not checked (stage test has no results table: no reviews to read)",
     ]
     config = boto3.client("sagemaker").describe_endpoint(EndpointName=endpoint)["EndpointConfigName"]
-    assert config == record["endpoint_config"] and rollout.rollback(ctx, "patchcore")["version"] == production
+    assert config == record["endpoint_config"] and _serves(endpoint) == candidate.model_data_url
+    assert rollout.rollback(ctx, "patchcore")["version"] == production
 
 
 def test_promotion_rule_per_metric_and_class() -> None:

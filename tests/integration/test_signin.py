@@ -72,7 +72,7 @@ def api() -> Iterator[dict]:
     saved = dict(os.environ)
     try:
         _wait(f"http://127.0.0.1:{moto_port}/moto-api/")
-        stack = Stack(load_template(), {"Stage": STAGE})
+        stack = Stack(load_template(), {"Stage": STAGE, "UiOrigin": f"http://127.0.0.1:{api_port}"})
         env = {**aws_environment(moto_port, _free_port()), **stack.functions_environment(), "STAGE": STAGE}
         os.environ.update(env)
         names = provision(stack)

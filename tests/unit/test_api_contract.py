@@ -18,7 +18,7 @@ import yaml
 from infra.local.authorizer import API_KEY, COGNITO, route_auth
 from infra.template import Stack, load_template
 from ivadas_contract import errors, reviews
-from ivadas_contract.limits import MAX_IMAGE_BYTES, MAX_REQUEST_BYTES
+from ivadas_contract.limits import EVENT_ENVELOPE_BYTES, MAX_API_BODY_BYTES, MAX_PREDICT_IMAGE_BYTES
 from ivadas_contract.models import MODELS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -87,11 +87,10 @@ def test_documented_limits_are_the_code_limits(handlers: dict) -> None:
 
     schemas, params = API["components"]["schemas"], API["components"]["parameters"]
     assert schemas["PredictRequest"]["properties"]["image_base64"]["maxLength"] == 4 * math.ceil(
-        MAX_IMAGE_BYTES / 3
+        MAX_PREDICT_IMAGE_BYTES / 3
     )
-    assert (
-        MAX_REQUEST_BYTES >= MAX_IMAGE_BYTES
-    )  # the body limit (413) bounds the image before the schema does
+    description = API["components"]["responses"]["PayloadTooLarge"]["description"]
+    assert f"{MAX_API_BODY_BYTES:,}" in description and f"{MAX_PREDICT_IMAGE_BYTES:,}" in description
     assert schemas["PredictRequest"]["properties"]["model"]["enum"] == [*MODELS, "both"]
     review = schemas["ReviewRequest"]["properties"]
     assert review["verdict"]["enum"] == list(reviews.VERDICTS)
@@ -239,14 +238,14 @@ def test_the_model_server_answers_every_error_in_the_shape(monkeypatch: pytest.M
 def test_the_shim_answers_its_own_errors_in_the_shape() -> None:
     from infra.local.api_shim import create_shim
 
-    app = create_shim(Stack(load_template()), "the-key", {})
+    app = create_shim(Stack(load_template(), {"UiOrigin": "http://127.0.0.1:8000"}), "the-key", {})
     status, _, body = _asgi(app, "GET", "/openapi.json")  # no key, no token
     assert status == 200 and _doc(body) == API
     status, _, body = _asgi(app, "GET", "/openapi.yaml")
     assert status == 200 and yaml.safe_load(body) == API
     status, _, body = _asgi(app, "POST", "/machine/predict", b"{}", {"x-api-key": "wrong"})
     _shape(status, _doc(body), "forbidden")
-    huge = b"x" * (MAX_REQUEST_BYTES + 1)
+    huge = b"x" * (MAX_API_BODY_BYTES + 1)
     status, _, body = _asgi(app, "POST", "/machine/predict", huge, {"x-api-key": "the-key"})
     _shape(status, _doc(body), "payload_too_large")
     status, _, body = _asgi(app, "GET", "/results")  # a people route without a token
@@ -257,6 +256,98 @@ def test_the_shim_answers_its_own_errors_in_the_shape() -> None:
         status, headers, body = _asgi(app, method, path)
         _shape(status, _doc(body), "method_not_allowed")
         assert headers["allow"], (method, path)
+
+
+def test_the_local_stack_allows_only_its_own_origin_on_every_answer() -> None:
+    """The shim serves the UI and the API, so the UI's origin is the shim's own: the preflight, the gateway's
+    refusals (401, 403, 413) and the functions (the stage variable in their events) all name it, never `*`."""
+    from infra.local.api_shim import ApiFunction, _api_route, create_shim
+    from infra.local.authorizer import Gate
+    from infra.local.supervisor import Supervisor, main_parser
+
+    supervisor = Supervisor(main_parser().parse_args(["--api-port", "8123"]))
+    origin = "http://127.0.0.1:8123"
+    assert supervisor.origin == origin and supervisor.stack.stage_variables() == {"uiOrigin": origin}
+    app = create_shim(supervisor.stack, "the-key", {})
+    asked = {"origin": origin}
+    answers = [
+        _asgi(app, "OPTIONS", "/results", headers={**asked, "access-control-request-method": "GET"}),
+        _asgi(app, "GET", "/results", headers=asked),  # no token: 401
+        _asgi(app, "POST", "/machine/predict", b"{}", {**asked, "x-api-key": "wrong"}),  # 403
+        _asgi(
+            app,
+            "POST",
+            "/machine/predict",
+            b"x" * (MAX_API_BODY_BYTES + 1),
+            {**asked, "x-api-key": "the-key"},
+        ),
+    ]
+    assert [status for status, _, _ in answers] == [200, 401, 403, 413]
+    assert [headers.get("access-control-allow-origin") for _, headers, _ in answers] == [origin] * 4
+    seen: list[dict] = []  # what the function is invoked with: the stage's variables, as API Gateway passes
+    function = ApiFunction(supervisor.stack, "PredictFunction")
+    function._handler = lambda event, context: seen.append(event) or {"statusCode": 200, "body": "{}"}
+    route = _api_route("POST", "/machine/predict", function, Gate(supervisor.stack, "the-key", None))
+    _asgi(route.app, "POST", "/machine/predict", b"{}", {**asked, "x-api-key": "the-key"})
+    assert seen[0]["stageVariables"] == {"uiOrigin": origin}
+
+
+def test_the_largest_predict_image_fits_in_lambdas_request() -> None:
+    """/predict's limit is what arrives: its base64 in a signed-in browser's event (both header maps, a
+    Cognito id token, CloudFront's headers, the authorizer's claims) stays under Lambda's 6 MB."""
+    import base64
+
+    from starlette.requests import Request
+
+    from infra.local.api_shim import proxy_event
+    from infra.local.authorizer import stamp
+
+    image = b"\xff" * MAX_PREDICT_IMAGE_BYTES
+    body = json.dumps({"class_name": "x" * 256, "image_base64": base64.b64encode(image).decode(),
+                       "model": "patchcore", "return_heatmap": True}).encode()  # fmt: skip
+    assert len(body) <= MAX_API_BODY_BYTES
+    token = "eyJ" + "a" * 1400  # a Cognito id token with its groups and email is 1-1.4 KB
+    viewers = ("is-desktop-viewer", "is-mobile-viewer", "is-tablet-viewer")
+    browser = {"authorization": token, "content-type": "application/json", "origin": "https://d1.cloudfront.net",
+               "referer": "https://d1.cloudfront.net/", "user-agent": "Mozilla/5.0 " + "x" * 150,
+               "accept": "*/*", "accept-encoding": "gzip, deflate, br", "accept-language": "en-GB,en;q=0.9",
+               **{f"cloudfront-{k}": "true" for k in viewers},
+               "via": "2.0 " + "0" * 32 + ".cloudfront.net (CloudFront)", "x-amz-cf-id": "x" * 56,
+               "x-amzn-trace-id": "Root=1-" + "0" * 33, "x-forwarded-for": "203.0.113.7, 198.51.100.1",
+               "x-forwarded-port": "443", "x-forwarded-proto": "https"}  # fmt: skip
+    headers = [(k.encode(), v.encode()) for k, v in browser.items()]
+    scope = {"type": "http", "method": "POST", "path": "/predict", "query_string": b"",
+             "client": ("203.0.113.7", 1), "headers": headers, "path_params": {}}  # fmt: skip
+    claims = {
+        **CLAIMS,
+        "email": "someone@example.com",
+        "aud": "x" * 26,
+        "iss": "https://cognito-idp/" + "x" * 60,
+    }
+    event = stamp(proxy_event(Request(scope), body, "/predict", None, {"uiOrigin": browser["origin"]}),
+                  {"authorizer": {"claims": claims}})  # fmt: skip
+    envelope = len(json.dumps(event)) - len(body)
+    assert envelope < 8 * 1024, envelope  # about 5 KB: EVENT_ENVELOPE_BYTES leaves 8x that
+    assert len(json.dumps(event)) + EVENT_ENVELOPE_BYTES - 8 * 1024 < 6 * 1024 * 1024
+
+
+def test_predict_refuses_an_image_over_what_fits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One byte over MAX_PREDICT_IMAGE_BYTES is a 413 from the function, before any endpoint is called."""
+    import base64
+
+    for key, value in {"RESULTS_TABLE": "t", "STATS_TABLE": "t", "REVIEWS_TABLE": "t", "RESULTS_BUCKET": "b",
+                       "INBOX_BUCKET": "b", "IDEMPOTENCY_TABLE": "t", "PATCHCORE_ENDPOINT": "e",
+                       "SOFTPATCH_ENDPOINT": "e", "AWS_DEFAULT_REGION": "us-east-1",
+                       "POWERTOOLS_TRACE_DISABLED": "true"}.items():  # fmt: skip
+        monkeypatch.setenv(key, value)
+    monkeypatch.delitem(sys.modules, "ivadas_functions.predict", raising=False)
+    predict = importlib.import_module("ivadas_functions.predict")
+    called = []
+    monkeypatch.setattr(predict, "_score", lambda *a: called.append(a) or {"endpoint_latency_ms": 1.0})
+    for size, status in ((MAX_PREDICT_IMAGE_BYTES, 200), (MAX_PREDICT_IMAGE_BYTES + 1, 413)):
+        body = {"class_name": "bottle", "image_base64": base64.b64encode(b"\0" * size).decode()}
+        assert _answer(predict, _event("POST", "/predict", json.dumps(body)))[0] == status, size
+    assert len(called) == 1
 
 
 def test_class_names_are_what_the_endpoint_call_can_carry() -> None:

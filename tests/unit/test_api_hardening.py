@@ -24,20 +24,35 @@ def _signed_in(event: dict, origin: str) -> dict:
 
 
 @pytest.fixture
-def ui_origin(monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("UI_ORIGIN", UI)  # what the template sets from UiOrigin
+def ui_origin() -> str:
     return UI
+
+
+def _at_stage(event: dict, ui: str | None) -> dict:
+    """The event as the API stage passes it: its uiOrigin variable (template: Api.Variables), or none."""
+    event["stageVariables"] = {"uiOrigin": ui} if ui else None
+    return event
 
 
 def test_answers_allow_only_the_ui_origin(aws, ui_origin) -> None:  # noqa: F811
     predict = importlib.import_module("ivadas_functions.predict")
-    event = api_event("POST", "/predict", body={"class_name": "bottle"})  # a 400: no endpoint needed
-    mine = predict.handler(_signed_in(event, ui_origin), Context())
+
+    def answer(origin: str, stage_origin: str | None) -> dict:
+        event = api_event("POST", "/predict", body={"class_name": "bottle"})  # a 400: no endpoint needed
+        return predict.handler(_at_stage(_signed_in(event, origin), stage_origin), Context())
+
+    mine = answer(ui_origin, UI)
     assert mine["statusCode"] == 400
     assert mine["multiValueHeaders"]["Access-Control-Allow-Origin"] == [UI]
-    event = api_event("POST", "/predict", body={"class_name": "bottle"})
-    other = predict.handler(_signed_in(event, "https://elsewhere.example"), Context())
-    assert "Access-Control-Allow-Origin" not in other["multiValueHeaders"]
+    assert "Access-Control-Allow-Origin" not in answer("https://elsewhere.example", UI)["multiValueHeaders"]
+    # the next stage's origin, in the same execution environment: never the first one's
+    assert (
+        answer(ui_origin, "https://other-ui.example")["multiValueHeaders"].get("Access-Control-Allow-Origin")
+        is None
+    )
+    assert (
+        "Access-Control-Allow-Origin" not in answer(ui_origin, None)["multiValueHeaders"]
+    )  # no stage origin: none
 
 
 def test_presigned_links_expire_within_minutes(aws, ui_origin) -> None:  # noqa: F811

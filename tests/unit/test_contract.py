@@ -65,14 +65,13 @@ def test_every_model_has_its_endpoint_and_cli_choice(stack: Stack) -> None:
 def test_lifecycle_names_match_the_template(stack: Stack) -> None:
     """The endpoints, the deployed-artifact SSM parameters the template resolves, and the version names."""
     params = stack.template["Parameters"]
-    stage = params["Stage"]["Default"]
     for model, logical in zip(models.MODELS, ("PatchCore", "SoftPatch"), strict=True):
         assert stack.resolve(stack.props(f"{logical}Endpoint")["EndpointName"]) == models.endpoint_name(
             "local", model
         )
         spec = params[f"{logical}ModelDataUrl"]
         assert spec["Type"] == "AWS::SSM::Parameter::Value<String>"
-        assert spec["Default"] == models.deployed_url_parameter(stage, model)
+        assert stack.values[f"{logical}ModelDataUrl"] == models.deployed_url_parameter("local", model)
         variants = stack.props(f"{logical}EndpointConfig")["ProductionVariants"]
         assert [v["VariantName"] for v in variants] == [models.VARIANT]
     assert models.parse_version(models.version_name("softpatch", 12)) == ("softpatch", 12)

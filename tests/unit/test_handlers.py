@@ -19,6 +19,7 @@ from moto import mock_aws
 from ivadas_contract import results_table, reviews, stats
 from ivadas_contract.models import deployment_parameter
 
+UI_ORIGIN = "http://ui.local"
 INBOX, RESULTS, TABLE, IDEM, STATS, REVIEWS = (
     "inbox-b",
     "results-b",
@@ -215,7 +216,7 @@ def api_event(
     claims: dict | None = None, signed_in: bool = True,
 ) -> dict:  # fmt: skip
     """A REST proxy event; signed in as ML engineer "ana" unless `claims` says who or `signed_in` is False."""
-    headers = {"content-type": "application/json", "origin": "http://ui.local"}
+    headers = {"content-type": "application/json", "origin": UI_ORIGIN}
     context = {"resourcePath": path, "httpMethod": method, "stage": "test", "requestId": "r"}
     if signed_in:
         context["authorizer"] = {"claims": claims or claims_of("ana")}
@@ -228,7 +229,9 @@ def api_event(
         "queryStringParameters": query,
         "multiValueQueryStringParameters": None,
         "pathParameters": params,
-        "stageVariables": None,
+        "stageVariables": {
+            "uiOrigin": UI_ORIGIN
+        },  # the stage names the UI's origin (template: Api.Variables)
         "requestContext": context,
         "body": json.dumps(body) if body is not None else None,
         "isBase64Encoded": False,
@@ -255,7 +258,7 @@ def test_predict_validates_and_compares_both_models(aws, monkeypatch) -> None:
     assert ok["statusCode"] == 200 and set(body) >= {"patchcore", "softpatch", "latency_ms"}
     assert sorted(seen) == ["ivadas-local-patchcore", "ivadas-local-softpatch"]
     headers = {k.lower(): v for k, v in (ok.get("multiValueHeaders") or ok.get("headers") or {}).items()}
-    assert headers["access-control-allow-origin"] in ("*", ["*"])
+    assert headers["access-control-allow-origin"] in (UI_ORIGIN, [UI_ORIGIN])
     cases = [
         ({"image_base64": image}, 400),
         ({"class_name": "b", "image_base64": "%%%"}, 400),

@@ -11,15 +11,14 @@ the runtime's, not the code's, and are not compared.
 from __future__ import annotations
 
 import ast
-import copy
 import fnmatch
-from functools import cache
 from pathlib import Path
 
 import pytest
 
 from infra.template import ACCOUNT, REGION, Stack, load_template
 from tests.unit.aws_calls import FUNCTIONS, Call, aws_calls
+from tests.unit.sam_template import translated as deployed
 
 ARN = f"{REGION}:{ACCOUNT}"
 #: Wildcard grants, each with why no exact ARN can be written (Stage "dev").
@@ -50,22 +49,6 @@ class DeployedStack(Stack):
                 text = text.replace("${" + key + "}", str(self.resolve(val)))
             return self.sub(text)
         return super().resolve(value)
-
-
-@cache
-def deployed() -> dict:
-    """The template as SAM transforms it (function roles with their policies)."""
-    import boto3
-    from samtranslator.parser.parser import Parser
-    from samtranslator.translator.translator import Translator
-
-    template = copy.deepcopy(load_template())
-    for resource in template["Resources"].values():
-        if resource["Type"] == "AWS::Serverless::Function":
-            resource["Properties"]["CodeUri"] = "s3://bucket/code.zip"  # the transform wants an S3 URI
-    translator = Translator(None, Parser(), boto_session=boto3.session.Session(region_name=REGION))
-    params = {"AWS::AccountId": ACCOUNT, "AWS::Partition": "aws"}
-    return translator.translate(template, params, get_managed_policy_map=dict)
 
 
 def functions() -> dict[str, str]:

@@ -20,7 +20,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from infra.lifecycle.context import Context, template_default
+from infra.lifecycle.context import Context
 from infra.template import ACCOUNT, REGION
 from tests.unit.test_iam import DeployedStack, deployed
 
@@ -151,7 +151,7 @@ def aws(monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     with mock_aws():
         boto3.client("s3").create_bucket(Bucket="ivadas-models")
-        yield Context("dev", "ivadas-models", template_default("ModelImageUri"))
+        yield Context("dev", "ivadas-models", "123456789012.dkr.ecr.us-east-1.amazonaws.com/ivadas-model:1")
 
 
 def training_request(ctx: Context, tmp_path: Path) -> dict:
