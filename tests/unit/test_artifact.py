@@ -21,7 +21,9 @@ def _model(name: str, model: str = "softpatch", dim: int = 152) -> ClassModel:
     rng = np.random.default_rng(0)
     bank = rng.normal(size=(50, dim)).astype(np.float32)
     weights = rng.uniform(0.8, 1.5, size=50).astype(np.float32) if model == "softpatch" else None
-    config = ModelConfig(model=model, features=FeatureConfig(input_size=64), lof_k=4)
+    config = ModelConfig(
+        model=model, features=FeatureConfig(backbone="efficientnet_lite0", input_size=64), lof_k=4
+    )
     card = {
         "class_name": name,
         "model": model,

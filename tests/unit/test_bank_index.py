@@ -110,7 +110,7 @@ def test_small_banks_and_disagreeing_indexes_stay_exhaustive(monkeypatch: pytest
 def test_the_artifact_carries_the_index(tmp_path: Path) -> None:
     bank = _clustered(1, 600, dim=152)[0, 0]
     index = BankIndex(fit_centroids(bank, 24, seed=0), probes=3)
-    config = ModelConfig(features=FeatureConfig(input_size=64))
+    config = ModelConfig(features=FeatureConfig(backbone="efficientnet_lite0", input_size=64))  # 152 channels
     model = ClassModel("c", config, bank, None, Calibration(2.0, 1.0, 0.99, 5), {"class_name": "c"}, index)
     save_artifact(
         tmp_path / "m.tar.gz",

@@ -85,7 +85,7 @@ def test_feature_extractor_on_odd_sized_grey_like_images() -> None:
     extractor = FeatureExtractor(cfg)
     images = [np.zeros((50, 90, 3), np.uint8), np.full((123, 77, 3), 200, np.uint8)]
     feats = extractor(images)
-    assert feats.shape == (2, *cfg.grid, cfg.dim) == (2, 8, 8, 152)
+    assert feats.shape == (2, *cfg.grid, cfg.dim) == (2, 8, 8, 168)  # efficientnet_lite2: 48 + 120 channels
     assert torch.isfinite(feats).all()
 
 
