@@ -153,6 +153,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="SoftPatch: most outlying patches dropped",
     )
     p.add_argument(
+        "--image-score",
+        choices=defaults.IMAGE_SCORES,
+        default=defaults.IMAGE_SCORE,
+        help="'map': the highest value of the smoothed anomaly map (flagged exactly when a region is); "
+        "'patch': the highest patch score, as the official code (default: %(default)s)",
+    )
+    p.add_argument(
         "--score-top-fraction",
         type=_ratio,
         help="image score: mean of this fraction of the highest patch scores "

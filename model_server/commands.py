@@ -163,6 +163,7 @@ def model_config(args: argparse.Namespace) -> ModelConfig:
             weight_method=args.weight_method,
             lof_k=args.lof_k,
             filter_fraction=args.filter_fraction,
+            image_score=getattr(args, "image_score", defaults.IMAGE_SCORE),
             score_top_fraction=v["score_top_fraction"],
             target_false_alarm_rate=args.target_false_alarm_rate,
         )

@@ -35,7 +35,12 @@ WEIGHT_METHODS = ("lof", "nearest", "gaussian")
 WEIGHT_METHOD = "lof"
 LOF_K = 6
 FILTER_FRACTION = 0.15
-#: Image score: mean of this fraction of an image's highest patch scores (0: the single highest patch).
+#: Image score (ModelConfig.image_score): "map", the highest value of the smoothed anomaly map, so an image
+#: is flagged exactly when some pixel of its map is above the threshold; "patch", the highest patch score
+#: (the official code's, and every artifact's before this setting).
+IMAGE_SCORES = ("map", "patch")
+IMAGE_SCORE = "map"
+#: Image score: mean of this fraction of the highest values (0: the single highest one).
 SCORE_TOP_FRACTION = 0.0
 #: `ivadas train --profile`: "quality" is the defaults above; "fast" keeps the predict path of the smallest
 #: backbone, FAST_BACKBONE at sizes up to FAST_MAX_INPUT_SIZE with a fixed CORESET_RATIO bank (about 30 ms

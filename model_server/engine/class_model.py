@@ -13,7 +13,7 @@ import torch
 
 from model_server.engine.calibration import Calibration
 from model_server.engine.config import ModelConfig
-from model_server.engine.maps import image_scores
+from model_server.engine.maps import anomaly_maps, image_scores
 from model_server.engine.memory_bank import BankIndex, NearestNeighbourScorer
 
 
@@ -48,5 +48,10 @@ class ClassModel:
         return scores
 
     def image_scores(self, patch_scores: np.ndarray) -> np.ndarray:
-        """Patch scores [B, rows, cols] -> image scores [B], pooled as this model was configured."""
-        return image_scores(patch_scores, self.config.score_top_fraction)
+        """Patch scores [B, rows, cols] -> image scores [B], pooled as this model was configured: from the
+        smoothed anomaly map ("map": flagged exactly when some pixel of the map is above the threshold, as the
+        regions are) or from the patch scores themselves ("patch")."""
+        pooled = patch_scores
+        if self.config.image_score == "map":
+            pooled = anomaly_maps(patch_scores, self.config.features.canvas)
+        return image_scores(pooled, self.config.score_top_fraction)

@@ -135,7 +135,9 @@ class ModelConfig:
     lof_k: int = defaults.LOF_K
     filter_fraction: float = defaults.FILTER_FRACTION
     soft_weights: bool = True
-    #: image score: mean of the highest fraction of patch scores (0: the highest one)
+    #: image score: from the smoothed anomaly map ("map") or the patch scores ("patch")
+    image_score: str = defaults.IMAGE_SCORE
+    #: image score: mean of the highest fraction of map values or patch scores (0: the highest one)
     score_top_fraction: float = defaults.SCORE_TOP_FRACTION
     #: the threshold is set so that this share of good images is flagged (training/threshold.py)
     target_false_alarm_rate: float = defaults.TARGET_FALSE_ALARM_RATE
@@ -158,6 +160,10 @@ class ModelConfig:
             raise ValueError(f"lof_k must be at least 1, got {self.lof_k}")
         if not 0.0 <= self.filter_fraction < 1.0:
             raise ValueError(f"filter fraction must be in [0, 1), got {self.filter_fraction}")
+        if self.image_score not in defaults.IMAGE_SCORES:
+            raise ValueError(
+                f"unknown image score '{self.image_score}' (choose from {', '.join(defaults.IMAGE_SCORES)})"
+            )
         if not 0.0 <= self.score_top_fraction <= 0.5:
             raise ValueError(f"score top fraction must be in [0, 0.5], got {self.score_top_fraction}")
         if not 0.0 < self.target_false_alarm_rate < 0.5:
@@ -172,6 +178,7 @@ class ModelConfig:
     def from_dict(cls, data: dict) -> ModelConfig:
         data = dict(data)
         data.pop("holdout_fraction", None)  # artifacts before the leave-one-out threshold
+        data.setdefault("image_score", "patch")  # artifacts before the map's image score
         if "threshold_quantile" in data:
             data["target_false_alarm_rate"] = round(1.0 - data.pop("threshold_quantile"), 6)
         return cls(**{**data, "features": FeatureConfig.from_dict(data["features"])})

@@ -20,8 +20,8 @@ def top_count(n_patches: int, top_fraction: float) -> int:
 
 
 def image_scores(patch_scores: np.ndarray, top_fraction: float = 0.0) -> np.ndarray:
-    """Image score: the mean of the highest `top_fraction` of patch scores, or the largest one (0, official
-    PatchCore). Averaging a few top patches steadies the decision against a single noisy patch."""
+    """Image score: the mean of the highest `top_fraction` of an image's patch scores (or map values), or the
+    largest one (0, official PatchCore)."""
     flat = patch_scores.reshape(len(patch_scores), -1)
     k = top_count(flat.shape[1], top_fraction)
     if k == 1:

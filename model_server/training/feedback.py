@@ -233,7 +233,9 @@ def update_class_model(
     _checked_policy(threshold)  # before the forward passes
     if groups is not None and len(groups) != len(images):
         raise DataError(f"{len(groups)} groups for {len(images)} images")
-    radius = coverage_radius(model, radius_quantile)
+    # never above the threshold: an image whose patches all score below it cannot be flagged (a map value is
+    # an average of patch scores), while a wide bank's spacing could leave its patches above it
+    radius = min(coverage_radius(model, radius_quantile), model.calibration.threshold)
     weight = new_patch_weight(model)
     reviewed = reviewed_features(model, extractor, images, progress)
     t_features = time.perf_counter() - t0

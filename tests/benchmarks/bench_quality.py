@@ -69,13 +69,17 @@ WORK = ROOT / "runs/bench-quality"
 #: The rows: `ivadas train` flags, and what each row is.
 ROWS = {
     "search": (
-        ["--search", "--coreset-ratio", "0.01"],
-        "the per-class search, 1 % bank (the default before)",
+        ["--search", "--coreset-ratio", "0.01", "--image-score", "patch"],
+        "the per-class search, 1 % bank, the highest patch (the default before)",
     ),
-    "lite2": (["--coreset-ratio", "0.01"], "the default backbone and size, 1 % bank: the backbone alone"),
-    "search+grown": (["--search"], "the search's pick, grown bank: the bank alone"),
-    "default": ([], "`ivadas train`: the default backbone and size, grown bank"),
-    "fast": (["--profile", "fast"], "`--profile fast`"),
+    "lite2": (
+        ["--coreset-ratio", "0.01", "--image-score", "patch"],
+        "the default backbone and size instead of the search: the backbone alone",
+    ),
+    "search+grown": ([], "the search's pick with the grown bank: the bank alone"),
+    "search+map": ([], "the search's pick with the map's image score: the image score alone"),
+    "default": ([], "`ivadas train`: the default backbone and size, grown bank, the map's image score"),
+    "fast": (["--profile", "fast"], "`--profile fast`: efficientnet_lite0, 1 % bank, the map's image score"),
 }
 BASELINE_ROW = "search"
 TARGETS = {
@@ -146,7 +150,7 @@ def _args(flags: list[str]) -> argparse.Namespace:
 
 
 def dataset_splits() -> dict:
-    splits = {}
+    splits = {name: load_split("elpv", name) for name in ("elpv_mono", "elpv_poly")}
     if (MVTEC / "bottle").is_dir():
         splits["bottle"] = load_split(str(MVTEC), "bottle")
         crops = make_bottle_crops(MVTEC / "bottle", WORK / "data")
@@ -155,8 +159,6 @@ def dataset_splits() -> dict:
         splits["bottle_tiny"] = load_split(str(tiny), "bottle_tiny")
     else:
         print(f"MVTec bottle not found under {MVTEC}: bottle, bottle_crops and bottle_tiny skipped")
-    for name in ("elpv_mono", "elpv_poly"):
-        splits[name] = load_split("elpv", name)
     return splits
 
 
@@ -200,9 +202,9 @@ def _row_config(split, row: str, searched: dict) -> ModelConfig:  # noqa: ANN001
     """A row's configuration as `ivadas train` makes it; the search runs once per data set (audited)."""
     args = _args(ROWS[row][0])
     if row == "search+grown":
-        base = searched["search"].config
-        grown = _args([])
-        return replace(base, max_coreset_ratio=model_config(grown).max_coreset_ratio)
+        return replace(searched["search"].config, max_coreset_ratio=model_config(args).max_coreset_ratio)
+    if row == "search+map":
+        return replace(searched["search"].config, image_score=model_config(args).image_score)
     config, search = class_config(args, model_config(args), split, search_space(args), None, audit=split.test)
     if search is not None:
         searched["search"] = search
@@ -477,7 +479,7 @@ def _dataset_tables(ds: dict) -> list[Table]:
             ],  # fmt: skip
             [[n, row, *(r.get(k) for k in ROW_KEYS)] for n, d in ds.items() for row, r in d["rows"].items()],
             notes=[
-                f"`{row}`: {what} (flags: `{' '.join(flags) or 'none'}`)"
+                f"`{row}`: {what}" + (f" (`ivadas train {' '.join(flags)}`)" if flags else "")
                 for row, (flags, what) in ROWS.items()
             ],
         ),

@@ -52,7 +52,8 @@ def _train(model: str) -> tuple[ClassModel, FeatureExtractor]:
     images = {f"train/good/{i:03d}.png": _part(i) for i in TRAIN_SEEDS}
     samples = [Sample(n, 0, "good", loader=lambda im=im: im) for n, im in images.items()]
     split = ClassSplit("widget", samples, [], "synthetic parts")
-    config = ModelConfig(model=model, features=FeatureConfig(input_size=64), coreset_ratio=0.25, lof_k=4)
+    features = FeatureConfig(backbone="efficientnet_lite0", input_size=64)
+    config = ModelConfig(model=model, features=features, coreset_ratio=0.25, lof_k=4)
     config = with_class_geometry(config, samples)
     extractor = FeatureExtractor(config.features)
     class_model = train_class(split, config, extractor, progress=False)

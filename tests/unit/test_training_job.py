@@ -109,7 +109,7 @@ def test_every_train_option_reaches_a_job_unchanged(tmp_path: Path) -> None:
             "--layers", "1,2", "--input-size", "96", "--layer-weighting", "equal", "--search",
             "--profile", "fast", "--preset", "official", "--weights", "s3://b/w.pth",
             "--aggregation", "unfold", "--feature-dim", "64", "--coreset-ratio", "0.3",
-            "--noise-ratio", "0.1",
+            "--image-score", "patch", "--noise-ratio", "0.1",
             "--weight-method", "gaussian", "--lof-k", "5", "--filter-fraction", "0.2",
             "--score-top-fraction", "0.05", "--target-false-alarm-rate", "0.02", "--seed", "7",
             "--no-evaluate"]  # fmt: skip
