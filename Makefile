@@ -109,5 +109,12 @@ bench-feedback: install
 bench-peers: install
 	$(PY) tests/benchmarks/bench_peers.py
 
+# This engine's patch features against the official PatchCore code's (WideResNet50, layer2+layer3, 3x3, 1024,
+# 224 px) on the same random weights and input tensors, within 1e-5; the official code's venv in
+# build/official-venv. Needs a checkout of it: OFFICIAL_SRC=/path/to/patchcore-inspection or
+# IVADAS_PATCHCORE_OFFICIAL_SRC (else skipped).
+parity-official: install
+	$(PY) tests/benchmarks/parity_official.py $(if $(OFFICIAL_SRC),--official-src $(OFFICIAL_SRC))
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -129,14 +129,19 @@ def unfold_patches(maps: list[torch.Tensor], patch_size: int, feature_dim: int) 
     (channel-major) and average-pooled to `feature_dim` values, deeper layers' patches bilinearly resized to
     the first layer's grid first, then the layers' vectors concatenated and average-pooled to `feature_dim`.
     Upsampling each (channel, offset) map of the unfolded patches is what the official code does to its
-    patch tensor; both operations are linear per map, so the order of the reshapes does not change a value."""
+    patch tensor; both operations are linear per map, so the order of the reshapes does not change a value
+    beyond float rounding, which the per-map resize keeps bit for bit the official code's."""
     target = maps[0].shape[-2:]
     parts = []
     for m in maps:
         b, c, h, w = m.shape
         patches = F.unfold(m, kernel_size=patch_size, padding=patch_size // 2).reshape(b, -1, h, w)
-        if (h, w) != target:
-            patches = F.interpolate(patches, size=target, mode="bilinear", align_corners=False)
+        if (h, w) != target:  # each map resized as a one-channel image, as the official code does:
+            # resized as channels of one image, torch's bilinear kernel rounds differently (1 ulp)
+            single = patches.reshape(-1, 1, h, w)
+            patches = F.interpolate(single, size=target, mode="bilinear", align_corners=False).reshape(
+                b, -1, *target
+            )
         flat = patches.permute(0, 2, 3, 1).reshape(-1, 1, c * patch_size * patch_size)
         parts.append(F.adaptive_avg_pool1d(flat, feature_dim))
     stacked = torch.cat(parts, dim=2)  # [B*H*W, 1, layers * feature_dim]

@@ -36,12 +36,10 @@ import argparse
 import io
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -54,6 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "peers"))
 
 from worker_protocol import protocol_stream, serve  # noqa: E402
 
+from tests.benchmarks.peer_venv import ensure_venv, peer_env  # noqa: E402
 from tests.benchmarks.probe import at_reference, beside  # noqa: E402
 from tests.benchmarks.tables import Table  # noqa: E402
 from tests.benchmarks.verdict import conclude  # noqa: E402
@@ -166,39 +165,9 @@ def run_child(argv: list[str], log: Path, cwd: Path | None = None, env: dict | N
     return {"wall_seconds": round(usage["wall"], 2), "peak_gb": round(usage["maxrss_kb"] / 1024**2, 3)}
 
 
-def peer_env() -> dict:
-    """The environment of anomalib's processes: nothing of this project's venv or path leaks in."""
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    return env | {"TRUST_REMOTE_CODE": "1"}
-
-
-def registry_reachable(timeout: float = 10.0) -> bool:
-    """Whether the package index answers for anomalib (PIP_INDEX_URL, else PyPI)."""
-    index = os.environ.get("PIP_INDEX_URL", "https://pypi.org/simple").rstrip("/")
-    try:
-        with urllib.request.urlopen(f"{index}/anomalib/", timeout=timeout) as resp:  # nosec B310 - fixed URL
-            return resp.status == 200
-    except OSError:
-        return False
-
-
 def ensure_peer_venv() -> str | None:
-    """Make build/peer-venv with anomalib once (a stamp file marks it done); None when it is ready, else why
-    it cannot be made here."""
-    if PEER_STAMP.exists():
-        return None
-    if not registry_reachable():
-        return "the package registries are unreachable, so anomalib cannot be installed"
-    if not PEER_PY.exists():
-        python = shutil.which("python3.11") or sys.executable
-        subprocess.run([python, "-m", "venv", str(PEER_VENV)], check=True)
-    argv = [str(PEER_PY), "-m", "pip", "install", "-q", *PEER_PINS]
-    print(f"installing {' '.join(PEER_PINS)} into {PEER_VENV} (once)", flush=True)
-    proc = subprocess.run(argv, capture_output=True, text=True)
-    if proc.returncode:
-        raise SystemExit(f"pip install into {PEER_VENV} failed:\n{(proc.stderr or proc.stdout)[-2000:]}")
-    PEER_STAMP.write_text("\n".join(PEER_PINS) + "\n")
-    return None
+    """Make build/peer-venv with anomalib once; None when it is ready, else why it cannot be made here."""
+    return ensure_venv(PEER_VENV, PEER_PINS, PEER_STAMP, "anomalib")
 
 
 # ------------------------------------------------------------------------------------------------- data
