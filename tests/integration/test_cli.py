@@ -242,3 +242,35 @@ def test_train_searches_what_no_flag_fixes_and_records_it(synthetic_root: Path, 
     copied = load_artifact(again).get("widget")
     assert copied.config.features == model.config.features and copied.card["search"] is None
     assert copied.config.score_top_fraction == model.config.score_top_fraction
+
+
+def test_train_takes_a_brought_backbone_and_its_weights(
+    synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Any timm model by name, its weights from a file: the card names them by SHA-256, the artifact carries
+    them, and the official embedding ('unfold') runs through `ivadas train` and `ivadas predict`."""
+    import hashlib
+    import shutil
+
+    import timm
+    import torch
+
+    monkeypatch.setenv("IVADAS_WEIGHTS_CACHE", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    weights = tmp_path / "resnet.pth"
+    torch.save(timm.create_model("test_resnet", pretrained=False).state_dict(), weights)
+    out = tmp_path / "brought.tar.gz"
+    code = main(["train", "--data-root", str(synthetic_root), "--classes", "widget", "--backbone",
+                 "timm:test_resnet", "--weights", str(weights), "--aggregation", "unfold", "--feature-dim",
+                 "64", "--input-size", "64", "--quiet", "--no-evaluate", "--out", str(out)])  # fmt: skip
+    assert code == 0
+    features = load_artifact(out).get("widget").config.features
+    assert features.weights_sha256 == hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert (features.backbone, features.aggregation, features.dim) == ("timm:test_resnet", "unfold", 64)
+    from model_server.engine import weights as brought
+
+    weights.unlink()  # a fresh machine: no file, no cache, no registry; the artifact carries the weights
+    shutil.rmtree(tmp_path / "cache", ignore_errors=True)
+    monkeypatch.setattr(brought, "_REGISTRY", {})
+    good = next((synthetic_root / "widget/test/good").glob("*.png"))
+    assert main(["predict", "--artifact", str(out), "--class-name", "widget", str(good)]) == 0
