@@ -41,6 +41,8 @@ class Settings:
     shadow_timeout_s: float = 10.0
     #: days a stats slot is kept (template: RetentionDays, as for results)
     retention_days: int = 90
+    #: the worker's queue (template: the InspectionQueue's URL), where a failed message's retry is scheduled
+    inspection_queue_url: str | None = None
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -69,6 +71,7 @@ class Settings:
             shadow_model=CANDIDATE if env.get("SHADOW_CANDIDATE", "false").lower() == "true" else None,
             shadow_timeout_s=float(env.get("SHADOW_TIMEOUT_SECONDS", "10")),
             retention_days=int(env.get("RETENTION_DAYS", "90")),
+            inspection_queue_url=env.get("INSPECTION_QUEUE_URL"),
         )
 
 

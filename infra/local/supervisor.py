@@ -106,6 +106,8 @@ class Supervisor:
         self._start_moto()
         wait_http(f"http://127.0.0.1:{self.moto_port}/moto-api/", 60, self.moto)
         self.names = provision(self.stack, self._restore)
+        self.env.update(self.stack.functions_environment())  # now with the queues' URLs
+        os.environ.update(self.env)
         stage = self.stack.values["Stage"]
         artifacts = {model: getattr(self.args, model) for model in MODELS}
         cache = self.state_dir / "artifacts"

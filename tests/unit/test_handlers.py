@@ -17,6 +17,7 @@ import pytest
 from moto import mock_aws
 
 from ivadas_contract import results_table, reviews, stats
+from tests.unit.test_retries import FakeClock
 
 INBOX, RESULTS, TABLE, IDEM, STATS, REVIEWS = (
     "inbox-b",
@@ -193,6 +194,7 @@ def test_worker_fails_only_the_transient_record(aws, monkeypatch) -> None:
         return fake_answer(aws, anomalous=False)
 
     monkeypatch.setattr(worker.inspector, "invoke_endpoint", flaky)
+    monkeypatch.setattr(worker.retries, "clock", FakeClock())  # its retries within the invocation: no waiting
     ok, bad = (
         s3_body("l/bottle/ok.png", put("l/bottle/ok.png", b"fine")),
         s3_body("l/bottle/down.png", put("l/bottle/down.png", b"down")),
