@@ -45,9 +45,9 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from infra.inspect_cli import _Inbox  # noqa: E402
-from infra.local.redrive import worker_log_records  # noqa: E402
 from infra.local.state import read_state  # noqa: E402
+from infra.local.worker_logs import worker_log_records  # noqa: E402
+from infra.uploads import Inbox  # noqa: E402
 from tests.benchmarks.verdict import conclude  # noqa: E402
 from tests.conftest import _part, _scratch, _train, make_mvtec  # noqa: E402
 
@@ -142,7 +142,7 @@ class Driver:
         import boto3
 
         state = self.run.state
-        self.inbox = _Inbox(state, CLASS, LINE, None)
+        self.inbox = Inbox(state, CLASS, LINE, None)
         self.sqs = boto3.client("sqs")
         self.queue = state["resources"]["InspectionQueue"]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -15,7 +16,7 @@ import boto3
 import pytest
 from PIL import Image
 
-from ivadas_contract.inspection import inspection_id
+from ivadas_contract.inspection import inbox_key, inspection_id
 from ivadas_contract.results_table import from_dynamo
 from tests.conftest import local_stack
 from tests.e2e.people import ENGINEER, auth_headers
@@ -114,21 +115,30 @@ def test_inspect_command_reports_every_image_of_a_folder(
     folder = synthetic_root / "widget/test"
     files = sorted(folder.rglob("*.png"))
     args = ["inspect", str(folder), "--class-name", "widget", "--state-dir", stack["state_dir"]]
-    # a window smaller than the folder: uploads go on as results come back
-    assert ivadas([*args, "--line", "cli", "--in-flight", "3"]) == 0
-    out = capsys.readouterr().out
+    assert ivadas([*args, "--line", "cli", "--rate", "4"]) == 0  # a camera's pace: two seconds in all
+    captured = capsys.readouterr()
+    out, err = captured.out, captured.err
     summary = json.loads(out.strip().splitlines()[-1])
     scratched = sum(1 for f in files if "scratch" in f.parent.name)
     assert summary["uploaded"] == summary["inspected"] == len(files) == 8
-    assert summary["anomalous"] == scratched and summary["missing"] == summary["not_uploaded"] == 0
-    assert summary["latency_p50_ms"] > 0
+    assert summary["anomalous"] == scratched and summary["not_uploaded"] == 0
+    assert summary["in_flight"] == summary["dead_lettered"] == summary["lost"] == 0
+    assert summary["latency_p50_ms"] > 0 and summary["wall_seconds"] >= (len(files) - 1) / 4
     assert out.count(" good ") + out.count(" DEFECT ") == len(files)
-    # a deadline that has passed before the first upload: every image is reported, and the command fails
+    # progress on stderr as it went, then the summary for people
+    assert "results: " in err and "uploaded 8/8, pending 0, retrying 0, rejected 0" in err
+    assert f"8 images: 8 uploaded, 8 inspected ({scratched} defects), 0 rejected; 0 still in flight" in err
+    # a deadline that has passed once the uploads end: every image is still uploaded, and reported in flight
     assert ivadas([*args, "--line", "cli-late", "--timeout", "0"]) == 1
     late_out = capsys.readouterr().out
     late = json.loads(late_out.strip().splitlines()[-1])
-    assert late["not_uploaded"] == len(files) and late["uploaded"] == late["inspected"] == 0
-    assert late_out.count("NOT_UPLOADED") == len(files)
+    assert late["uploaded"] == len(files) and late["not_uploaded"] == late["lost"] == 0
+    assert late["in_flight"] > 0 and late["in_flight"] + late["inspected"] == len(files)
+    assert late_out.count("IN_FLIGHT") == late["in_flight"] and "NOT_UPLOADED" not in late_out
+    inbox = stack["resources"]["InboxBucket"]  # and the ones in flight do arrive
+    keys = {inbox_key("cli-late", "widget", f"{f.parent.name}_{f.name}"): f.read_bytes() for f in files}
+    ids = [inspection_id(inbox, key, hashlib.md5(body).hexdigest()) for key, body in keys.items()]
+    assert len(wait_items(stack, ids)) == len(files)
 
 
 def results_written(state: dict, class_name: str, line: str) -> int:

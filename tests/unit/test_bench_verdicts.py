@@ -90,12 +90,12 @@ def test_bench_server_names_each_missed_target(path: str, value: object, named: 
     assert named in missed
 
 
-PIPELINE = {"images": 500, "missing": 0, "ratio_to_model_server": 0.81}
+PIPELINE = {"images": 500, "lost": 0, "ratio_to_model_server": 0.81}
 
 
 @pytest.mark.parametrize(
     ("path", "value", "named"),
-    [("missing", 3, "3 of 500 images lost"), ("ratio_to_model_server", 0.79, "0.79 < 0.8")],
+    [("lost", 3, "3 of 500 images lost"), ("ratio_to_model_server", 0.79, "0.79 < 0.8")],
 )
 def test_bench_pipeline_names_each_missed_target(path: str, value: object, named: str) -> None:
     check = bench("bench_pipeline").missed_targets
