@@ -36,8 +36,10 @@ RECORD_RETRY_S = 20.0
 #: Kept back from the invocation's remaining time: a result still to store, the rest of the batch to report.
 RESERVE_S = 3.0
 #: Between deliveries: the wait after a message's first failed delivery; each next one doubles, up to the cap.
-#: With the template's MaxReceiveCount (8), the steps add up to about 15 minutes before the dead-letter queue.
-REDELIVERY_FIRST_S, REDELIVERY_CAP_S = 5, 300
+#: The cap bounds recovery: an endpoint back after an outage of any length has every image in flight tried
+#: again within 25 s. The template's MaxReceiveCount (24) makes the steps add up to about 9 minutes of outage
+#: before the dead-letter queue.
+REDELIVERY_FIRST_S, REDELIVERY_CAP_S = 5, 25
 #: The smallest share of a step a jittered wait is.
 JITTER_FLOOR = 0.75
 
