@@ -118,7 +118,7 @@ class Supervisor:
         wait_http(f"http://127.0.0.1:{self.model_port}/ping", 300, self.model_server, ok=lambda s: s == 200)
         names = [endpoint_name(stage, model) for model in MODELS]
         self.follower = endpoints.EndpointFollower(
-            served, names, f"http://127.0.0.1:{self.model_port}", cache
+            served, names, f"http://127.0.0.1:{self.model_port}", cache, f"http://127.0.0.1:{self.moto_port}"
         )
         self.follower.start()
         ping = f"http://127.0.0.1:{self.model_port}/ping"
