@@ -1,5 +1,7 @@
 """When a transient endpoint failure is tried again: within the worker's invocation, then between deliveries
-of its SQS message.
+of its SQS message (and, within a few seconds, for `/predict`). boto3's client makes one request per call:
+this is the one retry policy of the endpoint calls, so no second layer with its own backoff stretches a call
+past the invocation's time.
 
 An endpoint that fails for a moment (an instance replaced, a throttling burst, a deployment's brief 5xx) is
 back in seconds, while the queue's visibility timeout must outlast a whole invocation (minutes). So a failed
@@ -78,6 +80,10 @@ class RetryWindow:
     """Until when (clock.monotonic) a record's failed call may still be retried within the invocation."""
 
     until: float
+
+    @classmethod
+    def lasting(cls, seconds: float) -> RetryWindow:
+        return cls(clock.monotonic() + seconds)
 
     @classmethod
     def for_record(cls, remaining_ms: int) -> RetryWindow:

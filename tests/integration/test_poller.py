@@ -80,6 +80,6 @@ def test_a_failed_message_comes_back_at_the_workers_step_not_the_visibility_time
     while queued(names["InspectionQueue"]) and time.monotonic() < deadline:  # deleted once the batch returns
         time.sleep(0.2)
     assert queued(names["InspectionQueue"]) == 0
-    started = time.monotonic()  # idle pollers wait on SQS (20 s long polls): a shutdown does not wait for them
+    started = time.monotonic()  # idle pollers wait on SQS (20 s long polls): a shutdown leaves them
     poller.shutdown(grace_s=20)
     assert time.monotonic() - started < 10

@@ -270,6 +270,32 @@ def test_predict_validates_and_compares_both_models(aws, monkeypatch) -> None:
         assert "error" in json.loads(resp["body"]) or "message" in json.loads(resp["body"])
 
 
+def test_predict_retries_a_blip_for_a_few_seconds_then_answers_503(aws, monkeypatch) -> None:
+    predict = importlib.import_module("ivadas_functions.predict")
+    clock = FakeClock()
+    monkeypatch.setattr(predict.retries, "clock", clock)
+    calls = []
+
+    def invoke(endpoint, class_name, image, return_heatmap=True):
+        calls.append(clock.now)
+        if class_name == "down" or len(calls) == 1:
+            raise aws.TransientFailure("endpoint answered 503 ServiceUnavailable")
+        return fake_answer(aws)
+
+    monkeypatch.setattr(predict, "invoke_endpoint", invoke)
+    image = base64.b64encode(b"img").decode()
+    ok = predict.handler(
+        api_event("POST", "/predict", {"class_name": "bottle", "image_base64": image}), Context()
+    )
+    assert ok["statusCode"] == 200 and len(calls) == 2  # the blip: one more try, a quarter second later
+    calls.clear()
+    down = predict.handler(
+        api_event("POST", "/predict", {"class_name": "down", "image_base64": image}), Context()
+    )
+    assert down["statusCode"] == 503 and json.loads(down["body"])["type"] == "unavailable"
+    assert len(calls) > 1 and calls[-1] - calls[0] <= predict.RETRY_S  # retried, for a few seconds at most
+
+
 def test_results_lists_newest_first_and_pages(aws) -> None:
     results = importlib.import_module("ivadas_functions.results")
     table = boto3.resource("dynamodb").Table(TABLE)
