@@ -162,7 +162,7 @@ class _Uploads:
 
     @property
     def uploaded(self) -> int:
-        return self.submitted - len(self.running)
+        return sum(1 for row in self.rows if row is not None and row["key"] is not None)
 
     def _due(self) -> bool:
         if self.submitted >= len(self.files):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -29,7 +28,8 @@ def stack(
     trained_artifact: Path, trained_softpatch: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict]:
     params = [
-        "QueueVisibilityTimeoutSeconds=2",
+        "WorkerTimeoutSeconds=20",  # a short retry window: the endpoint-down test reaches the DLQ sooner
+        "QueueVisibilityTimeoutSeconds=30",  # above the Timeout, as AWS requires: no batch delivered twice
         f"MaxReceiveCount={MAX_RECEIVE}",
         "WorkerBatchingWindowSeconds=0",
     ]
@@ -69,6 +69,15 @@ def queue_depth(state: dict, name: str) -> int:
         AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
     )["Attributes"]
     return int(attrs["ApproximateNumberOfMessages"]) + int(attrs["ApproximateNumberOfMessagesNotVisible"])
+
+
+def admin(stack: dict, path: str, body: dict | None = None) -> dict:
+    """The local model server's admin routes (fault injection, invocation counts)."""
+    url = f"http://127.0.0.1:{stack['model_port']}{path}"
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method="PUT" if data else "GET")
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        return json.loads(resp.read())
 
 
 def api(state: dict, path: str, body: dict | None = None, user: str = ENGINEER) -> tuple[int, dict]:
@@ -318,22 +327,25 @@ def test_every_object_ends_as_one_result_whatever_its_name(stack: dict, syntheti
 def test_endpoint_down_retries_then_dead_letters_the_rest_inspected(
     stack: dict, synthetic_root: Path
 ) -> None:
-    """Runs last: it stops the model server."""
+    """An endpoint down for longer than the retries last (within the invocation, then after each backoff
+    step): after MaxReceiveCount deliveries each image waits in the DLQ for `ivadas redrive`."""
     before = put(stack, "line9/widget/before.png", (synthetic_root / "widget/test/good/003.png").read_bytes())
     assert wait_items(stack, [before])[before]["status"] == "INSPECTED"
-    os.kill(stack["model_server_pid"], 15)
-    time.sleep(1.0)
-    stranded = [
-        put(
-            stack,
-            f"line9/widget/during-{i}.png",
-            (synthetic_root / "widget/test/good/000.png").read_bytes() + bytes([i]),
-        )
-        for i in range(3)
-    ]  # fmt: skip  (distinct bytes: distinct objects)
-    deadline = time.monotonic() + 90
-    while queue_depth(stack, "InspectionDeadLetterQueue") < 3 and time.monotonic() < deadline:
-        time.sleep(0.5)
+    admin(stack, "/admin/faults", {"mode": "error", "status": 503, "for_seconds": 300})
+    try:
+        stranded = [
+            put(
+                stack,
+                f"line9/widget/during-{i}.png",
+                (synthetic_root / "widget/test/good/000.png").read_bytes() + bytes([i]),
+            )
+            for i in range(3)
+        ]  # fmt: skip  (distinct bytes: distinct objects)
+        deadline = time.monotonic() + 150
+        while queue_depth(stack, "InspectionDeadLetterQueue") < 3 and time.monotonic() < deadline:
+            time.sleep(0.5)
+    finally:
+        admin(stack, "/admin/faults", {"mode": "off"})
     assert queue_depth(stack, "InspectionDeadLetterQueue") == 3
     assert not wait_items(stack, stranded, timeout=1)  # no result: they wait in the DLQ for a redrive
     messages = boto3.client("sqs").receive_message(

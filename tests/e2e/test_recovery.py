@@ -25,7 +25,8 @@ import pytest
 from PIL import Image
 
 from tests.conftest import _part, local_stack
-from tests.e2e.test_faults import admin, current, wait_for
+from tests.e2e.test_faults import current, wait_for
+from tests.e2e.test_pipeline import admin
 
 VISIBILITY_S, BOUND_S, IMAGES, RATE = 120, 30.0, 16, 4
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def stack(trained_artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
-    params = ["WorkerTimeoutSeconds=10", f"QueueVisibilityTimeoutSeconds={VISIBILITY_S}",
+    params = ["WorkerTimeoutSeconds=30", "WorkerBatchSize=5", f"QueueVisibilityTimeoutSeconds={VISIBILITY_S}",
               "WorkerBatchingWindowSeconds=0", "WorkerMaxConcurrency=2"]  # fmt: skip
     with local_stack(tmp_path_factory.mktemp("recovery-stack"), trained_artifact, None, params) as state:
         yield state
