@@ -35,8 +35,10 @@ RETRY_FIRST_S, RETRY_CAP_S = 0.25, 4.0
 #: The longest one record retries within an invocation: an image the model keeps failing on must not hold the
 #: rest of its batch for a whole invocation.
 RECORD_RETRY_S = 20.0
-#: Kept back from the invocation's remaining time: a result still to store, the rest of the batch to report.
-RESERVE_S = 3.0
+#: Kept back from the invocation's remaining time for the record's result still to store, and for each
+#: record after it in the batch (one call, its visibility change and log lines: tens of milliseconds, kept
+#: generously): an invocation past its Timeout would leave its whole batch to the visibility timeout.
+RESERVE_S, RESERVE_PER_RECORD_S = 3.0, 0.5
 #: Between deliveries: the wait after a message's first failed delivery; each next one doubles, up to the cap.
 #: The cap bounds recovery: an endpoint back after an outage of any length has every image in flight tried
 #: again within 25 s. The template's MaxReceiveCount (24) makes the steps add up to about 9 minutes of outage
@@ -86,13 +88,14 @@ class RetryWindow:
         return cls(clock.monotonic() + seconds)
 
     @classmethod
-    def for_record(cls, remaining_ms: int) -> RetryWindow:
-        """The window of a record that starts now, in an invocation with `remaining_ms` left. It closes
-        RESERVE_S before the invocation's end, which is also when the idempotency record's in-progress state
-        expires (powertools sets that from the same remaining time): a record is never still being retried
-        once another delivery may take it over."""
+    def for_record(cls, remaining_ms: int, records_after: int = 0) -> RetryWindow:
+        """The window of a record that starts now, in an invocation with `remaining_ms` left and
+        `records_after` records of its batch still to come. It closes before the invocation's end, which is
+        also when the idempotency record's in-progress state expires (powertools sets that from the same
+        remaining time): a record is never still being retried once another delivery may take it over."""
         now = clock.monotonic()
-        return cls(min(now + RECORD_RETRY_S, now + remaining_ms / 1000.0 - RESERVE_S))
+        reserve = RESERVE_S + RESERVE_PER_RECORD_S * records_after
+        return cls(min(now + RECORD_RETRY_S, now + remaining_ms / 1000.0 - reserve))
 
     def allows(self, wait_s: float) -> bool:
         return clock.monotonic() + wait_s < self.until

@@ -36,6 +36,8 @@ processor = BatchProcessor(event_type=EventType.SQS)
 #: The most time any invocation had when it started (the function's Timeout): the latest an idempotency record
 #: taken by another invocation can stay in progress.
 _longest_invocation_s = 0.0
+#: Records of the batch being handled not yet started (powertools handles them one after the other).
+_records_left = 0
 
 
 def _replayed(response: dict, record: DataRecord) -> dict:
@@ -120,6 +122,8 @@ def redelivery_delay(exc: Exception, record: SQSRecord) -> int | None:
 
 @tracer.capture_method
 def record_handler(record: SQSRecord, lambda_context: LambdaContext) -> None:
+    global _records_left
+    _records_left = max(0, _records_left - 1)
     try:
         objects = inspector.inbox_objects(record.body)
     except ValueError:
@@ -128,7 +132,7 @@ def record_handler(record: SQSRecord, lambda_context: LambdaContext) -> None:
     logger.append_keys(message_id=record.message_id)
     for obj in objects:
         logger.append_keys(inspection_id=obj["inspection_id"])
-        window = retries.RetryWindow.for_record(lambda_context.get_remaining_time_in_millis())
+        window = retries.RetryWindow.for_record(lambda_context.get_remaining_time_in_millis(), _records_left)
         try:
             inspect_once(obj=obj, window=window)
         except Exception as exc:  # TransientFailure, or in progress elsewhere: this record goes back to SQS
@@ -149,8 +153,9 @@ def record_handler(record: SQSRecord, lambda_context: LambdaContext) -> None:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict, context: LambdaContext) -> dict:
-    global _longest_invocation_s
+    global _longest_invocation_s, _records_left
     _longest_invocation_s = max(_longest_invocation_s, context.get_remaining_time_in_millis() / 1000.0)
+    _records_left = len(event.get("Records", []))
     idempotency_config.register_lambda_context(context)
     return process_partial_response(
         event=event, record_handler=record_handler, processor=processor, context=context

@@ -92,6 +92,8 @@ def test_the_window_closes_before_the_invocation_ends(clock: FakeClock) -> None:
     """The idempotency record's in-progress state expires with the invocation: retries end before it."""
     short = retries.RetryWindow.for_record(remaining_ms=10_000)
     assert short.until == clock.now + 10.0 - retries.RESERVE_S
+    batch = retries.RetryWindow.for_record(remaining_ms=10_000, records_after=9)  # each later one its time
+    assert batch.until == clock.now + 10.0 - retries.RESERVE_S - 9 * retries.RESERVE_PER_RECORD_S
     assert retries.RetryWindow.for_record(remaining_ms=600_000).until == clock.now + retries.RECORD_RETRY_S
     closed = retries.RetryWindow.for_record(remaining_ms=int(retries.RESERVE_S * 1000))
     endpoint = Endpoint(failures=1)

@@ -199,3 +199,17 @@ def test_an_image_in_progress_elsewhere_comes_back_once_that_invocation_has_ende
     assert runtime.count() == 0
     (change,) = sent
     assert change["VisibilityTimeout"] == 13  # past the other invocation's end, not the 5 s first step
+
+
+def test_the_first_record_leaves_time_for_the_rest_of_its_batch(
+    worker, queue: str, runtime: RuntimeStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each record still to come keeps its share of the invocation: one that ran past its Timeout would leave
+    the whole batch to the queue's visibility timeout."""
+    monkeypatch.setattr(worker.retries, "JITTER_FLOOR", 1.0)  # waits of exactly 0.25, 0.5, 1, 2, 4 s
+    runtime.set_default(service_error(503, "ServiceUnavailable", "no healthy instance"))
+    events = [deliver(queue, f"line1/widget/batch-{i}.png", f"batch {i}".encode())[1] for i in range(5)]
+    batch = {"Records": [r for e in events for r in e["Records"]]}
+    assert len(failed(worker, batch, Context(remaining_ms=12_000))) == 5
+    # 12 s less 3 s and 0.5 s for each of the 4 after it: 7 s, the time of 5 tries (the 6th starts at 7.75 s)
+    assert runtime.count(b"batch 0") == 5
