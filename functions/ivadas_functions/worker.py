@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
@@ -36,8 +37,18 @@ processor = BatchProcessor(event_type=EventType.SQS)
 #: The most time any invocation had when it started (the function's Timeout): the latest an idempotency record
 #: taken by another invocation can stay in progress.
 _longest_invocation_s = 0.0
-#: Records of the batch being handled not yet started (powertools handles them one after the other).
-_records_left = 0
+
+
+@dataclass
+class _Batch:
+    """The batch being handled (Lambda runs one invocation at a time in an execution environment, and
+    powertools handles its records one after the other)."""
+
+    records_left: int = 0  # not yet started
+    failing: bool = False  # a record of it failed transiently
+
+
+_batch = _Batch()
 
 
 def _replayed(response: dict, record: DataRecord) -> dict:
@@ -122,8 +133,7 @@ def redelivery_delay(exc: Exception, record: SQSRecord) -> int | None:
 
 @tracer.capture_method
 def record_handler(record: SQSRecord, lambda_context: LambdaContext) -> None:
-    global _records_left
-    _records_left = max(0, _records_left - 1)
+    _batch.records_left = max(0, _batch.records_left - 1)
     try:
         objects = inspector.inbox_objects(record.body)
     except ValueError:
@@ -132,10 +142,14 @@ def record_handler(record: SQSRecord, lambda_context: LambdaContext) -> None:
     logger.append_keys(message_id=record.message_id)
     for obj in objects:
         logger.append_keys(inspection_id=obj["inspection_id"])
-        window = retries.RetryWindow.for_record(lambda_context.get_remaining_time_in_millis(), _records_left)
+        remaining = lambda_context.get_remaining_time_in_millis()
+        window = retries.RetryWindow.for_record(remaining, _batch.records_left)
         try:
+            if _batch.failing and not window.allows(0):  # its time is the rest of the batch's
+                raise TransientFailure("not tried: the endpoint failed earlier in this invocation")
             inspect_once(obj=obj, window=window)
         except Exception as exc:  # TransientFailure, or in progress elsewhere: this record goes back to SQS
+            _batch.failing = _batch.failing or isinstance(exc, TransientFailure)
             delay = redelivery_delay(exc, record)
             queue = settings.inspection_queue_url
             if delay is not None and queue:
@@ -153,9 +167,9 @@ def record_handler(record: SQSRecord, lambda_context: LambdaContext) -> None:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict, context: LambdaContext) -> dict:
-    global _longest_invocation_s, _records_left
+    global _longest_invocation_s, _batch
     _longest_invocation_s = max(_longest_invocation_s, context.get_remaining_time_in_millis() / 1000.0)
-    _records_left = len(event.get("Records", []))
+    _batch = _Batch(records_left=len(event.get("Records", [])))
     idempotency_config.register_lambda_context(context)
     return process_partial_response(
         event=event, record_handler=record_handler, processor=processor, context=context

@@ -213,3 +213,17 @@ def test_the_first_record_leaves_time_for_the_rest_of_its_batch(
     assert len(failed(worker, batch, Context(remaining_ms=12_000))) == 5
     # 12 s less 3 s and 0.5 s for each of the 4 after it: 7 s, the time of 5 tries (the 6th starts at 7.75 s)
     assert runtime.count(b"batch 0") == 5
+
+
+def test_once_the_endpoint_failed_the_batch_keeps_its_time_for_the_rest(
+    worker, queue: str, runtime: RuntimeStandIn
+) -> None:
+    """With no time left to retry, the records after a failed one do not call the failing endpoint again
+    (a busy or loading endpoint can take seconds to refuse): each goes straight to its redelivery step."""
+    runtime.set_default(service_error(503, "ServiceUnavailable", "model is loading"))
+    sent = visibility_changes(worker)
+    events = [deliver(queue, f"line1/widget/late-{i}.png", f"late {i}".encode())[1] for i in range(4)]
+    batch = {"Records": [r for e in events for r in e["Records"]]}
+    assert len(failed(worker, batch, Context(remaining_ms=3_000))) == 4
+    assert runtime.count() == 1  # the first record's one try
+    assert len(sent) == 4 and all(4 <= change["VisibilityTimeout"] <= 5 for change in sent)
