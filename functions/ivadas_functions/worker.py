@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
@@ -39,13 +38,14 @@ processor = BatchProcessor(event_type=EventType.SQS)
 _longest_invocation_s = 0.0
 
 
-@dataclass
 class _Batch:
     """The batch being handled (Lambda runs one invocation at a time in an execution environment, and
-    powertools handles its records one after the other)."""
+    powertools handles its records one after the other). A plain class: the local runtime loads this module
+    outside sys.modules, where a dataclass cannot resolve its annotations."""
 
-    records_left: int = 0  # not yet started
-    failing: bool = False  # a record of it failed transiently
+    def __init__(self, records: int = 0) -> None:
+        self.records_left = records  # not yet started
+        self.failing = False  # a record of it failed transiently
 
 
 _batch = _Batch()
@@ -169,7 +169,7 @@ def record_handler(record: SQSRecord, lambda_context: LambdaContext) -> None:
 def handler(event: dict, context: LambdaContext) -> dict:
     global _longest_invocation_s, _batch
     _longest_invocation_s = max(_longest_invocation_s, context.get_remaining_time_in_millis() / 1000.0)
-    _batch = _Batch(records_left=len(event.get("Records", [])))
+    _batch = _Batch(len(event.get("Records", [])))
     idempotency_config.register_lambda_context(context)
     return process_partial_response(
         event=event, record_handler=record_handler, processor=processor, context=context
