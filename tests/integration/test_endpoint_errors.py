@@ -1,5 +1,5 @@
-"""The endpoint call's error taxonomy (ivadas_functions.aws), through boto3's own sagemaker-runtime client,
-its retries and its error parsing, against a real HTTP stand-in that answers as SageMaker does.
+"""The endpoint call's error taxonomy (ivadas_functions.aws), through boto3's own sagemaker-runtime client
+and its error parsing, against a real HTTP stand-in that answers as SageMaker does.
 
 What is retried where matters: a RejectedImage ends as a REJECTED result at once, a TransientFailure is
 retried on the callers' own schedule (ivadas_functions.retries: within the invocation, then by SQS, finally

@@ -3,7 +3,7 @@ time allows, then the message's visibility set to the next step of the redeliver
 count) and the record reported in batchItemFailures; a permanent refusal is REJECTED at once, with no retry.
 
 In-process moto holds S3, DynamoDB and the queue (real receipt handles); the endpoint is the HTTP stand-in
-(tests/runtime_standin.py), so boto3's own client, retries and error parsing produce each failure.
+(tests/runtime_standin.py), so boto3's own client and its error parsing produce each failure.
 """
 
 from __future__ import annotations
