@@ -97,7 +97,8 @@ bench-soak: install
 	$(PY) tests/benchmarks/bench_soak.py
 
 # 2,000 images through the local stack under faults (model server and worker kill -9, slow, throttled, 5xx,
-# double delivery, graceful and kill -9 restarts), then `ivadas redrive`: nothing lost, duplicates explained.
+# an outage past the backoff schedule, double delivery, graceful and kill -9 restarts), then `ivadas redrive`:
+# recovery time per fault, nothing lost, duplicates explained (~15 min).
 bench-faults: install
 	$(PY) tests/benchmarks/bench_faults.py
 

@@ -244,10 +244,8 @@ def _add_stack_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-root", help="upload the test split of --class-name from this data set (or elpv)")
     p.add_argument("--class-name", required=True)
     p.add_argument("--line", default="line1", help="production line (first part of the inbox key)")
-    p.add_argument("--timeout", type=float, default=600, help="seconds to wait for all results")
-    p.add_argument(
-        "--in-flight", type=int, default=64, help="most images uploaded and still waiting for their result"
-    )
+    p.add_argument("--timeout", type=float, default=600, help="seconds to wait for results after the uploads")
+    p.add_argument("--rate", type=float, help="images uploaded a second, as cameras do (default: at once)")
     p.add_argument("--state-dir", default=str(DEFAULT_STATE_DIR))
 
     p = sub.add_parser("redrive", help="local dead-letter queue back to the inspection queue, saying why")

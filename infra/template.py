@@ -71,6 +71,9 @@ class Stack:
 
     template: dict
     parameters: dict[str, str] = field(default_factory=dict)
+    #: what `Ref` of a created resource resolves to where that is known only once it exists (a queue's URL,
+    #: as CloudFormation's Ref gives it): set by the local stack after provisioning
+    physical: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         declared = self.template.get("Parameters", {})
@@ -148,8 +151,8 @@ class Stack:
         kind, props = resource["Type"], resource.get("Properties", {})
         if kind == "AWS::S3::Bucket":
             return self.resolve(props["BucketName"])
-        if kind == "AWS::SQS::Queue":
-            return self.resolve(props["QueueName"])  # locally the name; the URL comes from the queue itself
+        if kind == "AWS::SQS::Queue":  # the URL once the queue exists; until then its name
+            return self.physical.get(name) or self.resolve(props["QueueName"])
         if kind == "AWS::DynamoDB::Table":
             return self.resolve(props["TableName"])
         if kind == "AWS::SageMaker::Endpoint":
@@ -158,11 +161,12 @@ class Stack:
 
     def get_att(self, name: str, attribute: str) -> Any:
         kind = self.resources[name]["Type"]
-        if attribute == "Arn" and kind == "AWS::SQS::Queue":
-            return f"arn:aws:sqs:{REGION}:{ACCOUNT}:{self.ref(name)}"
+        if kind == "AWS::SQS::Queue" and attribute in ("Arn", "QueueName"):
+            queue = self.resolve(self.props(name)["QueueName"])
+            return f"arn:aws:sqs:{REGION}:{ACCOUNT}:{queue}" if attribute == "Arn" else queue
         if attribute == "Arn" and kind == "AWS::S3::Bucket":
             return f"arn:aws:s3:::{self.ref(name)}"
-        if attribute in ("QueueName", "EndpointName"):
+        if attribute == "EndpointName":
             return self.ref(name)
         raise KeyError(f"{name}.{attribute} is not resolved locally")
 

@@ -17,6 +17,7 @@ import hashlib
 import json
 import re
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -31,6 +32,7 @@ class Reply:
     status: int
     body: bytes
     headers: dict[str, str] = field(default_factory=dict)
+    delay_s: float = 0.0  # held this long before it is sent (a hung instance: the client's read times out)
 
 
 @dataclass(frozen=True)
@@ -156,6 +158,7 @@ class RuntimeStandIn:
                         body_sha256=hashlib.sha256(body).hexdigest(),
                     )
                 reply = standin._answer(received)
+                time.sleep(reply.delay_s)
                 self.send_response(reply.status)
                 for name, value in {**reply.headers, "Content-Length": str(len(reply.body))}.items():
                     self.send_header(name, value)

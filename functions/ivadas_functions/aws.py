@@ -41,6 +41,8 @@ class Settings:
     shadow_timeout_s: float = 10.0
     #: days a stats slot is kept (template: RetentionDays, as for results)
     retention_days: int = 90
+    #: the worker's queue (template: the InspectionQueue's URL), where a failed message's retry is scheduled
+    inspection_queue_url: str | None = None
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -69,6 +71,7 @@ class Settings:
             shadow_model=CANDIDATE if env.get("SHADOW_CANDIDATE", "false").lower() == "true" else None,
             shadow_timeout_s=float(env.get("SHADOW_TIMEOUT_SECONDS", "10")),
             retention_days=int(env.get("RETENTION_DAYS", "90")),
+            inspection_queue_url=env.get("INSPECTION_QUEUE_URL"),
         )
 
 
@@ -81,8 +84,9 @@ def client(service: str) -> Any:
 @cache
 def _client(service: str, endpoint: str | None) -> Any:
     config = Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=5, read_timeout=30)
-    if service == "sagemaker-runtime":  # the worker's retries come from SQS; fail fast inside one attempt
-        config = Config(retries={"mode": "standard", "max_attempts": 2}, connect_timeout=3, read_timeout=60)
+    if service == "sagemaker-runtime":  # one request a call: callers retry on their own schedule (retries)
+        once = {"mode": "standard", "total_max_attempts": 1}
+        config = Config(retries=once, connect_timeout=3, read_timeout=60)
     if service == "s3":  # presigned links signed with SigV4 (X-Amz-Expires), not botocore's legacy SigV2
         config = config.merge(Config(signature_version="s3v4"))
     return boto3.client(service, config=config)

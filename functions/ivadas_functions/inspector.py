@@ -2,8 +2,9 @@
 result item. Plain functions: the worker handler adds idempotency, logging and metrics around them.
 
 Permanent problems (no class, empty, too large, not an image, unknown class) end as a REJECTED record and are
-not retried; transient ones raise `TransientFailure`, so SQS delivers the message again and finally moves it
-to the dead-letter queue.
+not retried; a transient endpoint failure is retried while the invocation's retry window allows (`retries`),
+then raises `TransientFailure`, so SQS delivers the message again and finally moves it to the dead-letter
+queue.
 
 In shadow mode the candidate scores the same bytes at the same time as the baseline; the baseline's result is
 stored first, whatever the candidate does, and the candidate's answer (or its error) is then added to the same
@@ -38,6 +39,7 @@ from ivadas_contract.results_table import to_dynamo, to_item
 from ivadas_contract.stats import counts_for, shadow_counts
 from ivadas_functions import counters
 from ivadas_functions.aws import RejectedImage, Settings, TransientFailure, client, invoke_endpoint, table
+from ivadas_functions.retries import RetryWindow, call_with_retries
 
 logger = Logger(child=True)
 _MISSING = ("404", "NoSuchKey", "NotFound", "412", "PreconditionFailed")
@@ -80,8 +82,9 @@ def _problem(class_name: str | None, size: int, limit: int) -> str | None:
     return None
 
 
-def inspect(obj: dict, settings: Settings) -> dict:
-    """Inspect one object version; returns its result record (already stored)."""
+def inspect(obj: dict, settings: Settings, window: RetryWindow | None = None) -> dict:
+    """Inspect one object version; returns its result record (already stored). A transient endpoint failure
+    is retried while `window` allows."""
     try:
         # one GET for metadata and body; the body is only read once its size is known to be acceptable
         got = client("s3").get_object(Bucket=obj["bucket"], Key=obj["key"], IfMatch=f'"{obj["etag"]}"')
@@ -105,7 +108,7 @@ def inspect(obj: dict, settings: Settings) -> dict:
         shadow = _shadow_pool.submit(invoke_endpoint, settings.endpoints[settings.shadow_model], class_name,
                                      image, False)  # fmt: skip
     try:
-        answer = invoke_endpoint(endpoint, class_name, image)
+        answer = call_with_retries(lambda: invoke_endpoint(endpoint, class_name, image), window)
     except RejectedImage as exc:  # the model's decoder decides what is an image, whatever the key says
         return reject(obj, class_name, str(exc), settings)
     record = store(obj, class_name, model, endpoint, answer.result, answer.latency_ms, settings)

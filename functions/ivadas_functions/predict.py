@@ -26,7 +26,7 @@ from ivadas_contract.errors import TYPES
 from ivadas_contract.inspection import CLASS_NAME_RULE, is_class_name
 from ivadas_contract.limits import MAX_PREDICT_IMAGE_BYTES
 from ivadas_contract.models import MODELS
-from ivadas_functions import api_errors, identity
+from ivadas_functions import api_errors, identity, retries
 from ivadas_functions.aws import (
     RejectedImage,
     Settings,
@@ -43,10 +43,17 @@ app = APIGatewayRestResolver(cors=cors)
 api_errors.install(app, logger)  # the one error shape (ivadas_contract.errors)
 settings = Settings.from_env()
 _pool = ThreadPoolExecutor(max_workers=len(MODELS))
+#: A person waits for the answer: a blip (an instance being replaced, a throttled second) is retried away,
+#: a longer outage answered 503 at once.
+RETRY_S = 5.0
 
 
 def _score(model: str, class_name: str, image: bytes, heatmap: bool) -> dict:
-    answer = invoke_endpoint(settings.endpoints[model], class_name, image, return_heatmap=heatmap)
+    endpoint = settings.endpoints[model]
+    answer = retries.call_with_retries(
+        lambda: invoke_endpoint(endpoint, class_name, image, return_heatmap=heatmap),
+        retries.RetryWindow.lasting(RETRY_S),
+    )
     return {**answer.result, "endpoint_latency_ms": round(answer.latency_ms, 3)}
 
 

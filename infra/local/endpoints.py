@@ -5,9 +5,10 @@ but runs nothing, so this module does what SageMaker's fleet would:
   model and endpoint config (`create_config`): serving the artifact given to `ivadas local up` (uploaded to
   the model bucket, its URI written to the SSM parameter the template resolves, as `make deploy` does), else
   what that parameter names since an `ivadas deploy`;
-- while the stack runs, `EndpointFollower` watches the endpoints and, when one is updated to a new config,
-  downloads that config's artifact and swaps the model server's endpoint to it (PUT /endpoints/NAME/artifact),
-  which keeps serving the old artifact until the new one is warm.
+- while the stack runs, `EndpointFollower` waits for the local moto's next endpoint change (a long-polled
+  count, infra/local/moto_server.py) and, when an endpoint was updated to a new config, downloads that
+  config's artifact and swaps the model server's endpoint to it (PUT /endpoints/NAME/artifact), which keeps
+  serving the old artifact until the new one is warm. With nothing deployed it asks moto once a minute.
 """
 
 from __future__ import annotations
@@ -149,8 +150,11 @@ def bring_up(artifacts: dict[str, str | None], stack: Stack, bucket: str, cache:
 class EndpointFollower(threading.Thread):
     """Swaps the model server's endpoints to the artifacts their moto endpoints were updated to."""
 
-    def __init__(self, served: list[Served], endpoints: list[str], model_url: str, cache: Path) -> None:
+    def __init__(
+        self, served: list[Served], endpoints: list[str], model_url: str, cache: Path, moto_url: str
+    ) -> None:
         super().__init__(name="endpoint-follower", daemon=True)
+        self.moto_url = moto_url
         self.seen = {s.endpoint: s.config for s in served}
         #: what each endpoint serves now: a replaced model server starts with these
         self.artifacts: dict[str, Path] = {s.endpoint: s.artifact for s in served}
@@ -187,9 +191,22 @@ class EndpointFollower(threading.Thread):
             except Exception:  # noqa: BLE001 - the old artifact keeps serving, as on a failed update
                 log.exception("endpoint %s could not swap to %s", endpoint, config)
 
+    def changes(self, after: int | None, wait_s: float = 60.0) -> int:
+        """The count of endpoint changes moto has seen, once it differs from `after` (or after `wait_s`)."""
+        url = (
+            f"{self.moto_url}/_ivadas/endpoints/changes?after={-1 if after is None else after}&wait={wait_s}"
+        )
+        with urllib.request.urlopen(url, timeout=wait_s + 30) as resp:  # noqa: S310 - the local moto  # nosec B310
+            return int(json.loads(resp.read())["generation"])
+
     def run(self) -> None:
-        while not self.stop.wait(1.0):
+        seen = None  # the count of changes the endpoints were last checked at
+        while not self.stop.is_set():
             try:
-                self.check()
-            except Exception:  # noqa: BLE001 - moto restarting or shutting down
+                now = self.changes(seen)
+                if now != seen:
+                    self.check()
+                    seen = now
+            except Exception:  # noqa: BLE001 - moto restarting or shutting down: ask again in a moment
                 log.debug("endpoint follower: moto not answering", exc_info=True)
+                self.stop.wait(1.0)

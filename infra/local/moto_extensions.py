@@ -4,7 +4,9 @@
    lock, so two concurrent ADDs to one stats counter could lose one (seen: 412 of 413), and two conditional
    puts of one idempotency record could both succeed. Item writes queue here, one at a time.
 
-2. UpdateEndpoint for SageMaker's control plane, which has CreateEndpoint but no update.
+2. UpdateEndpoint for SageMaker's control plane, which has CreateEndpoint but no update; and a count of
+   endpoint changes (create, update, delete) that the local stack's follower waits on (`endpoint_changes`),
+   so it reacts to a deployment at once and asks nothing while none happens.
 
 A deployment is a new endpoint config and an UpdateEndpoint (SageMaker's blue/green update), so the local AWS
 must answer it as AWS does: the endpoint keeps its name and ARN, takes the new config, and with
@@ -92,6 +94,39 @@ def _update_endpoint_response(self: SageMakerResponse) -> ActionResult:
         retain=bool(self._get_param("RetainAllVariantProperties", False)),
     )
     return ActionResult({"EndpointArn": arn})
+
+
+class _EndpointChanges:
+    """How many times an endpoint was created, updated or deleted, and a wait for the next time."""
+
+    def __init__(self) -> None:
+        self.generation = 0
+        self.changed = threading.Condition()
+
+    def bump(self) -> None:
+        with self.changed:
+            self.generation += 1
+            self.changed.notify_all()
+
+    def wait(self, after: int, timeout: float) -> int:
+        """The count once it differs from `after`, or after `timeout` seconds."""
+        with self.changed:
+            self.changed.wait_for(lambda: self.generation != after, timeout)
+            return self.generation
+
+
+endpoint_changes = _EndpointChanges()
+
+
+def _counted(method):  # noqa: ANN001, ANN202 - wraps moto's method
+    @functools.wraps(method)
+    def change(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        out = method(*args, **kwargs)
+        endpoint_changes.bump()
+        return out
+
+    change.ivadas_counted = True
+    return change
 
 
 #: One lock for every item write (moto's put, update and delete; a transaction's writes nest inside it).
@@ -219,3 +254,6 @@ def install(journal: Journal | None = None) -> None:
         SageMakerModelBackend.update_endpoint = _update_endpoint  # type: ignore[attr-defined]
         SageMakerResponse.update_endpoint = _update_endpoint_response  # type: ignore[attr-defined]
     moto_jobs.install()
+    for name in ("create_endpoint", "update_endpoint", "delete_endpoint"):
+        if not getattr(getattr(SageMakerModelBackend, name), "ivadas_counted", False):
+            setattr(SageMakerModelBackend, name, _counted(getattr(SageMakerModelBackend, name)))

@@ -3,10 +3,12 @@
 Unlike `python -m moto.server` it runs without Flask's debug mode and without a log line per request (werkzeug
 logs warnings and errors only): both cost CPU on the cores the model server shares with it. It also answers
 SageMaker's UpdateEndpoint, which moto lacks, keeps training and transform jobs until the local runners run
-them (moto_jobs.py), makes DynamoDB writes atomic, and with --journal-dir makes every
-accepted S3 and DynamoDB write durable before it answers (moto_extensions.py, journal.py). Three routes of its
-own, outside any AWS API: POST /_ivadas/journal/restore {"buckets": [...], "tables": [...]} (put the journal's
-state back, once the resources exist), POST /_ivadas/journal/compact, GET /_ivadas/journal/status. It also
+them (moto_jobs.py), makes DynamoDB writes atomic, and with --journal-dir makes every accepted S3 and DynamoDB
+write durable before it answers (moto_extensions.py, journal.py). Routes of its own, outside any AWS API:
+POST /_ivadas/journal/restore {"buckets": [...], "tables": [...]} (put the journal's state back, once the
+resources exist), POST /_ivadas/journal/compact, GET /_ivadas/journal/status, and
+GET /_ivadas/endpoints/changes?after=N&wait=S (the count of SageMaker endpoint changes once it is not N, or
+after S seconds: the local stack's endpoint follower waits on it). It also
 answers the browser's CORS preflight for the JSON-protocol APIs (the UI signs in straight to cognito-idp, as
 on AWS): moto routes an OPTIONS without X-Amz-Target to S3, which fails it.
 Run: python -m infra.local.moto_server --port PORT [--host 127.0.0.1] [--journal-dir DIR]
@@ -22,8 +24,12 @@ import signal
 import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from urllib.parse import parse_qs
 
 ROUTES = "/_ivadas/journal/"
+CHANGES = "/_ivadas/endpoints/changes"
+#: the longest an endpoint-changes request waits
+MAX_WAIT_S = 300.0
 WsgiApp = Callable[[dict, Callable], Iterable[bytes]]
 
 
@@ -45,6 +51,21 @@ def _json_api_preflight(environ: dict) -> list[tuple[str, str]] | None:
     ]
 
 
+def _endpoint_changes(environ: dict, start_response: Callable) -> Iterable[bytes]:
+    from infra.local.moto_extensions import endpoint_changes
+
+    query = parse_qs(environ.get("QUERY_STRING", ""))
+    try:
+        after = int(query.get("after", ["-1"])[0])
+        wait = min(MAX_WAIT_S, max(0.0, float(query.get("wait", ["0"])[0])))
+    except ValueError:
+        start_response("400 Bad Request", [("Content-Type", "application/json")])
+        return [json.dumps({"error": "after and wait are numbers", "type": "BadRequest"}).encode()]
+    generation = endpoint_changes.wait(after, wait)
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [json.dumps({"generation": generation}).encode()]
+
+
 def journal_routes(app: WsgiApp, journal: object | None) -> WsgiApp:
     """moto's WSGI application with the journal's routes and the JSON APIs' CORS preflight in front of it."""
     from infra.local import moto_extensions
@@ -55,6 +76,8 @@ def journal_routes(app: WsgiApp, journal: object | None) -> WsgiApp:
         if preflight is not None:
             start_response("200 OK", preflight)
             return [b""]
+        if path == CHANGES and environ["REQUEST_METHOD"] == "GET":
+            return _endpoint_changes(environ, start_response)
         if not path.startswith(ROUTES):
             return app(environ, start_response)
         action, method = path[len(ROUTES) :], environ["REQUEST_METHOD"]

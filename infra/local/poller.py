@@ -23,6 +23,8 @@ from infra.template import REGION, Stack
 log = logging.getLogger("ivadas.local")
 WORKER = "WorkerFunction"
 QUEUE = "InspectionQueue"
+#: Long polling, as the event source mapping's: an idle poller asks SQS once per wait, not once a second.
+LONG_POLL_S = 20
 
 
 def sqs_record(message: dict, queue_arn: str) -> dict:
@@ -75,6 +77,7 @@ class Poller:
             for i in range(concurrency)
         ]
         self.invocations = 0
+        self.busy = [False] * concurrency  # an invocation under way (what a shutdown waits for)
 
     def start(self) -> None:
         for t in self.threads:
@@ -86,11 +89,12 @@ class Poller:
 
     def shutdown(self, grace_s: float = 0.0) -> None:
         """No more batches: the ones running get up to `grace_s` to finish (a batch cut short is inspected
-        again, where it had reached the endpoint), then every environment is killed."""
+        again, where it had reached the endpoint), then every environment is killed. A poller still waiting
+        on SQS is not waited for: what it receives now it leaves in the queue."""
         self.stop.set()
         deadline = time.monotonic() + grace_s
-        for t in self.threads:
-            if t.is_alive():
+        for busy, t in zip(self.busy, self.threads, strict=True):
+            if busy and t.is_alive():
                 t.join(max(0.0, deadline - time.monotonic()))
         for env in self.environments:
             env.kill()
@@ -99,7 +103,7 @@ class Poller:
         messages: list[dict] = []
         deadline = time.monotonic() + self.window_s
         while len(messages) < self.batch_size and not self.stop.is_set():
-            wait = 1 if not messages else max(0, int(deadline - time.monotonic()))
+            wait = LONG_POLL_S if not messages else max(0, int(deadline - time.monotonic()))
             resp = sqs.receive_message(
                 QueueUrl=self.queue_url,
                 MaxNumberOfMessages=min(10, self.batch_size - len(messages)),
@@ -139,19 +143,24 @@ class Poller:
             except Exception:  # noqa: BLE001 - moto restarting or shutting down
                 time.sleep(0.5)
                 continue
-            if not messages:
-                continue
-            event = {"Records": [sqs_record(m, self.queue_arn) for m in messages]}
+            self.busy[index] = True
             try:
-                result = env.invoke(event, self.timeout_s)
-            except InvocationFailed as exc:  # every message returns after the visibility timeout
-                log.warning(
-                    "worker invocation failed (%d messages back to the queue): %s", len(messages), exc
-                )
-                continue
-            self.invocations += 1
-            failed = {f["itemIdentifier"] for f in result.get("batchItemFailures", [])}
-            try:
-                self._delete(sqs, [m for m in messages if m["MessageId"] not in failed])
-            except Exception:  # noqa: BLE001 - not deleted: delivered again, idempotency absorbs it
-                log.warning("could not delete a finished batch; its messages will be delivered again")
+                if messages and not self.stop.is_set():  # received as the stack stops: left in the queue
+                    self._invoke(sqs, env, messages)
+            finally:
+                self.busy[index] = False
+
+    def _invoke(self, sqs, env: ExecutionEnvironment, messages: list[dict]) -> None:
+        """One invocation with the batch; then the messages it did not report failed are deleted."""
+        event = {"Records": [sqs_record(m, self.queue_arn) for m in messages]}
+        try:
+            result = env.invoke(event, self.timeout_s)
+        except InvocationFailed as exc:  # every message returns after the visibility timeout
+            log.warning("worker invocation failed (%d messages back to the queue): %s", len(messages), exc)
+            return
+        self.invocations += 1
+        failed = {f["itemIdentifier"] for f in result.get("batchItemFailures", [])}
+        try:
+            self._delete(sqs, [m for m in messages if m["MessageId"] not in failed])
+        except Exception:  # noqa: BLE001 - not deleted: delivered again, idempotency absorbs it
+            log.warning("could not delete a finished batch; its messages will be delivered again")

@@ -47,6 +47,7 @@ def create_queues(stack: Stack) -> dict[str, str]:
         if "RedrivePolicy" in props:
             attrs["RedrivePolicy"] = json.dumps(props["RedrivePolicy"])
         urls[logical] = sqs.create_queue(QueueName=props["QueueName"], Attributes=attrs)["QueueUrl"]
+    stack.physical.update(urls)
     return urls
 
 
@@ -145,7 +146,8 @@ def create_user_pools(stack: Stack) -> dict[str, str]:
 def provision(
     stack: Stack, before_notifications: Callable[[dict[str, str]], None] | None = None
 ) -> dict[str, str]:
-    """Create everything; returns physical names (queue URLs for queues) by logical id.
+    """Create everything; returns physical names (queue URLs for queues) by logical id, and tells `stack` the
+    queues' URLs (what `!Ref` of a queue gives a function's environment).
 
     `before_notifications(names)` runs once everything exists but S3 does not notify yet (a restore must not
     announce old images as new ones).

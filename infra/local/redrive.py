@@ -13,34 +13,19 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import unquote_plus
 
 from infra.local.state import read_state, use_state
+from infra.local.worker_logs import FAILED, worker_log_records
 from ivadas_contract.inspection import inspection_id
-
-#: the worker's line for a failed record, and the platform's for a batch that timed out or crashed
-_FAILED = ("inspection failed: the message returns to the queue", "invocation failed")
-
-
-def worker_log_records(logs: Path) -> Iterator[dict]:
-    """The JSON lines of every worker environment's log (the platform's and powertools')."""
-    for path in sorted(logs.glob("worker-*.log")):
-        for line in path.read_text(errors="replace").splitlines():
-            if not line.startswith("{"):
-                continue
-            try:
-                yield json.loads(line)
-            except ValueError:
-                continue
 
 
 def last_errors(logs: Path) -> dict[str, tuple[str, str]]:
     """message id -> (time, error) of the last failure logged for it in the worker logs."""
     found: dict[str, tuple[str, str]] = {}
     for doc in worker_log_records(logs):
-        if doc.get("message") not in _FAILED:
+        if doc.get("message") not in FAILED:
             continue
         ids = doc.get("message_ids") or [doc.get("message_id")]
         for mid in filter(None, ids):

@@ -112,6 +112,8 @@ class Supervisor:
         self._start_moto()
         wait_http(f"http://127.0.0.1:{self.moto_port}/moto-api/", 60, self.moto)
         self.names = provision(self.stack, self._restore)
+        self.env.update(self.stack.functions_environment())  # now with the queues' URLs
+        os.environ.update(self.env)
         stage = self.stack.values["Stage"]
         artifacts = {model: getattr(self.args, model) for model in MODELS}
         cache = self.state_dir / "artifacts"
@@ -122,7 +124,7 @@ class Supervisor:
         wait_http(f"http://127.0.0.1:{self.model_port}/ping", 300, self.model_server, ok=lambda s: s == 200)
         names = [endpoint_name(stage, model) for model in MODELS]
         self.follower = endpoints.EndpointFollower(
-            served, names, f"http://127.0.0.1:{self.model_port}", cache
+            served, names, f"http://127.0.0.1:{self.model_port}", cache, f"http://127.0.0.1:{self.moto_port}"
         )
         self.follower.start()
         moto_url, work = f"http://127.0.0.1:{self.moto_port}", self.state_dir / "jobs"

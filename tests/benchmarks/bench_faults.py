@@ -1,21 +1,28 @@
 """`make bench-faults`: 2,000 images through the local stack while it is hurt, and what became of each.
 
-Faults, in order, at fractions of the images uploaded (uploads paced to --in-flight images in the queue):
-kill -9 of the model server (the stack replaces it); kill -9 of a worker environment in the middle of a batch;
-a graceful stop and start of the whole stack with images queued; a kill -9 of the whole stack (its process
-group) and a start; the endpoint slow past the worker's Timeout (20 s), then throttled (20 s), then answering
-503 (45 s). The endpoint faults come last: a restart re-announces every image still without a result and
-starts with empty queues (the local SQS keeps no messages today), so the DLQ they fill is left to redrive.
-Every S3 event is delivered twice (the benchmark sends each object's event body to the queue once more).
+Faults, in order, at fractions of the images uploaded (uploads paced to --in-flight images in the queue), each
+once the one before is over and the images it found in flight have their results: kill -9 of the model server
+(the stack replaces it); kill -9 of a worker environment in the middle of a batch; a graceful stop and start
+of the whole stack with images queued; a kill -9 of the whole stack (its process group) and a start; the
+endpoint slow past the worker's Timeout (20 s); throttled (20 s); answering 503 (30 s); answering 503 for
+longer than the worker's backoff schedule. The endpoint faults come last: a restart re-announces every image
+still without a result and starts with empty queues (the local SQS keeps no messages today), so the DLQ the
+long outage fills is left to redrive. Every S3 event is delivered twice (the benchmark sends each object's
+event body to the queue once more).
+
+Recovery, per fault (fault_recovery.py): the images in flight, the time from the fault to the first inspection
+after it, and to the last in-flight image's result; targets: within 30 s of the replacement's /ping after the
+model server kill, and of the end of the throttling and of the 30 s of 503; the long outage's images in the
+DLQ (then inspected after the redrive).
 
 Counted: results INSPECTED / REJECTED (result items), endpoint invocations per image (the model server's admin
 counts, by SHA-256 of the bytes: every image here is distinct), result writes per image (the worker's
 "result written" log lines), deliveries the idempotency record absorbed (its "already inspected" lines and
 in-progress refusals), the dead-letter queue, never uploaded, lost. Then `ivadas redrive` and the same again.
 
-Targets (exit 1 on a miss): lost 0; no duplicate inspection that a fault does not explain (each extra
-invocation or write must follow a killed, timed-out or failed attempt of the image, or straddle a stack stop);
-every DLQ entry explained (a logged failure) and inspected after the redrive.
+Targets (exit 1 on a miss): the recovery targets above; lost 0; no duplicate inspection that a fault does not
+explain (each extra invocation or write must follow a killed, timed-out or failed attempt of the image, or
+straddle a stack stop); every DLQ entry explained (a logged failure) and inspected after the redrive.
 A small synthetic model (tests/conftest.py's parts, 64 px) keeps the model server fast. Records
 docs/benchmarks/bench_faults.json (the first DLQ_SHOWN dead-letter rows of the run with the count).
 Run: .venv/bin/python tests/benchmarks/bench_faults.py [--images 2000] [--concurrency 4]
@@ -46,9 +53,12 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from infra.inspect_cli import _Inbox  # noqa: E402
-from infra.local.redrive import worker_log_records  # noqa: E402
 from infra.local.state import read_state  # noqa: E402
+from infra.local.worker_logs import RETRYING, worker_log_records  # noqa: E402
+from infra.uploads import Inbox  # noqa: E402
+from ivadas_functions import retries  # noqa: E402
+from tests.benchmarks import fault_recovery  # noqa: E402
+from tests.benchmarks.fault_recovery import Fault  # noqa: E402
 from tests.benchmarks.tables import Table  # noqa: E402
 from tests.benchmarks.verdict import conclude  # noqa: E402
 from tests.conftest import _part, _scratch, _train, make_mvtec  # noqa: E402
@@ -56,12 +66,19 @@ from tests.conftest import _part, _scratch, _train, make_mvtec  # noqa: E402
 NAME = "bench_faults"
 DLQ_SHOWN = 20
 CLASS, LINE = "widget", "faults"
-TIMEOUT_S, VISIBILITY_S, MAX_RECEIVE = 10, 15, 3
+TIMEOUT_S, VISIBILITY_S, MAX_RECEIVE = 10, 15, 6
+_NO_JITTER = random.Random()
+_NO_JITTER.uniform = lambda low, high: high  # every wait its whole step
 PARAMETERS = [f"WorkerTimeoutSeconds={TIMEOUT_S}", f"QueueVisibilityTimeoutSeconds={VISIBILITY_S}",
               f"MaxReceiveCount={MAX_RECEIVE}"]  # fmt: skip
-FAULT_S = 20
-#: long enough (with the throttling before it) for some messages to fail MaxReceiveCount times: the DLQ
-ERROR_S = 45
+FAULT_S, BURST_S = 20, 30
+#: the longest a message can keep failing before it moves to the DLQ: each delivery's retries within the
+#: invocation and its wait after; the long outage lasts longer
+SCHEDULE_S = sum(TIMEOUT_S - retries.RESERVE_S + retries.redelivery_delay(k + 1, _NO_JITTER)
+                 for k in range(MAX_RECEIVE))  # fmt: skip
+OUTAGE_S = SCHEDULE_S + 30
+RECOVERY_S = 30.0  # the target: in-flight images inspected within this long of a fault's end
+HOLD_S = 120.0  # the most the next fault waits for the last one's in-flight images
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
@@ -146,7 +163,7 @@ class Driver:
         import boto3
 
         state = self.run.state
-        self.inbox = _Inbox(state, CLASS, LINE, None)
+        self.inbox = Inbox(state, CLASS, LINE, None)
         self.sqs = boto3.client("sqs")
         self.queue = state["resources"]["InspectionQueue"]
 
@@ -201,8 +218,11 @@ class Event:
     at: float  # fraction of the images uploaded
     what: str
     action: object  # () -> None
-    hold_s: float = 0.0  # the next event waits this long after this one
+    #: how long the fault lasts once fired; None: until the model server's replacement answers /ping
+    lasts_s: float | None = 0.0
     restarts: bool = False  # the stack goes down: uploads pause, clients reconnect after
+    target_s: float | None = None  # its in-flight images' results within this long of its end
+    dead_letters: bool = False  # outlasts the backoff schedule: its images end in the DLQ
 
 
 def schedule(run: Run) -> list[Event]:
@@ -231,54 +251,76 @@ def schedule(run: Run) -> list[Event]:
             time.sleep(0.1)
         run.up()
 
+    error = {"mode": "error", "status": 503}
     return [
-        Event(0.08, "kill -9 the model server", kill_model_server, 10),
-        Event(0.16, "kill -9 a worker environment mid-batch", kill_worker, 5),
-        Event(0.25, "graceful stop and start of the whole stack, images queued", graceful, 5, True),
-        Event(0.40, "kill -9 of the whole stack (its process group), then start", kill_stack, 5, True),
-        Event(0.60, f"endpoint slow (15 s, past the worker's {TIMEOUT_S} s timeout) for {FAULT_S} s",
+        Event(0.08, "kill -9 the model server", kill_model_server, None, target_s=RECOVERY_S),
+        Event(0.16, "kill -9 a worker environment mid-batch", kill_worker),
+        Event(0.25, "graceful stop and start of the whole stack, images queued", graceful, restarts=True),
+        Event(0.40, "kill -9 of the whole stack (its process group), then start", kill_stack, restarts=True),
+        Event(0.52, f"endpoint slow (15 s, past the worker's {TIMEOUT_S} s timeout) for {FAULT_S} s",
               fault({"mode": "slow", "delay_seconds": 15}), FAULT_S),
-        Event(0.60, f"endpoint throttled for {FAULT_S} s", fault({"mode": "throttle"}), FAULT_S),
-        Event(0.60, f"endpoint answering 503 for {ERROR_S} s",
-              fault({"mode": "error", "status": 503}, ERROR_S), ERROR_S),
+        Event(0.62, f"endpoint throttled for {FAULT_S} s", fault({"mode": "throttle"}), FAULT_S,
+              target_s=RECOVERY_S),
+        Event(0.72, f"endpoint answering 503 for {BURST_S} s", fault(error, BURST_S), BURST_S,
+              target_s=RECOVERY_S),
+        Event(0.85, f"endpoint answering 503 for {OUTAGE_S} s, longer than the backoff schedule",
+              fault(error, OUTAGE_S), OUTAGE_S, dead_letters=True),
     ]  # fmt: skip
 
 
-def drive(run: Run, driver: Driver, timeout: float) -> None:
-    """Upload everything, fire the events on schedule, wait until the queue has nothing left to deliver."""
-    events = schedule(run)
-    hold_until, quiet_since = 0.0, None
+def settled(driver: Driver, fault: Fault) -> bool:
+    """The fault is over and every image it found in flight has its result (or it is a while since)."""
+    if fault.over is None or time.time() < fault.over:
+        return False
+    waiting = any(r["t0"] < fault.over for r in driver.pending.values())
+    return not waiting or time.time() > fault.over + HOLD_S
+
+
+def fire(run: Run, driver: Driver, event: Event, pool: ThreadPoolExecutor, uploading: dict) -> Fault:
+    if event.restarts:
+        driver.drain(pool, uploading)
+    fault = Fault(event.what, time.time(), target_s=event.target_s, dead_letters=event.dead_letters)
+    run.note(event.what)
+    event.action()
+    if event.restarts:
+        driver.connect()
+        run.note("the stack is up again")
+        fault.over = time.time()
+    elif event.lasts_s is not None:
+        fault.over = fault.started + event.lasts_s
+    return fault
+
+
+def drive(run: Run, driver: Driver, timeout: float) -> list[Fault]:
+    """Upload everything, fire each event once the one before is over and its images have results, wait until
+    the queue has nothing left to deliver. The faults, with when each was over."""
+    events, faults = schedule(run), []
+    quiet_since, replacements = None, run.state["model_server_replacements"]
     deadline = time.monotonic() + timeout
     uploading: dict = {}
     with ThreadPoolExecutor(max_workers=8) as pool:
         while time.monotonic() < deadline:
-            if (
-                events
-                and driver.next_file >= events[0].at * len(driver.files)
-                and time.monotonic() >= hold_until
-            ):
-                event = events.pop(0)
-                if event.restarts:
-                    driver.drain(pool, uploading)
-                run.note(event.what)
-                event.action()
-                if event.restarts:
-                    driver.connect()
-                    run.note("the stack is up again")
-                hold_until = time.monotonic() + event.hold_s
+            if faults and faults[-1].over is None and run.state["model_server_replacements"] > replacements:
+                faults[-1].over = time.time()  # the replacement answered /ping (state.json says so after)
+                run.note("the model server's replacement answers /ping")
+            ready = not faults or settled(driver, faults[-1])
+            if events and ready and driver.next_file >= events[0].at * len(driver.files):
+                replacements = run.state["model_server_replacements"]
+                faults.append(fire(run, driver, events.pop(0), pool, uploading))
             driver.step(pool, uploading)
             if driver.next_file == len(driver.files) and not uploading and not events:
                 if not driver.pending:
-                    return
+                    return faults
                 # what is left is in the DLQ, or still to be delivered: stop once the queue stays empty
                 if driver.depth() == 0:
                     quiet_since = quiet_since or time.monotonic()
                     if time.monotonic() - quiet_since > VISIBILITY_S:
-                        return
+                        return faults
                 else:
                     quiet_since = None
             time.sleep(0.25)
     print(f"timed out after {timeout:.0f} s with {len(driver.pending)} images still waiting")
+    return faults
 
 
 def read_logs(logs: Path) -> dict:
@@ -299,6 +341,8 @@ def read_logs(logs: Path) -> dict:
             error = str(doc.get("error", ""))
             in_progress[iid] += "IdempotencyAlreadyInProgressError" in error
             failures[iid].append(error)
+        elif message == RETRYING:  # a failed call tried again within the invocation
+            failures[iid].append(str(doc.get("error", "")))
         elif message == "invocation failed":  # the platform's line for a killed or timed-out batch
             killed_messages.update(doc.get("message_ids") or [])
     killed = {iid for mid in killed_messages for iid in by_message.get(mid, ())}
@@ -393,6 +437,17 @@ def _reasons(extra: dict) -> str:
     return "; ".join(f"{n}: {why}" for why, n in sorted(extra.items(), key=lambda kv: -kv[1])) or "none"
 
 
+def recovery_figures(driver: Driver, run: Run, faults: list[Fault], dlq_rows: list[dict]) -> list[dict]:
+    """Each fault's recovery, from the results collected so far (the long outage's are in the DLQ)."""
+    times = invocation_times(run.state_dir / "logs" / "invocations.log")
+    uploaded = [r for r in driver.rows.values() if r["id"]]
+    digests = {r["id"]: sha256(Path(r["file"]).read_bytes()).hexdigest() for r in uploaded}
+    by_key = {r["key"]: r["id"] for r in uploaded}
+    in_dlq = {by_key[k] for row in dlq_rows for _, k, _ in row["objects"] if k in by_key}
+    reached = lambda row: times.get(digests[row["id"]], [])  # noqa: E731
+    return [fault_recovery.recovery(fault, uploaded, reached, in_dlq) for fault in faults]
+
+
 def tables(result: dict) -> list[Table]:
     """The tables of a record (docs/benchmarks.md is rendered from them)."""
     b, a = result["before_redrive"], result["after_redrive"]
@@ -421,7 +476,32 @@ def tables(result: dict) -> list[Table]:
         ),
         row("lost", lambda f: f["lost"]),
     ]
+    recovery = Table(
+        "Recovery per fault (in flight: uploaded before the fault was over, no result when it began)",
+        [
+            "fault",
+            "in flight",
+            "over after s",
+            "first inspection after s",
+            "last in-flight result s after it was over",
+            "without a result (in the DLQ)",
+            "target s",
+        ],  # fmt: skip
+        [
+            [
+                f["fault"],
+                f["in_flight"],
+                f["over_after_s"],
+                f["first_inspection_s"],
+                f["after_over_s"],
+                f"{f['without_result']} ({f['in_dlq']})",
+                f["target_s"],
+            ]
+            for f in result.get("recovery", [])
+        ],  # fmt: skip
+    )
     return [
+        recovery,
         Table(
             f"{b['images_in']} images through the local stack under faults, then `ivadas redrive` "
             f"({result['wall_seconds_before_redrive']} s before the redrive)",
@@ -434,7 +514,7 @@ def tables(result: dict) -> list[Table]:
                 f"(a writer killed between its write and its log line): {b['results_without_write_line']}.",
                 "Faults, in order: " + "; ".join(what for _, what in result["events"]) + ".",
             ],
-        )
+        ),
     ]
 
 
@@ -471,10 +551,11 @@ def main() -> int:
         driver = Driver(run, files, args.in_flight)
         print(f"{len(files)} images, worker Timeout {TIMEOUT_S} s, visibility {VISIBILITY_S} s, "
               f"MaxReceiveCount {MAX_RECEIVE}, {args.concurrency} workers; events:", flush=True)  # fmt: skip
-        drive(run, driver, args.timeout)
+        faults = drive(run, driver, args.timeout)
         redrive = cli("redrive", "--state-dir", str(run.state_dir), "--json")
         dlq_rows = json.loads(redrive.stdout)["moved"]
         before = figures(driver, run, dlq_rows)
+        recoveries = recovery_figures(driver, run, faults, dlq_rows)
         wall = time.monotonic() - t0
         run.note(f"ivadas redrive moved {len(dlq_rows)} messages back to the queue")
         deadline = time.monotonic() + VISIBILITY_S * MAX_RECEIVE + 120
@@ -484,10 +565,10 @@ def main() -> int:
         after = figures(driver, run, [])
     finally:
         run.down()
-    result = {"before_redrive": before, "after_redrive": after, "events": run.events,
+    result = {"recovery": recoveries, "before_redrive": before, "after_redrive": after, "events": run.events,
               "dlq_rows": len(dlq_rows), "dlq": dlq_rows[:DLQ_SHOWN],
               "wall_seconds_before_redrive": round(wall, 1)}  # fmt: skip
-    misses = missed(before, after, len(driver.pending))
+    misses = fault_recovery.missed(recoveries) + missed(before, after, len(driver.pending))
     return conclude(NAME, result, misses, tables(result), args.out)
 
 

@@ -25,8 +25,8 @@ sys.path.insert(0, str(ROOT / "tests/benchmarks"))
 
 from bench_server import MVTEC, bottle_artifact, load  # noqa: E402
 
-from infra.inspect_cli import summarise, upload_and_wait  # noqa: E402
 from infra.local.state import read_state  # noqa: E402
+from infra.uploads import summarise, upload_and_wait  # noqa: E402
 from tests.benchmarks.tables import Table  # noqa: E402
 from tests.benchmarks.verdict import conclude  # noqa: E402
 
@@ -45,8 +45,8 @@ MIN_RATIO_TO_MODEL_SERVER = 0.80
 
 def missed_targets(result: dict) -> list[str]:
     missed = []
-    if result["missing"]:
-        missed.append(f"{result['missing']} of {result['images']} images lost (target 0)")
+    if result["lost"]:
+        missed.append(f"{result['lost']} of {result['images']} images lost (target 0)")
     if result["ratio_to_model_server"] < MIN_RATIO_TO_MODEL_SERVER:
         missed.append(
             f"pipeline / server {result['ratio_to_model_server']:.2f} < {MIN_RATIO_TO_MODEL_SERVER}"
@@ -135,7 +135,7 @@ def main() -> int:
         }
         cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
         t0 = time.monotonic()
-        rows = upload_and_wait(files, "bottle", "bench", 1800, state, base=images)
+        rows = upload_and_wait(files, "bottle", "bench", 1800, state, base=images, in_flight=64)
         wall = time.monotonic() - t0
         cpu = {
             name: round((cpu_seconds(pid) - cpu0[name]) / max(1, args.images) * 1000, 1)

@@ -13,7 +13,6 @@ import json
 import os
 import signal
 import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import redirect_stdout
 from pathlib import Path
@@ -23,7 +22,7 @@ import pytest
 from ivadas_contract.models import BASELINE, endpoint_variable
 from ivadas_functions.aws import TransientFailure, invoke_endpoint
 from tests.conftest import local_stack
-from tests.e2e.test_pipeline import put, queue_depth, wait_items
+from tests.e2e.test_pipeline import admin, put, queue_depth, wait_items
 
 TIMEOUT_S, VISIBILITY_S, MAX_RECEIVE = 10, 12, 2
 
@@ -39,14 +38,6 @@ def stack(trained_artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> I
 
 def current(stack: dict) -> dict:
     return json.loads((Path(stack["state_dir"]) / "state.json").read_text())
-
-
-def admin(stack: dict, path: str, body: dict | None = None) -> dict:
-    url = f"http://127.0.0.1:{stack['model_port']}{path}"
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method="PUT" if data else "GET")
-    with urllib.request.urlopen(request, timeout=10) as resp:
-        return json.loads(resp.read())
 
 
 def wait_for(predicate, timeout: float, what: str):  # noqa: ANN001, ANN201 - a test helper

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
-import os
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -15,7 +15,7 @@ import boto3
 import pytest
 from PIL import Image
 
-from ivadas_contract.inspection import inspection_id
+from ivadas_contract.inspection import inbox_key, inspection_id
 from ivadas_contract.results_table import from_dynamo
 from tests.conftest import local_stack
 from tests.e2e.people import ENGINEER, auth_headers
@@ -28,7 +28,8 @@ def stack(
     trained_artifact: Path, trained_softpatch: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict]:
     params = [
-        "QueueVisibilityTimeoutSeconds=2",
+        "WorkerTimeoutSeconds=20",  # a short retry window: the endpoint-down test reaches the DLQ sooner
+        "QueueVisibilityTimeoutSeconds=30",  # above the Timeout, as AWS requires: no batch delivered twice
         f"MaxReceiveCount={MAX_RECEIVE}",
         "WorkerBatchingWindowSeconds=0",
     ]
@@ -68,6 +69,15 @@ def queue_depth(state: dict, name: str) -> int:
         AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
     )["Attributes"]
     return int(attrs["ApproximateNumberOfMessages"]) + int(attrs["ApproximateNumberOfMessagesNotVisible"])
+
+
+def admin(stack: dict, path: str, body: dict | None = None) -> dict:
+    """The local model server's admin routes (fault injection, invocation counts)."""
+    url = f"http://127.0.0.1:{stack['model_port']}{path}"
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method="PUT" if data else "GET")
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        return json.loads(resp.read())
 
 
 def api(state: dict, path: str, body: dict | None = None, user: str = ENGINEER) -> tuple[int, dict]:
@@ -114,21 +124,30 @@ def test_inspect_command_reports_every_image_of_a_folder(
     folder = synthetic_root / "widget/test"
     files = sorted(folder.rglob("*.png"))
     args = ["inspect", str(folder), "--class-name", "widget", "--state-dir", stack["state_dir"]]
-    # a window smaller than the folder: uploads go on as results come back
-    assert ivadas([*args, "--line", "cli", "--in-flight", "3"]) == 0
-    out = capsys.readouterr().out
+    assert ivadas([*args, "--line", "cli", "--rate", "4"]) == 0  # a camera's pace: two seconds in all
+    captured = capsys.readouterr()
+    out, err = captured.out, captured.err
     summary = json.loads(out.strip().splitlines()[-1])
     scratched = sum(1 for f in files if "scratch" in f.parent.name)
     assert summary["uploaded"] == summary["inspected"] == len(files) == 8
-    assert summary["anomalous"] == scratched and summary["missing"] == summary["not_uploaded"] == 0
-    assert summary["latency_p50_ms"] > 0
+    assert summary["anomalous"] == scratched and summary["not_uploaded"] == 0
+    assert summary["in_flight"] == summary["dead_lettered"] == summary["lost"] == 0
+    assert summary["latency_p50_ms"] > 0 and summary["wall_seconds"] >= (len(files) - 1) / 4
     assert out.count(" good ") + out.count(" DEFECT ") == len(files)
-    # a deadline that has passed before the first upload: every image is reported, and the command fails
+    # progress on stderr as it went, then the summary for people
+    assert "results: " in err and "uploaded 8/8, pending 0, retrying 0, rejected 0" in err
+    assert f"8 images: 8 uploaded, 8 inspected ({scratched} defects), 0 rejected; 0 still in flight" in err
+    # a deadline that has passed once the uploads end: every image is still uploaded, and reported in flight
     assert ivadas([*args, "--line", "cli-late", "--timeout", "0"]) == 1
     late_out = capsys.readouterr().out
     late = json.loads(late_out.strip().splitlines()[-1])
-    assert late["not_uploaded"] == len(files) and late["uploaded"] == late["inspected"] == 0
-    assert late_out.count("NOT_UPLOADED") == len(files)
+    assert late["uploaded"] == len(files) and late["not_uploaded"] == late["lost"] == 0
+    assert late["in_flight"] > 0 and late["in_flight"] + late["inspected"] == len(files)
+    assert late_out.count("IN_FLIGHT") == late["in_flight"] and "NOT_UPLOADED" not in late_out
+    inbox = stack["resources"]["InboxBucket"]  # and the ones in flight do arrive
+    keys = {inbox_key("cli-late", "widget", f"{f.parent.name}_{f.name}"): f.read_bytes() for f in files}
+    ids = [inspection_id(inbox, key, hashlib.md5(body).hexdigest()) for key, body in keys.items()]
+    assert len(wait_items(stack, ids)) == len(files)
 
 
 def results_written(state: dict, class_name: str, line: str) -> int:
@@ -308,22 +327,25 @@ def test_every_object_ends_as_one_result_whatever_its_name(stack: dict, syntheti
 def test_endpoint_down_retries_then_dead_letters_the_rest_inspected(
     stack: dict, synthetic_root: Path
 ) -> None:
-    """Runs last: it stops the model server."""
+    """An endpoint down for longer than the retries last (within the invocation, then after each backoff
+    step): after MaxReceiveCount deliveries each image waits in the DLQ for `ivadas redrive`."""
     before = put(stack, "line9/widget/before.png", (synthetic_root / "widget/test/good/003.png").read_bytes())
     assert wait_items(stack, [before])[before]["status"] == "INSPECTED"
-    os.kill(stack["model_server_pid"], 15)
-    time.sleep(1.0)
-    stranded = [
-        put(
-            stack,
-            f"line9/widget/during-{i}.png",
-            (synthetic_root / "widget/test/good/000.png").read_bytes() + bytes([i]),
-        )
-        for i in range(3)
-    ]  # fmt: skip  (distinct bytes: distinct objects)
-    deadline = time.monotonic() + 90
-    while queue_depth(stack, "InspectionDeadLetterQueue") < 3 and time.monotonic() < deadline:
-        time.sleep(0.5)
+    admin(stack, "/admin/faults", {"mode": "error", "status": 503, "for_seconds": 300})
+    try:
+        stranded = [
+            put(
+                stack,
+                f"line9/widget/during-{i}.png",
+                (synthetic_root / "widget/test/good/000.png").read_bytes() + bytes([i]),
+            )
+            for i in range(3)
+        ]  # fmt: skip  (distinct bytes: distinct objects)
+        deadline = time.monotonic() + 150
+        while queue_depth(stack, "InspectionDeadLetterQueue") < 3 and time.monotonic() < deadline:
+            time.sleep(0.5)
+    finally:
+        admin(stack, "/admin/faults", {"mode": "off"})
     assert queue_depth(stack, "InspectionDeadLetterQueue") == 3
     assert not wait_items(stack, stranded, timeout=1)  # no result: they wait in the DLQ for a redrive
     messages = boto3.client("sqs").receive_message(

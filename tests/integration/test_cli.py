@@ -191,7 +191,9 @@ def test_inspect_reports_the_images_it_could_not_upload(
     assert main([*args, "--timeout", "60"]) == 1
     out = capsys.readouterr().out
     summary = json.loads(out.strip().splitlines()[-1])
-    assert summary["not_uploaded"] == 3 and summary["uploaded"] == summary["missing"] == 0
+    assert (
+        summary["not_uploaded"] == 3 and summary["uploaded"] == summary["in_flight"] == summary["lost"] == 0
+    )
     assert out.count("NOT_UPLOADED") == 3 and out.count("upload failed") == 3
 
 
@@ -211,6 +213,39 @@ def test_train_at_its_defaults_grows_the_bank_and_searches_nothing(
     assert growth["steps"][0]["coreset_ratio"] == defaults.CORESET_RATIO
     assert growth["chosen_ratio"] in [s["coreset_ratio"] for s in growth["steps"]]
     assert model.config.max_coreset_ratio == defaults.MAX_CORESET_RATIO
+
+
+def test_inspect_of_a_missing_folder_exits_2_with_one_line(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for folder in (tmp_path / "absent", tmp_path / "a-file.png"):
+        folder.parent.mkdir(exist_ok=True)
+        if folder.suffix:
+            folder.write_bytes(b"not a folder")
+        proc = subprocess.run(
+            [sys.executable, "-m", "infra.cli", "inspect", str(folder), "--class-name", "widget",
+             "--state-dir", str(tmp_path / "no-stack")],
+            capture_output=True, text=True, env=env, timeout=120,
+        )  # fmt: skip
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.strip() == f"ivadas inspect: error: {folder} is not a folder"
+
+
+def test_inspect_names_the_files_it_skips_as_not_images(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    folder = tmp_path / "images"
+    (folder / "raw").mkdir(parents=True)
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(folder / "0.png")
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(folder / "1.JPG")
+    others = ["labels.csv", "notes.txt", "raw/frame.dat", "raw/frame.raw", "README", "a.zip", "b.json"]
+    for name in others:
+        (folder / name).write_text("not an image")
+    with pytest.raises(SystemExit, match="the local stack is not running"):  # found, then no stack to send to
+        main(["inspect", str(folder), "--class-name", "widget", "--state-dir", str(tmp_path / "no-stack")])
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("ivadas inspect: skipped 7 file(s) that are not images (.png, .jpg")
+    named = [name for name in others if name in line]
+    assert len(named) == 5 and line.endswith(" and 2 more")
 
 
 def test_train_searches_what_no_flag_fixes_and_records_it(synthetic_root: Path, tmp_path: Path) -> None:

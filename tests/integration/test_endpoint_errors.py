@@ -1,8 +1,9 @@
-"""The endpoint call's error taxonomy (ivadas_functions.aws), through boto3's own sagemaker-runtime client,
-its retries and its error parsing, against a real HTTP stand-in that answers as SageMaker does.
+"""The endpoint call's error taxonomy (ivadas_functions.aws), through boto3's own sagemaker-runtime client
+and its error parsing, against a real HTTP stand-in that answers as SageMaker does.
 
-What is retried where matters: a RejectedImage ends as a REJECTED result at once, a TransientFailure sends the
-SQS message back (and finally to the DLQ), and botocore itself retries throttling and 5xx inside one call.
+What is retried where matters: a RejectedImage ends as a REJECTED result at once, a TransientFailure is
+retried on the callers' own schedule (ivadas_functions.retries: within the invocation, then by SQS, finally
+the DLQ), so boto3's client makes exactly one request a call.
 """
 
 from __future__ import annotations
@@ -34,13 +35,6 @@ def runtime(aws, monkeypatch: pytest.MonkeyPatch) -> Iterator[RuntimeStandIn]:
     with RuntimeStandIn() as standin:
         monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", standin.url)
         yield standin
-
-
-def attempts_per_call(aws) -> int:
-    """Requests one call makes when every answer is retryable, from the client's retry configuration
-    (botocore: `max_attempts` counts retries after the first request, `total_max_attempts` all of them)."""
-    retries = aws.client("sagemaker-runtime").meta.config.retries
-    return retries.get("total_max_attempts") or retries["max_attempts"] + 1
 
 
 def test_a_scored_image_is_returned_with_the_request_as_sagemaker_gets_it(aws, runtime) -> None:
@@ -86,8 +80,8 @@ def test_permanent_refusals_are_rejected_images_and_not_retried(aws, runtime, ca
     assert runtime.count() == 1  # botocore does not retry a 4xx
 
 
-TRANSIENT_NOT_RETRIED = {
-    # a failure inside the model (424 with the container's 500): worth another delivery, not another request
+TRANSIENT = {
+    # a failure inside the model (424 with the container's 500): worth another try
     "model failed (424 with 500)": (model_error(500, "CUDA out of memory"), "answered 500 ModelError: CUDA"),
     "model not ready (429)": (
         service_error(429, "ModelNotReadyException", "model is loading"),
@@ -98,20 +92,6 @@ TRANSIENT_NOT_RETRIED = {
         "answered 530 InternalDependencyException",
     ),
     "a body that is not JSON": (not_json(), "sent a body that is not JSON"),
-}
-
-
-@pytest.mark.parametrize("case", list(TRANSIENT_NOT_RETRIED))
-def test_transient_answers_botocore_does_not_retry(aws, runtime, case: str) -> None:
-    reply, message = TRANSIENT_NOT_RETRIED[case]
-    runtime.set_default(reply)
-    with pytest.raises(aws.TransientFailure) as err:
-        aws.invoke_endpoint(ENDPOINT, "widget", b"image")
-    assert message in str(err.value) and ENDPOINT in str(err.value)
-    assert runtime.count() == 1
-
-
-TRANSIENT_RETRIED = {
     # SageMaker reports throttling as a 400 ThrottlingException: a 400 that must not become a REJECTED result
     "throttled (400 ThrottlingException)": (
         service_error(400, "ThrottlingException", "Rate exceeded"),
@@ -128,19 +108,25 @@ TRANSIENT_RETRIED = {
 }
 
 
-@pytest.mark.parametrize("case", list(TRANSIENT_RETRIED))
-def test_throttling_and_5xx_are_retried_by_botocore_then_transient(aws, runtime, case: str) -> None:
-    reply, message = TRANSIENT_RETRIED[case]
+@pytest.mark.parametrize("case", list(TRANSIENT))
+def test_transient_answers_are_one_request_each(aws, runtime, case: str) -> None:
+    """botocore would retry throttling and 5xx with its own backoff and quota; the client leaves every retry
+    to the one schedule the callers keep (ivadas_functions.retries)."""
+    reply, message = TRANSIENT[case]
     runtime.set_default(reply)
     with pytest.raises(aws.TransientFailure) as err:
         aws.invoke_endpoint(ENDPOINT, "widget", b"image")
-    assert message in str(err.value)
-    assert runtime.count() == attempts_per_call(aws) > 1
+    assert message in str(err.value) and ENDPOINT in str(err.value)
+    assert runtime.count() == 1
 
 
-def test_one_503_is_absorbed_by_the_client_retry(aws, runtime) -> None:
+def test_one_503_is_absorbed_by_a_retry_within_the_window(aws, runtime) -> None:
+    from ivadas_functions import retries
+
     runtime.script(service_error(503, "ServiceUnavailable", "instance replaced"), scored())
-    answer = aws.invoke_endpoint(ENDPOINT, "widget", b"image")
+    answer = retries.call_with_retries(
+        lambda: aws.invoke_endpoint(ENDPOINT, "widget", b"image"), retries.RetryWindow.lasting(5.0)
+    )
     assert answer.result["model_version"] == "patchcore-standin"
     assert runtime.count() == 2
 
@@ -159,6 +145,8 @@ def test_json_requests_share_the_taxonomy(aws, runtime) -> None:
     with pytest.raises(aws.RejectedImage, match="the body must be JSON"):
         aws.invoke_endpoint_json(ENDPOINT, {"describe": True})
     runtime.script(service_error(400, "ThrottlingException", "Rate exceeded"))
+    with pytest.raises(aws.TransientFailure, match="ThrottlingException"):
+        aws.invoke_endpoint_json(ENDPOINT, {"describe": True})
     runtime.set_default(scored())
     assert aws.invoke_endpoint_json(ENDPOINT, {"describe": True})["model"] == "patchcore"
     assert [r.content_type for r in runtime.received] == ["application/json"] * 3

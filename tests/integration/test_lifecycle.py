@@ -305,3 +305,31 @@ def test_the_local_aws_adds_counters_atomically(ctx: Context) -> None:
     for t in threads:
         t.join()
     assert ddb.get_item(TableName="counters", Key={"k": {"S": "a"}})["Item"]["n"]["N"] == "2400"
+
+
+def test_the_endpoint_follower_waits_for_a_change_and_hears_of_it_at_once(
+    ctx: Context, moto_url: str
+) -> None:
+    """The local stack's follower asks nothing while no endpoint changes, and swaps as a deployment lands."""
+    import threading
+
+    from infra.local.endpoints import EndpointFollower
+
+    name = endpoint_name(STAGE, "patchcore")
+    follower = EndpointFollower([], [name], "http://127.0.0.1:9", Path("."), moto_url)
+    now = follower.changes(None, wait_s=0)
+    started = time.monotonic()
+    assert follower.changes(now, wait_s=1.0) == now and time.monotonic() - started >= 0.9  # it waited
+    heard: dict[str, float] = {}
+
+    def wait() -> None:
+        heard["generation"] = follower.changes(now, wait_s=60)
+        heard["at"] = time.monotonic()
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    time.sleep(0.5)
+    updated = time.monotonic()
+    boto3.client("sagemaker").update_endpoint(EndpointName=name, EndpointConfigName="stack-config")
+    waiter.join(timeout=30)
+    assert heard["generation"] == now + 1 and heard["at"] - updated < 5

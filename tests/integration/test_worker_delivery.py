@@ -105,9 +105,11 @@ def pipeline(moto_port: int, runtime: RuntimeStandIn, monkeypatch: pytest.Monkey
     runtime.reset(default=scored())
     stack = Stack(load_template(), PARAMETERS)
     port = int(runtime.url.rsplit(":", 1)[1])
-    for key, value in {**aws_environment(moto_port, port), **stack.functions_environment()}.items():
+    for key, value in aws_environment(moto_port, port).items():
         monkeypatch.setenv(key, value)
     names = provision(stack)
+    for key, value in stack.functions_environment().items():  # with the queue's URL, as Ref gives it
+        monkeypatch.setenv(key, value)
     for name in [m for m in sys.modules if m.split(".")[0] == "ivadas_functions"]:
         monkeypatch.delitem(sys.modules, name)  # a fresh worker (its settings and clients) per test
     p = Pipeline(names, importlib.import_module("ivadas_functions.worker"), runtime)
@@ -121,10 +123,12 @@ def _keys(message: dict) -> list[str]:
     return [unquote_plus(r["s3"]["object"]["key"]) for r in body.get("Records", [])]
 
 
-def deliver(p: Pipeline, wait_s: int = 0, delete: bool = True) -> tuple[list[dict], set[str]]:
+def deliver(
+    p: Pipeline, wait_s: int = 0, delete: bool = True, timeout_s: float = 60
+) -> tuple[list[dict], set[str]]:
     """One poll of the event source mapping: the messages received and the ids that failed (all of them when
-    the invocation itself failed). With
-    `delete=False` the invocation's deletes are lost (as when its instance dies right after it returns)."""
+    the invocation itself failed), in an invocation of `timeout_s`. With `delete=False` the invocation's
+    deletes are lost (as when its instance dies right after it returns)."""
     sqs = boto3.client("sqs")
     messages = sqs.receive_message(QueueUrl=p.queue, MaxNumberOfMessages=10, WaitTimeSeconds=wait_s,
                                    AttributeNames=["All"]).get("Messages", [])  # fmt: skip
@@ -137,7 +141,7 @@ def deliver(p: Pipeline, wait_s: int = 0, delete: bool = True) -> tuple[list[dic
     for m in messages:
         p.deliveries.update(_keys(m))
     try:
-        result = p.worker.handler({"Records": records}, Context())
+        result = p.worker.handler({"Records": records}, Context(timeout_s))
         failed = {f["itemIdentifier"] for f in result["batchItemFailures"]}
     except Exception:  # noqa: BLE001 - a failed invocation (powertools raises when every record failed)
         failed = {m["MessageId"] for m in messages}  # Lambda then deletes none of the batch
@@ -182,11 +186,6 @@ def counted(p: Pipeline, class_name: str, counter: str) -> int:
     return sum(int(i.get(counter, 0)) for i in items)
 
 
-def attempts_per_call(p: Pipeline) -> int:
-    retries = p.worker.inspector.client("sagemaker-runtime").meta.config.retries
-    return retries.get("total_max_attempts") or retries["max_attempts"] + 1
-
-
 def test_a_redelivered_object_is_not_inspected_again(pipeline: Pipeline) -> None:
     """A delete lost after the result was stored, then a duplicate notification: both deliveries reach the
     worker, neither calls the endpoint or writes a result again (the idempotency record answers them)."""
@@ -210,32 +209,54 @@ def test_a_redelivered_object_is_not_inspected_again(pipeline: Pipeline) -> None
     assert depth(p, p.queue) == 0 and depth(p, p.dlq) == 0
 
 
-def test_a_transient_failure_is_retried_by_sqs_and_the_redelivery_is_inspected(pipeline: Pipeline) -> None:
+def test_a_transient_failure_is_retried_within_the_invocation(pipeline: Pipeline) -> None:
     p, image, key = pipeline, b"image the model failed on once", "line1/widget/flaky.png"
     p.runtime.script(model_error(500, "CUDA out of memory"))  # one failure inside the model, then scores
     iid = put(p, key, image)
     messages, failed = deliver(p)
-    assert failed == {messages[0]["MessageId"]}  # reported in batchItemFailures: the message stays queued
-    assert result(p, iid) is None and p.runtime.count(image) == 1
-    time.sleep(VISIBILITY_S + 0.2)
-    again, failed = deliver(p, wait_s=2)
-    assert [m["MessageId"] for m in again] == [messages[0]["MessageId"]] and not failed
+    assert len(messages) == 1 and not failed
     item = result(p, iid)
     assert item["status"] == "INSPECTED" and item["model_version"] == "patchcore-standin"
     assert p.runtime.count(image) == 2 and counted(p, "widget", "inspected") == 1
     assert depth(p, p.queue) == 0 and depth(p, p.dlq) == 0
 
 
-def test_an_endpoint_that_stays_down_dead_letters_after_max_receive_count(pipeline: Pipeline) -> None:
+def test_a_failure_past_the_invocation_comes_back_after_the_workers_backoff_step(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker sets the failed message's visibility (ChangeMessageVisibility) and SQS keeps to it: not back
+    after the queue's own timeout (1 s here), but after the step (3 s)."""
+    p, image, key = pipeline, b"image while the model loads", "line1/widget/loading.png"
+    monkeypatch.setattr(p.worker.retries, "REDELIVERY_FIRST_S", 3)
+    monkeypatch.setattr(p.worker.retries, "JITTER_FLOOR", 1.0)
+    p.runtime.script(service_error(429, "ModelNotReadyException", "model is loading"))
+    iid = put(p, key, image)
+    messages, failed = deliver(p, timeout_s=2)  # no time to retry within the invocation
+    assert failed == {messages[0]["MessageId"]} and result(p, iid) is None
+    failed_at = time.monotonic()
+    time.sleep(VISIBILITY_S + 0.5)
+    assert deliver(p)[0] == []  # the queue's visibility timeout has passed: still invisible
+    again, failed = deliver(p, wait_s=5)
+    assert time.monotonic() - failed_at >= 3 - 0.1 and not failed
+    assert [m["MessageId"] for m in again] == [messages[0]["MessageId"]]
+    assert again[0]["Attributes"]["ApproximateReceiveCount"] == "2"
+    assert result(p, iid)["status"] == "INSPECTED" and p.runtime.count(image) == 2
+
+
+def test_an_endpoint_that_stays_down_dead_letters_after_max_receive_count(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
     p, image, key = pipeline, b"image while the endpoint is down", "line1/widget/stranded.png"
+    monkeypatch.setattr(p.worker.retries, "REDELIVERY_FIRST_S", 1)  # every step about a second
+    monkeypatch.setattr(p.worker.retries, "REDELIVERY_CAP_S", 1)
     p.runtime.reset(default=service_error(503, "ServiceUnavailable", "no healthy instance"))
     iid = put(p, key, image)
     deadline = time.monotonic() + 30
     while depth(p, p.dlq) == 0 and time.monotonic() < deadline:
-        deliver(p, wait_s=1)
+        deliver(p, wait_s=1, timeout_s=2)
     assert depth(p, p.dlq) == 1 and depth(p, p.queue) == 0
     assert p.deliveries[key] == MAX_RECEIVE  # every delivery reached the worker, none after the last
-    assert p.runtime.count(image) == MAX_RECEIVE * attempts_per_call(p)  # and each one tried the endpoint
+    assert p.runtime.count(image) == MAX_RECEIVE  # each one tried the endpoint once (no time to retry within)
     assert result(p, iid) is None and counted(p, "widget", "rejected") == 0  # nothing stored: it waits
     (dead,) = boto3.client("sqs").receive_message(QueueUrl=p.dlq, AttributeNames=["All"])["Messages"]
     assert _keys(dead) == [key]

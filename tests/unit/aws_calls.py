@@ -72,14 +72,16 @@ def operations(service: str) -> dict[str, str]:
 
 @cache
 def _settings_fields() -> dict[str, str]:
-    """Settings field -> the environment variable `Settings.from_env` reads it from (`required("X")`)."""
+    """Settings field -> the environment variable `Settings.from_env` reads it from (`required("X")`, or
+    `env.get("X")` for one only some functions have)."""
     tree = _module("ivadas_functions.aws")
     fields = {}
     for node in ast.walk(tree):
         if isinstance(node, ast.keyword) and isinstance(node.value, ast.Call):
             call = node.value
             named = isinstance(call.func, ast.Name) and call.func.id == "required"
-            if named and call.args and isinstance(call.args[0], ast.Constant):
+            got = isinstance(call.func, ast.Attribute) and call.func.attr == "get"
+            if (named or got) and call.args and isinstance(call.args[0], ast.Constant):
                 fields[node.arg] = call.args[0].value
     return fields
 

@@ -110,12 +110,12 @@ def test_bench_server_names_each_missed_target(path: str, value: object, named: 
     assert named in missed
 
 
-PIPELINE = {"images": 500, "missing": 0, "ratio_to_model_server": 0.81}
+PIPELINE = {"images": 500, "lost": 0, "ratio_to_model_server": 0.81}
 
 
 @pytest.mark.parametrize(
     ("path", "value", "named"),
-    [("missing", 3, "3 of 500 images lost"), ("ratio_to_model_server", 0.79, "0.79 < 0.8")],
+    [("lost", 3, "3 of 500 images lost"), ("ratio_to_model_server", 0.79, "0.79 < 0.8")],
 )
 def test_bench_pipeline_names_each_missed_target(path: str, value: object, named: str) -> None:
     check = bench("bench_pipeline").missed_targets
@@ -287,3 +287,47 @@ def test_bench_faults_explains_a_second_reach_after_a_worker_kill_only_near_the_
     assert "killed" in faults.why_again("i", "sha", logs, near, [], False, (kill,))
     assert faults.why_again("i", "sha", logs, near, [], False) == "UNEXPLAINED"
     assert faults.why_again("i", "sha", logs, far, [], False, (kill,)) == "UNEXPLAINED"
+
+
+def test_bench_faults_times_each_faults_recovery_from_its_in_flight_images() -> None:
+    """In flight: uploaded before the fault was over and without a result when it began. The first inspection
+    counts only a call made after the fault began; recovery runs from the fault being over to the last one."""
+    from datetime import UTC, datetime
+
+    from tests.benchmarks.fault_recovery import Fault, missed, recovery
+
+    def row(iid: str, t0: float, done: float | None, status: str = "INSPECTED") -> dict:
+        stamp = datetime.fromtimestamp(done, UTC).isoformat() if done is not None else None
+        return {"id": iid, "t0": t0, "item": {"status": status, "created_at": stamp} if stamp else None}
+
+    start = 1000.0
+    rows = [
+        row("done before", 990.0, 999.0),  # not in flight: its result came before the fault
+        row("answered just before", 995.0, 1000.5),  # in flight, but its call reached the model before
+        row("retried", 998.0, 1012.0),
+        row("uploaded during", 1004.0, 1020.0),
+        row("after it was over", 1011.0, 1013.0),  # not in flight: uploaded once the fault was over
+    ]
+    reached = {"done before": [998.0], "answered just before": [999.9], "retried": [1011.0],
+               "uploaded during": [1019.5], "after it was over": [1012.5]}  # fmt: skip
+    kill = Fault("kill -9 the model server", start, over=1010.0, target_s=30.0)
+    figures = recovery(kill, rows, lambda r: reached[r["id"]], set())
+    assert figures["in_flight"] == 3 and figures["without_result"] == 0
+    assert (figures["over_after_s"], figures["first_inspection_s"]) == (10.0, 12.0)
+    assert (figures["last_in_flight_s"], figures["after_over_s"]) == (20.0, 10.0)
+    assert missed([figures]) == []
+    kill.target_s = 5.0
+    assert missed([recovery(kill, rows, lambda r: reached[r["id"]], set())]) == [
+        "kill -9 the model server: last in-flight result 10.0 s after the fault was over (target <= 5 s)"
+    ]
+    stranded = [*rows, row("stranded", 1001.0, None)]
+    outage = Fault("503 for longer than the backoff schedule", start, over=1010.0, dead_letters=True)
+    assert missed([recovery(outage, stranded, lambda r: reached.get(r["id"], []), {"stranded"})]) == []
+    assert missed([recovery(outage, rows, lambda r: reached[r["id"]], set())]) == [
+        "503 for longer than the backoff schedule: none of its images reached the dead-letter queue "
+        "(target: some)"
+    ]
+    burst = Fault("503 for 30 s", start, over=1010.0, target_s=30.0)
+    assert missed([recovery(burst, stranded, lambda r: reached.get(r["id"], []), {"stranded"})]) == [
+        "503 for 30 s: 1 in-flight images without a result (target 0)"
+    ]

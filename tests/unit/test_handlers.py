@@ -18,6 +18,7 @@ from moto import mock_aws
 
 from ivadas_contract import results_table, reviews, stats
 from ivadas_contract.models import deployment_parameter
+from tests.unit.test_retries import FakeClock
 
 UI_ORIGIN = "http://ui.local"
 INBOX, RESULTS, TABLE, IDEM, STATS, REVIEWS = (
@@ -195,6 +196,7 @@ def test_worker_fails_only_the_transient_record(aws, monkeypatch) -> None:
         return fake_answer(aws, anomalous=False)
 
     monkeypatch.setattr(worker.inspector, "invoke_endpoint", flaky)
+    monkeypatch.setattr(worker.retries, "clock", FakeClock())  # its retries within the invocation: no waiting
     ok, bad = (
         s3_body("l/bottle/ok.png", put("l/bottle/ok.png", b"fine")),
         s3_body("l/bottle/down.png", put("l/bottle/down.png", b"down")),
@@ -270,6 +272,32 @@ def test_predict_validates_and_compares_both_models(aws, monkeypatch) -> None:
         resp = predict.handler(api_event("POST", "/predict", payload), Context())
         assert resp["statusCode"] == status, (payload, resp)
         assert "error" in json.loads(resp["body"]) or "message" in json.loads(resp["body"])
+
+
+def test_predict_retries_a_blip_for_a_few_seconds_then_answers_503(aws, monkeypatch) -> None:
+    predict = importlib.import_module("ivadas_functions.predict")
+    clock = FakeClock()
+    monkeypatch.setattr(predict.retries, "clock", clock)
+    calls = []
+
+    def invoke(endpoint, class_name, image, return_heatmap=True):
+        calls.append(clock.now)
+        if class_name == "down" or len(calls) == 1:
+            raise aws.TransientFailure("endpoint answered 503 ServiceUnavailable")
+        return fake_answer(aws)
+
+    monkeypatch.setattr(predict, "invoke_endpoint", invoke)
+    image = base64.b64encode(b"img").decode()
+    ok = predict.handler(
+        api_event("POST", "/predict", {"class_name": "bottle", "image_base64": image}), Context()
+    )
+    assert ok["statusCode"] == 200 and len(calls) == 2  # the blip: one more try, a quarter second later
+    calls.clear()
+    down = predict.handler(
+        api_event("POST", "/predict", {"class_name": "down", "image_base64": image}), Context()
+    )
+    assert down["statusCode"] == 503 and json.loads(down["body"])["type"] == "unavailable"
+    assert len(calls) > 1 and calls[-1] - calls[0] <= predict.RETRY_S  # retried, for a few seconds at most
 
 
 def test_results_lists_newest_first_and_pages(aws) -> None:
