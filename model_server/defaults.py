@@ -28,7 +28,7 @@ FILTER_FRACTION = 0.15
 SCORE_TOP_FRACTION = 0.0
 #: What the configuration search may choose from (`ivadas train --profile`): "quality" every input size;
 #: "fast" sizes up to FAST_MAX_INPUT_SIZE, the largest whose full predict path on a 900x900 PNG stays within
-#: 30 ms on 2 cores (docs/benchmarks.md: 27.4 ms at 384 px with EfficientNet-Lite0, 34.3 at 448 with Lite1).
+#: 30 ms on 2 cores (docs/decisions.md, "Serving speed": 27.4 ms at 384 px with Lite0, 34.3 at 448, Lite1).
 PROFILES = ("quality", "fast")
 PROFILE = "quality"
 FAST_MAX_INPUT_SIZE = 384
