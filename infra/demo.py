@@ -2,10 +2,14 @@
 deployed, and every held-out test image sent through the S3 inbox; one line per step says what it does and
 what comes next.
 
-Work that waits on nothing else runs beside other work where a core would idle: while SoftPatch trains
-(on one thread), the local stack starts on the other core, PatchCore is registered and deployed, and the
-test images are inspected by it. Each model is evaluated once, by its training (`ivadas train
---report-dir`). A trained artifact whose classes are the ones asked for is reused; delete it to train again.
+Work that waits on nothing else runs side by side where a core would idle: each class trains in a process
+of its own, as many at once as there are cores (a training spends stretches on one thread, such as its
+Python between the network's passes and its report's figures, that leave a core idle for another class's
+training), and while SoftPatch trains, the local stack starts, PatchCore is registered and deployed, and
+the test images are inspected by it. Each model is evaluated once, by its training (`ivadas train
+--report-dir`, one report per class); the classes' artifacts are joined into one per model, as one endpoint
+serves every class. A trained artifact whose classes are the ones asked for is reused; delete it to train
+again.
 
 Run: python -m infra.demo [--data-root elpv] [--classes elpv_mono,elpv_poly] [--out runs/demo]
 """
@@ -14,16 +18,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shlex
 import subprocess
 import sys
 import time
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass
 from pathlib import Path
 
 from infra.local.args import DEFAULT_STATE_DIR
 from infra.local.state import read_state
+from ivadas_contract.models import MODELS
 
 STEPS = 5
 
@@ -61,10 +69,64 @@ def trained(artifact: Path, classes: list[str]) -> bool:
     return sorted(load_artifact(artifact).classes) == sorted(classes)
 
 
-def train_args(args: argparse.Namespace, model: str, out: Path, *extra: str) -> list[str]:
-    return ["train", "--data-root", args.data_root, "--classes", args.classes, "--model", model,
-            *shlex.split(args.train_args), *extra, "--report-dir", str(out / f"report_{model}"),
-            "--out", str(out / f"{model}.tar.gz")]  # fmt: skip
+def _train_class(argv: list[str], log: Path) -> int:
+    with log.open("w") as sink:
+        return subprocess.run(  # noqa: S603 - the project's own CLI  # nosec B603
+            [sys.executable, "-m", "infra.cli", *argv], stdout=sink, stderr=subprocess.STDOUT, check=False
+        ).returncode
+
+
+@dataclass
+class Trainings:
+    """Every class's `ivadas train` of one model, each in a process of its own, at most one per core at
+    once; `join` waits for them and writes the model's artifact. The classes' own artifacts are steps on the
+    way, never reused: deleting the model's artifact trains every class again."""
+
+    model: str
+    parts: dict[str, Path]  # class -> its own artifact
+    logs: dict[str, Path]
+    running: dict[str, Future]
+
+    @classmethod
+    def start(
+        cls, args: argparse.Namespace, model: str, classes: list[str], cores: int, *extra: str
+    ) -> Trainings:
+        out = Path(args.out)
+        (out / "logs").mkdir(parents=True, exist_ok=True)
+        slots = max(1, min(cores, len(classes)))
+        threads = str(max(1, cores // slots))
+        pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix=f"train-{model}")
+        parts = {name: out / "classes" / f"{model}_{name}.tar.gz" for name in classes}
+        logs = {name: out / "logs" / f"train_{model}_{name}.log" for name in classes}
+        running = {}
+        for name in classes:
+            report = out / f"report_{model}" / name
+            argv = ["train", "--data-root", args.data_root, "--classes", name, "--model", model,
+                    *shlex.split(args.train_args), *extra, "--threads", threads, "--quiet",
+                    "--report-dir", str(report), "--out", str(parts[name])]  # fmt: skip
+            running[name] = pool.submit(_train_class, argv, logs[name])
+        pool.shutdown(wait=False)  # the submitted trainings still run; join waits for them
+        return cls(model, parts, logs, running)
+
+    def join(self, artifact: Path) -> None:
+        failed = []
+        for done in as_completed(self.running.values()):
+            name = next(n for n, f in self.running.items() if f is done)
+            if done.result():
+                failed.append(name)
+                continue
+            said = self.logs[name].read_text().splitlines()  # its summary: bank, threshold, time, AUROC
+            summary = next((line.strip() for line in said if line.strip().startswith(f"{name}: bank")), name)
+            print(f"{self.model} {summary}", flush=True)
+        if failed:
+            raise DemoError(
+                f"training {self.model} failed: see {', '.join(str(self.logs[n]) for n in failed)}"
+            )
+        from model_server.engine.artifact import load_artifact, save_artifact
+
+        models = {name: load_artifact(part).get(name) for name, part in self.parts.items()}
+        saved = save_artifact(artifact, models)
+        print(f"{artifact}: {saved.model_version}, classes {', '.join(sorted(models))}", flush=True)
 
 
 def deploy(model: str, artifact: Path, note: str) -> None:
@@ -90,29 +152,25 @@ def run(args: argparse.Namespace) -> None:
     out.mkdir(parents=True, exist_ok=True)
     classes = [c.strip() for c in args.classes.split(",") if c.strip()]
     patchcore, softpatch = out / "patchcore.tar.gz", out / "softpatch.tar.gz"
+    cores = len(os.sched_getaffinity(0))
     t0 = time.monotonic()
 
-    say(1, f"Training PatchCore on {', '.join(classes)}: a configuration searched per class from its good "
-        "images, then its memory bank, threshold and evaluation report",
+    say(1, f"Training PatchCore on {', '.join(classes)}, the classes side by side: each class's "
+        f"configuration, memory bank, threshold and evaluation report (logs: {out / 'logs'})",
         "SoftPatch trains on the same configurations while the local stack starts")  # fmt: skip
     if trained(patchcore, classes):
         print(f"{patchcore} holds these classes already: reused (delete it to train again)")
     else:
-        ivadas(*train_args(args, "patchcore", out))
+        Trainings.start(args, "patchcore", classes, cores).join(patchcore)
 
-    say(2, "Training SoftPatch on PatchCore's configurations, in the background on one core "
-        f"(its output: {out / 'softpatch_train.log'}); starting the local stack on the other",
-        "PatchCore is registered, approved and deployed")  # fmt: skip
+    say(2, "Training SoftPatch on PatchCore's configurations in the background, the classes side by side; "
+        "starting the local stack meanwhile", "PatchCore is registered, approved and deployed")  # fmt: skip
     background = None
     if trained(softpatch, classes):
         print(f"{softpatch} holds these classes already: reused (delete it to train again)")
-    else:
-        log = (out / "softpatch_train.log").open("w")
-        argv = train_args(
-            args, "softpatch", out, "--config-from", str(patchcore), "--threads", "1", "--quiet"
-        )
-        background = subprocess.Popen(  # noqa: S603 - the project's own CLI  # nosec B603
-            [sys.executable, "-m", "infra.cli", *argv], stdout=log, stderr=subprocess.STDOUT
+    else:  # the stack and the inspection take a core: SoftPatch shares the rest
+        background = Trainings.start(
+            args, "softpatch", classes, max(1, cores - 1), "--config-from", str(patchcore)
         )
     ivadas("local", "down")
     ivadas("local", "up", "--patchcore", str(patchcore), "--api-port", str(args.api_port), "--fresh")
@@ -127,12 +185,15 @@ def run(args: argparse.Namespace) -> None:
 
     say(5, "Registering, approving and deploying SoftPatch (the candidate beside the baseline)",
         "the console is yours")  # fmt: skip
-    if background is not None and background.wait():
-        raise DemoError(f"training SoftPatch failed: see {out / 'softpatch_train.log'}")
+    if background is not None:
+        background.join(softpatch)
     deploy("softpatch", softpatch, "make demo: the candidate")
 
     print(f"\nDone in {(time.monotonic() - t0) / 60:.1f} min.", flush=True)
-    print(f"Reports: {out / 'report_patchcore/report.md'}, {out / 'report_softpatch/report.md'}")
+    reports = ", ".join(
+        str(out / f"report_{model}" / name / "report.md") for model in MODELS for name in classes
+    )
+    print(f"Reports: {reports}")
     api = read_state(DEFAULT_STATE_DIR)["api_url"]
     print(f"UI and API: {api}/ (still running; 'ivadas local down' stops it)")
     print("Sign in: '.venv/bin/ivadas local add-user NAME --group ml-engineers' (or operators), then the UI "

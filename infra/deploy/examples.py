@@ -90,9 +90,8 @@ def second_stage(extra: list[str]) -> str:
 
 
 def _block(name: str, variables: dict[str, str], output: str) -> str:
-    return (
-        f"<!-- dry run: {name} -->\n```console\n$ {make_command(variables)}\n{output}\n```\n<!-- /dry run -->"
-    )
+    fence = "```console no-run aws"  # the page's shell blocks say whether they run (tests/docblocks.py)
+    return f"<!-- dry run: {name} -->\n{fence}\n$ {make_command(variables)}\n{output}\n```\n<!-- /dry run -->"
 
 
 def blocks(extra: list[str] | None = None) -> dict[str, str]:

@@ -168,7 +168,7 @@ class Predictor:
     def render(self, prediction: Prediction) -> bytes:
         """The anomaly map as a colour PNG at its own resolution (never larger than the image); safe to run
         off the model thread. The map holds nothing finer than the model's input grid, so a PNG at the
-        image's size only repeats it: at 900x900 it took 8x the time (docs/benchmarks.md). Clients overlay it
+        image's size only repeats it: at 900x900 it took 8x the time (docs/decisions.md). Clients overlay it
         scaled to the image, as the UI does."""
         t = time.perf_counter()
         cal = self.artifact.get(prediction.class_name).calibration

@@ -1,7 +1,7 @@
 """The engine on the real MVTec AD bottle (skipped when the data is absent).
 
-Trained at 256 px to keep the suite quick; the README's quality targets at the default 384 px are checked by
-`make bench-model`, not here.
+Trained at 256 px to keep the suite quick; the quality targets at the default 384 px are checked by
+`make bench-model` (docs/benchmarks.md), not here.
 """
 
 from __future__ import annotations
