@@ -115,8 +115,9 @@ class Trainings:
             if done.result():
                 failed.append(name)
                 continue
-            said = self.logs[name].read_text().splitlines()  # its summary: bank, threshold, time, AUROC
-            summary = next((line.strip() for line in said if line.strip().startswith(f"{name}: bank")), name)
+            said = self.logs[name].read_text().splitlines()  # its summary: backbone, bank, threshold, AUROC
+            lines = [s.strip() for s in said if s.strip().startswith(f"{name}: ") and " bank " in s]
+            summary = lines[0] if lines else name
             print(f"{self.model} {summary}", flush=True)
         if failed:
             raise DemoError(

@@ -42,7 +42,7 @@ def test_demo_leaves_both_models_deployed_and_every_test_image_inspected(tmp_pat
         for model in ("patchcore", "softpatch"):  # a report per class; the classes joined into one artifact
             for name in CLASSES:
                 assert (out / f"report_{model}/{name}/metrics.json").exists()
-                assert re.search(rf"^{model} {name}: bank \d+ patches", run.stdout, re.M), run.stdout
+                assert re.search(rf"^{model} {name}: \S+@\d+, bank \d+ patches", run.stdout, re.M), run.stdout
             artifacts[model] = load_artifact(out / f"{model}.tar.gz")
             assert sorted(artifacts[model].classes) == sorted(CLASSES)
         for name in CLASSES:  # SoftPatch trained on the configurations of the PatchCore that is deployed

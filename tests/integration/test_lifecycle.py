@@ -329,7 +329,9 @@ def test_the_endpoint_follower_waits_for_a_change_and_hears_of_it_at_once(
     waiter = threading.Thread(target=wait)
     waiter.start()
     time.sleep(0.5)
+    sm = boto3.client("sagemaker")
+    config = sm.describe_endpoint(EndpointName=name)["EndpointConfigName"]
     updated = time.monotonic()
-    boto3.client("sagemaker").update_endpoint(EndpointName=name, EndpointConfigName="stack-config")
+    sm.update_endpoint(EndpointName=name, EndpointConfigName=config)
     waiter.join(timeout=30)
     assert heard["generation"] == now + 1 and heard["at"] - updated < 5

@@ -281,7 +281,8 @@ def test_make_deploy_passes_the_examples_options() -> None:
     """The page's make command lines run the deploy-stack options the examples were made with."""
     for variables in (examples.FRESH, examples.SECOND):
         words = shlex.split(examples.make_command(variables))
-        make = ["make", "-n", "-o", ".venv/.installed", *words[1:]]
+        # --no-print-directory: under `make test` the inherited MAKEFLAGS add "Entering directory" lines.
+        make = ["make", "-n", "--no-print-directory", "-o", ".venv/.installed", *words[1:]]
         out = subprocess.run(make, cwd=ROOT, capture_output=True, text=True, check=True).stdout
         line = out.replace("\\\n", " ").strip().splitlines()[-1]
         assert shlex.split(line) == [".venv/bin/ivadas", "deploy-stack", *examples.argv(variables)]
