@@ -153,10 +153,10 @@ def dataset_splits() -> dict:
     splits = {name: load_split("elpv", name) for name in ("elpv_mono", "elpv_poly")}
     if (MVTEC / "bottle").is_dir():
         splits["bottle"] = load_split(str(MVTEC), "bottle")
+        tiny = make_bottle_tiny(MVTEC / "bottle", WORK / "data")
+        splits["bottle_tiny"] = load_split(str(tiny), "bottle_tiny")  # scored by bottle's models
         crops = make_bottle_crops(MVTEC / "bottle", WORK / "data")
         splits["bottle_crops"] = load_split(str(crops), "bottle_crops")
-        tiny = make_bottle_tiny(MVTEC / "bottle", WORK / "data")
-        splits["bottle_tiny"] = load_split(str(tiny), "bottle_tiny")
     else:
         print(f"MVTec bottle not found under {MVTEC}: bottle, bottle_crops and bottle_tiny skipped")
     return splits
