@@ -10,6 +10,8 @@ from aws_lambda_powertools.event_handler.exceptions import BadRequestError
 
 from ivadas_contract.limits import MAX_NAME_CHARS, MAX_TOKEN_CHARS
 
+#: The page sizes a list endpoint serves (`limit`; openapi/api.yaml `Limit`), and its default.
+MIN_PAGE, MAX_PAGE, DEFAULT_PAGE = 1, 200, 50
 #: query parameter -> its longest value
 QUERY_LIMITS = {"class_name": MAX_NAME_CHARS, "line": MAX_NAME_CHARS, "next_token": MAX_TOKEN_CHARS}
 
@@ -21,6 +23,18 @@ def query(params: dict[str, str] | None) -> dict[str, str]:
         if len(params.get(name) or "") > limit:
             raise BadRequestError(f"{name} must be at most {limit} characters")
     return params
+
+
+def page_size(params: dict[str, str]) -> int:
+    """The `limit` query parameter: a whole number from MIN_PAGE to MAX_PAGE (absent: DEFAULT_PAGE). Anything
+    else is a 400, never clamped: `limit=0` answering one item hides the caller's mistake."""
+    value = params.get("limit")
+    if value is None:
+        return DEFAULT_PAGE
+    text = value.strip()
+    if not (text.isascii() and text.isdigit() and len(text) <= 4 and MIN_PAGE <= int(text) <= MAX_PAGE):
+        raise BadRequestError(f"limit must be a whole number from {MIN_PAGE} to {MAX_PAGE}: {value[:20]!r}")
+    return int(text)
 
 
 def json_object(event: Any, required: bool) -> dict:

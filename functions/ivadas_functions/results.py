@@ -46,7 +46,6 @@ tracer = Tracer()
 cors = cors_config()
 app = APIGatewayRestResolver(cors=cors)
 settings = Settings.from_env()
-MAX_LIMIT = 200
 #: Lifetime of every presigned link this API hands out (images, heatmaps, exports): minutes, not hours.
 URL_SECONDS = 300
 _classes_cache: dict = {"at": 0.0, "value": None}
@@ -61,13 +60,6 @@ def _query() -> dict[str, str]:
     return request_checks.query(app.current_event.query_string_parameters)  # lengths (openapi/api.yaml)
 
 
-def _limit(q: dict[str, str]) -> int:
-    try:
-        return max(1, min(MAX_LIMIT, int(q.get("limit", "50"))))
-    except ValueError:
-        raise BadRequestError("limit must be a number") from None
-
-
 def _filter(q: dict[str, str]) -> ResultFilter:
     try:
         return ResultFilter.from_query(q)
@@ -77,7 +69,8 @@ def _filter(q: dict[str, str]) -> ResultFilter:
 
 def _page(p: Plan, q: dict[str, str]) -> dict:
     try:
-        page = query_page(table(settings.results_table), p, _limit(q), q.get("next_token") or None)
+        size, token = request_checks.page_size(q), q.get("next_token") or None
+        page = query_page(table(settings.results_table), p, size, token)
     except ValueError as exc:
         raise BadRequestError(str(exc)) from None
     s3 = client("s3")

@@ -122,6 +122,23 @@ def test_bad_filters_and_tokens_get_the_one_error_shape(seeded) -> None:  # noqa
         assert status == 400 and body == {"error": body["error"], "type": "bad_request"}, (query, body)
 
 
+@pytest.mark.parametrize("limit", ["0", "-1", "201", "1e23", "2.5", "", " ", "x", "1" * 30, "٥"])
+@pytest.mark.parametrize("path", ["/results", "/review-queue"])
+def test_a_page_size_out_of_range_is_refused_not_clamped(seeded, path, limit) -> None:  # noqa: ANN001
+    results, _, _ = seeded
+    resp = results.handler(api_event("GET", path, query={"class_name": "bottle", "limit": limit}), Context())
+    body = json.loads(resp["body"])
+    assert resp["statusCode"] == 400 and body["type"] == "bad_request", (limit, body)
+    assert "from 1 to 200" in body["error"]
+
+
+def test_a_page_size_in_range_is_served(seeded) -> None:  # noqa: ANN001
+    results, _, _ = seeded
+    for limit, expected in (("1", 1), (" 7 ", 7), ("200", 30)):
+        status, body = _get(results, "/results", {"class_name": "bottle", "limit": limit})
+        assert status == 200 and len(body["items"]) == expected, (limit, body)
+
+
 def _forged(key: dict) -> str:
     """A token for this month's all-classes partition carrying `key` (None: this month)."""
     import base64
