@@ -4,11 +4,12 @@ never a failed AWS call (an over-long DynamoDB key) or a crash on a wrong type f
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from aws_lambda_powertools.event_handler.exceptions import BadRequestError
+from aws_lambda_powertools.event_handler.exceptions import BadRequestError, ServiceError
 
-from ivadas_contract.limits import MAX_NAME_CHARS, MAX_TOKEN_CHARS
+from ivadas_contract.limits import MAX_API_BODY_BYTES, MAX_NAME_CHARS, MAX_TOKEN_CHARS
 
 #: The page sizes a list endpoint serves (`limit`; openapi/api.yaml `Limit`), and its default.
 MIN_PAGE, MAX_PAGE, DEFAULT_PAGE = 1, 200, 50
@@ -37,12 +38,35 @@ def page_size(params: dict[str, str]) -> int:
     return int(text)
 
 
+def json_body(event: Any) -> Any:
+    """The request's body parsed as JSON (None when there is none): the one place a handler parses a body.
+    Whatever a client sends is a 400 here, never a 500: not JSON, not UTF-8, nested deeper than the parser
+    recurses (RecursionError), or a number of more than 4,300 digits (Python's int limit: ValueError); and a
+    body over what Lambda passes is a 413 (API Gateway refuses it first; the local shim and tests do not)."""
+    try:
+        text = event.decoded_body
+    except ValueError:  # base64 that is not, or bytes that are not UTF-8
+        raise BadRequestError("the body is not valid JSON: not UTF-8 text") from None
+    if not text:
+        return None
+    if len(text) > MAX_API_BODY_BYTES:
+        raise ServiceError(413, f"the body is over the {MAX_API_BODY_BYTES:,} byte limit")
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise BadRequestError("the body is not JSON this API reads: nested too deeply") from None
+    except json.JSONDecodeError as exc:
+        raise BadRequestError(f"the body is not valid JSON: {exc.msg} at character {exc.pos}") from None
+    except ValueError:  # int("...") past sys.get_int_max_str_digits()
+        raise BadRequestError("the body is not JSON this API reads: a number of over 4,300 digits") from None
+
+
 def json_object(event: Any, required: bool) -> dict:
     """The request's JSON body as an object; an absent (empty) body is {} unless `required`. A body that is
     present must be an object: `null` is not absence (BadRequestError otherwise)."""
     if not event.body and not required:
         return {}
-    body = event.json_body
+    body = json_body(event)
     if not isinstance(body, dict):
         raise BadRequestError("the body must be a JSON object")
     return body

@@ -162,7 +162,7 @@ def review(inspection_id: str):  # noqa: ANN201 - dict or Response
         return api_errors.error_response(409, "a rejected object has no verdict to review")
     try:
         record = reviews.review_record(
-            from_dynamo(item), app.current_event.json_body, reviewer.as_reviewer(), now_iso()
+            from_dynamo(item), request_checks.json_body(app.current_event), reviewer.as_reviewer(), now_iso()
         )
     except ValueError as exc:
         return api_errors.error_response(400, str(exc))
