@@ -38,6 +38,31 @@ def page_size(params: dict[str, str]) -> int:
     return int(text)
 
 
+#: The filters of a results query (`GET /results`), and those of them that are flags.
+FILTERS = ("class_name", "line", "anomalous", "reviewed", "disagrees", "since", "until", "next_token")
+FLAGS = ("anomalous", "reviewed", "disagrees")
+
+
+def filters_body(event: Any) -> dict[str, str]:
+    """The results filters of a JSON body (`POST /results/export`), as the query's text (`"true"` for a flag's
+    true), within the query's limits: the same names, the same checks. An absent or empty body is {}; any
+    other field is a 400, so a misspelt filter never exports every row."""
+    body = json_object(event, required=False)
+    unknown = sorted(set(body) - set(FILTERS))
+    if unknown:
+        names = ", ".join(repr(n[:40]) for n in unknown[:5])
+        raise BadRequestError(f"unknown field {names}: the filters are {', '.join(FILTERS)}")
+    found = {}
+    for name, value in body.items():
+        if name in FLAGS and isinstance(value, bool):
+            value = "true" if value else "false"  # noqa: PLW2901 - the query's form of it
+        if value is not None and not isinstance(value, str):
+            raise BadRequestError(f"{name} must be {'true or false' if name in FLAGS else 'text'}")
+        if value is not None:
+            found[name] = value
+    return query(found)
+
+
 def json_body(event: Any) -> Any:
     """The request's body parsed as JSON (None when there is none): the one place a handler parses a body.
     Whatever a client sends is a 400 here, never a 500: not JSON, not UTF-8, nested deeper than the parser

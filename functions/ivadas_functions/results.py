@@ -4,6 +4,8 @@
   paginated (by-class index; anomalies-by-class when anomalous=true; a scan only when no class is given).
 - `GET /results/{inspection_id}`: one item, with presigned URLs for its image and heatmap.
 - `GET /classes`: the classes each deployed model serves, with model version and threshold.
+- `POST /results/export`, with the filters of `GET /results` in the query or as a JSON body: every row as CSV
+  in the results bucket, and a presigned link to it (ivadas_functions.exports).
 - `POST /results/{inspection_id}/review` `{"verdict": "good" | "defect", "defect_type": ..., "note": ...}`: a
   review by the signed-in user (ivadas_functions.identity), kept as history; the newest is shown on a result.
 - `GET /stats?class_name=&line=&since=ISO&until=ISO`: images inspected, anomaly rate, rejects by reason,
@@ -107,7 +109,10 @@ def review_queue() -> dict:
 @app.post("/results/export")
 @tracer.capture_method
 def export_results() -> dict:
-    q = _query()
+    q, body = _query(), request_checks.filters_body(app.current_event)
+    if body and any(name in q for name in request_checks.FILTERS):
+        raise BadRequestError("give the filters in the query or in the body, not in both")
+    q = body or q
     flt = _filter(q)
     try:
         written = export_csv(

@@ -113,8 +113,10 @@ HANDLERS = {
         ("/predict", '{"class_name": "bottle", "image_base64": "\\ud800"'),
         ("/models/patchcore-1/reject", '{"why": ' + "[" * 2000),
         ("/models/patchcore-1/reject", '{"why": ' + "7" * 5000 + "}"),
+        ("/results/export", '{"class_name": ' + "{" * 2000),
+        ("/results/export", '{"class_name": ' + "7" * 5000 + "}"),
     ],
-    ids=["nested", "nested-deep", "huge-int", "truncated", "models-nested", "models-huge-int"],
+    ids=["nested", "deep", "huge-int", "truncated", "models-nested", "models-int", "export-nested", "e-int"],
 )
 def test_json_a_parser_refuses_is_a_400_not_a_500(aws, route, body) -> None:  # noqa: F811
     """JSON nested past the parser's recursion or a number past Python's 4,300 digits is the client's."""

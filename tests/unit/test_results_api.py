@@ -269,6 +269,45 @@ def test_export_writes_every_filtered_row_as_csv_to_the_results_bucket(seeded, m
     assert body["url"].startswith("http") and RESULTS in body["url"]
 
 
+def _export(results, body: str | None, query: dict | None = None) -> tuple[int, dict]:  # noqa: ANN001
+    event = api_event("POST", "/results/export", query=query or {})
+    event["body"] = body
+    resp = results.handler(event, Context())
+    return resp["statusCode"], json.loads(resp["body"])
+
+
+def test_an_export_honours_the_filters_of_its_json_body(seeded) -> None:  # noqa: ANN001
+    results, records, _ = seeded
+    body = {"class_name": "cell", "anomalous": True, "line": "line1", "reviewed": None}
+    status, done = _export(results, json.dumps(body))
+    mine = [r for r in records if r["class_name"] == "cell" and r["is_anomaly"] and r["line"] == "line1"]
+    assert status == 200 and 0 < done["rows"] == len(mine) < len(records), done
+    assert done["filters"] == {"class_name": "cell", "anomalous": True, "line": "line1"}
+    status, done = _export(results, json.dumps({"anomalous": "true", "since": records[57]["created_at"]}))
+    assert status == 200 and done["rows"] == 1, done  # the query's forms of them, too
+    assert _export(results, "{}", {"line": "line1"})[1]["rows"] == 20  # an empty body: the query's filters
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "xx", "null", "[]", '"line1"', "{", '{"class": "cell"}', '{"anomalous": "yes"}', '{"anomalous": 1}',
+        '{"class_name": 7}', '{"since": "yesterday"}', '{"class_name": "' + "c" * 300 + '"}',
+        '{"next_token": "not-a-token"}',
+    ],
+)  # fmt: skip
+def test_an_export_refuses_a_body_that_is_not_its_filters(seeded, body) -> None:  # noqa: ANN001
+    results, _, _ = seeded
+    status, answer = _export(results, body)
+    assert status == 400 and answer == {"error": answer["error"], "type": "bad_request"}, (body, answer)
+
+
+def test_an_export_takes_its_filters_from_the_query_or_the_body_not_both(seeded) -> None:  # noqa: ANN001
+    results, _, _ = seeded
+    status, answer = _export(results, '{"class_name": "cell"}', {"line": "line1"})
+    assert status == 400 and "not in both" in answer["error"]
+
+
 def test_an_export_out_of_time_ends_its_file_and_says_where_to_go_on(seeded, monkeypatch) -> None:  # noqa: ANN001
     results, records, _ = seeded
     exports = importlib.import_module("ivadas_functions.exports")
