@@ -36,6 +36,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("infra.lifecycle.commands", "models"),
     "approve": ("infra.lifecycle.commands", "approve"),
     "reject": ("infra.lifecycle.commands", "reject"),
+    "reopen": ("infra.lifecycle.commands", "reopen"),
     "deploy": ("infra.lifecycle.commands", "deploy"),
     "rollback": ("infra.lifecycle.commands", "rollback"),
     "compare": ("infra.lifecycle.commands", "compare"),
@@ -301,6 +302,11 @@ def _add_lifecycle_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("reject", help="reject a version")
     p.add_argument("version")
     p.add_argument("--why", required=True)
+    add_context_arguments(p)
+
+    p = sub.add_parser("reopen", help="make a decided version pending again, so it can be decided anew")
+    p.add_argument("version")
+    p.add_argument("--why", required=True, help="why the decision is re-opened (kept in its history)")
     add_context_arguments(p)
 
     for name, text in (("deploy", "point a model's endpoint at an approved version"),
