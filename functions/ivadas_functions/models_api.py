@@ -54,6 +54,7 @@ def _agreement() -> list[dict]:
             )
         }
         for g in view["groups"]
+        if g["inspected"]  # a class no model scored (only rejects: sent by mistake) has no agreement row
     ]
 
 

@@ -239,6 +239,41 @@ def test_stats_offer_classes_lines_and_a_series(aws) -> None:  # noqa: ANN001, F
     assert _get(results, "/stats", {"since": "last tuesday"})[0] == 400
 
 
+def test_a_class_no_model_serves_is_counted_as_rejected_not_offered_as_a_class(aws, monkeypatch) -> None:  # noqa: ANN001, F811
+    from ivadas_functions import counters
+    from ivadas_functions.aws import Settings
+
+    settings = Settings.from_env()
+    at = {"line": "line1", "model": "patchcore", "created_at": f"{_today()}T10:00:00.000Z"}
+    counters.add(settings, {"class_name": "elpv_mono", **at}, {"inspected": 5, "anomalies": 1, "rejected": 1,
+                                                             "rejected_not_an_image": 1})  # fmt: skip
+    for class_name, reason in (
+        ("bottle", "unknown_class"),
+        ("bottle", "unknown_class"),
+        ("unassigned", "no_class"),
+    ):
+        counters.add(settings, {"class_name": class_name, **at}, {"rejected": 1, f"rejected_{reason}": 1})
+    results = importlib.import_module("ivadas_functions.results")
+    for query in ({}, {"since": f"{_today()}T00:00:00Z"}):
+        status, view = _get(results, "/stats", query)
+        assert status == 200 and view["dimensions"]["classes"] == ["elpv_mono"], view["dimensions"]
+        assert [c["class_name"] for c in view["by_class"]] == ["elpv_mono"]
+        assert view["rejected"] == {
+            "no_class": {"unassigned": 1}, "not_an_image": {"elpv_mono": 1}, "unknown_class": {"bottle": 2}
+        }  # fmt: skip
+        assert view["total"]["rejected"] == 4 and view["total"]["inspected"] == 5
+    monkeypatch.setenv("STAGE", "test")
+    models_api = importlib.import_module("ivadas_functions.models_api")
+    listed = json.loads(models_api.handler(api_event("GET", "/models"), Context())["body"])
+    assert [a["class_name"] for a in listed["agreement"]] == ["elpv_mono"]
+
+
+def _today() -> str:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC).date().isoformat()
+
+
 def test_export_writes_every_filtered_row_as_csv_to_the_results_bucket(seeded, monkeypatch) -> None:  # noqa: ANN001
     results, records, _ = seeded
     exports = importlib.import_module("ivadas_functions.exports")
