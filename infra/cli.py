@@ -11,7 +11,7 @@ import importlib
 import sys
 
 from infra.local.args import DEFAULT_STATE_DIR, add_local_arguments
-from infra.local.users import add_user_arguments
+from infra.local.users import add_password_stdin_argument, add_user_arguments
 from ivadas_contract.models import BASELINE, MODELS
 from model_server import __version__, defaults
 from model_server.server.serve import add_serve_arguments
@@ -36,6 +36,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("infra.lifecycle.commands", "models"),
     "approve": ("infra.lifecycle.commands", "approve"),
     "reject": ("infra.lifecycle.commands", "reject"),
+    "reopen": ("infra.lifecycle.commands", "reopen"),
     "deploy": ("infra.lifecycle.commands", "deploy"),
     "rollback": ("infra.lifecycle.commands", "rollback"),
     "compare": ("infra.lifecycle.commands", "compare"),
@@ -269,6 +270,7 @@ def _add_stack_commands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("results", help="query inspection results of the local stack (as a signed-in user)")
     p.add_argument("--user", help="who signs in (default $IVADAS_USER; password $IVADAS_PASSWORD or asked)")
+    add_password_stdin_argument(p)
     p.add_argument("--class-name")
     p.add_argument("--line")
     p.add_argument("--anomalous", action="store_true")
@@ -301,6 +303,11 @@ def _add_lifecycle_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("reject", help="reject a version")
     p.add_argument("version")
     p.add_argument("--why", required=True)
+    add_context_arguments(p)
+
+    p = sub.add_parser("reopen", help="make a decided version pending again, so it can be decided anew")
+    p.add_argument("version")
+    p.add_argument("--why", required=True, help="why the decision is re-opened (kept in its history)")
     add_context_arguments(p)
 
     for name, text in (("deploy", "point a model's endpoint at an approved version"),

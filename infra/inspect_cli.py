@@ -118,7 +118,7 @@ def results(args: argparse.Namespace) -> int:
         query["anomalous"] = "true"
     from infra.local.users import signed_in_headers
 
-    headers = signed_in_headers(state, args.user, None)  # /results is a person's route: sign in
+    headers = signed_in_headers(state, args.user, None, args.password_stdin)  # a person's route: sign in
     url = f"{state['api_url']}/results?{urllib.parse.urlencode(query)}"
     req = urllib.request.Request(url, headers=headers)
     try:

@@ -161,10 +161,33 @@ def series(items: list[dict], interval: str = "hour") -> list[dict]:
     return rows
 
 
+def served_classes(items: list[dict]) -> set[str]:
+    """The classes a model scored: those with any counter but a reject's (an inspection, a review of one). A
+    reject makes no class: an image sent with a class no deployed model serves (`--class-name bottle` against
+    the ELPV models) or with none at all (`unassigned`) is counted in its slot, but is not a class to filter,
+    queue or compare by."""
+    keys = (PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE)
+    return {
+        item[PARTITION_KEY] for item in items
+        if any(int(v) for k, v in item.items() if k not in keys and not k.startswith("rejected"))
+    }  # fmt: skip
+
+
 def dimensions(items: list[dict]) -> dict[str, list[str]]:
-    """The classes and lines that have results: what the UI's filters offer."""
+    """The classes the models scored and the lines that have results: what the UI's filters offer."""
     lines = {item[SORT_KEY].split("#", 2)[1] for item in items} - {NO_LINE}
-    return {"classes": sorted({item[PARTITION_KEY] for item in items}), "lines": sorted(lines)}
+    return {"classes": sorted(served_classes(items)), "lines": sorted(lines)}
+
+
+def rejected(items: list[dict]) -> dict[str, dict[str, int]]:
+    """{reason: {class as sent: rejects}}: what was refused, counted apart from the classes (`bottle` and
+    `unassigned` show up here, under `unknown_class` and `no_class`, and nowhere as a class)."""
+    out: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for item in items:
+        for name, value in item.items():
+            if name.startswith("rejected_") and int(value):
+                out[name.removeprefix("rejected_")][item[PARTITION_KEY]] += int(value)
+    return {reason: dict(sorted(by_class.items())) for reason, by_class in sorted(out.items())}
 
 
 def drift_z(anomalies: int, inspected: int, ref_anomalies: int, ref_inspected: int) -> float:

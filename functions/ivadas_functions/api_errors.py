@@ -34,7 +34,7 @@ def _text(msg: Any) -> str:
 def _body_is_json(app: APIGatewayRestResolver) -> bool:
     try:
         app.current_event.json_body  # noqa: B018 - parsing is the check
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         return False
     return True
 
@@ -68,7 +68,7 @@ def install(app: APIGatewayRestResolver, logger: Logger) -> None:
 
     @app.exception_handler(Exception)
     def unexpected(exc: Exception) -> Response:
-        if isinstance(exc, json.JSONDecodeError | UnicodeDecodeError) and not _body_is_json(app):
+        if isinstance(exc, ValueError | RecursionError) and not _body_is_json(app):
             return error_response(400, "the body is not valid JSON", "bad_request")  # event.json_body raised
         logger.exception("unhandled error", extra={"path": app.current_event.path})
         return error_response(500, INTERNAL_MESSAGE, "internal")

@@ -4,7 +4,10 @@
   serves, and per class the baseline/candidate verdict agreement of the last `AGREEMENT_DAYS` (stats table).
 - `POST /models/{version}/approve` `{"note": ...}` and `POST /models/{version}/reject` `{"why": ...}`: the
   decision, recorded with the package with who made it: a signed-in ML engineer (ivadas_functions.identity);
-  anyone else gets 403 `forbidden`. Every route needs a signed-in operator or ML engineer.
+  anyone else gets 403 `forbidden`. A decided version answers another decision with 409 `conflict`.
+- `POST /models/{version}/reopen` `{"why": ...}`: make a decided version pending again (an ML engineer, with
+  the reason); every decision and re-open stays in the version's `history`.
+Every route needs a signed-in operator or ML engineer.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ def _agreement() -> list[dict]:
             )
         }
         for g in view["groups"]
+        if g["inspected"]  # a class no model scored (only rejects: sent by mistake) has no agreement row
     ]
 
 
@@ -74,12 +78,14 @@ def list_models() -> dict:
 def _decide(version: str, status: str, note: str | None, who: identity.Identity):  # noqa: ANN202
     try:
         sagemaker, ssm, by = client("sagemaker"), client("ssm"), who.principal
-        decided = registry.decide(sagemaker, ssm, STAGE, version, status, note, by, who.as_author("decided"))
+        if status == registry.PENDING:
+            decided = registry.reopen(sagemaker, ssm, STAGE, version, note or "", by)
+        else:
+            author = who.as_author("decided")
+            decided = registry.decide(sagemaker, ssm, STAGE, version, status, note, by, author)
     except registry.RegistryError as exc:
         return api_errors.error_response(TYPES[exc.kind], str(exc), exc.kind)
-    logger.info(
-        "model decision", extra={"version": version, "status": status, "by": decided.metadata["decided_by"]}
-    )
+    logger.info("model decision", extra={"version": version, "status": status, "by": by})
     return decided.to_dict()
 
 
@@ -98,6 +104,15 @@ def reject(version: str):  # noqa: ANN201
     body = request_checks.json_object(app.current_event, required=True)
     why = request_checks.text(body, "why", MAX_NOTE_CHARS, required=True)  # a rejection needs its reason
     return _decide(version, registry.REJECTED, why, who)
+
+
+@app.post("/models/<version>/reopen")
+@tracer.capture_method
+def reopen(version: str):  # noqa: ANN201
+    who = identity.require(app.current_event.raw_event, identity.DECIDE)
+    body = request_checks.json_object(app.current_event, required=True)
+    why = request_checks.text(body, "why", MAX_NOTE_CHARS, required=True)  # a re-open needs its reason
+    return _decide(version, registry.PENDING, why, who)
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

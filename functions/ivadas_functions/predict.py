@@ -26,7 +26,7 @@ from ivadas_contract.errors import TYPES
 from ivadas_contract.inspection import CLASS_NAME_RULE, is_class_name
 from ivadas_contract.limits import MAX_PREDICT_IMAGE_BYTES
 from ivadas_contract.models import MODELS
-from ivadas_functions import api_errors, identity, retries
+from ivadas_functions import api_errors, identity, request_checks, retries
 from ivadas_functions.aws import (
     RejectedImage,
     Settings,
@@ -88,7 +88,7 @@ def predict() -> Response | dict:
     machine = app.current_event.resource.startswith("/machine/")
     identity.require(app.current_event.raw_event, identity.MACHINE if machine else identity.PREDICT)
     start = time.perf_counter()
-    class_name, image, model, heatmap = _parse(app.current_event.json_body)
+    class_name, image, model, heatmap = _parse(request_checks.json_body(app.current_event))
     limit = min(settings.max_image_bytes, MAX_PREDICT_IMAGE_BYTES)  # what fits in Lambda's request as base64
     if len(image) > limit:
         return api_errors.error_response(413, f"image of {len(image)} bytes is over the {limit} byte limit")

@@ -4,6 +4,8 @@
   paginated (by-class index; anomalies-by-class when anomalous=true; a scan only when no class is given).
 - `GET /results/{inspection_id}`: one item, with presigned URLs for its image and heatmap.
 - `GET /classes`: the classes each deployed model serves, with model version and threshold.
+- `POST /results/export`, with the filters of `GET /results` in the query or as a JSON body: every row as CSV
+  in the results bucket, and a presigned link to it (ivadas_functions.exports).
 - `POST /results/{inspection_id}/review` `{"verdict": "good" | "defect", "defect_type": ..., "note": ...}`: a
   review by the signed-in user (ivadas_functions.identity), kept as history; the newest is shown on a result.
 - `GET /stats?class_name=&line=&since=ISO&until=ISO`: images inspected, anomaly rate, rejects by reason,
@@ -46,7 +48,6 @@ tracer = Tracer()
 cors = cors_config()
 app = APIGatewayRestResolver(cors=cors)
 settings = Settings.from_env()
-MAX_LIMIT = 200
 #: Lifetime of every presigned link this API hands out (images, heatmaps, exports): minutes, not hours.
 URL_SECONDS = 300
 _classes_cache: dict = {"at": 0.0, "value": None}
@@ -61,13 +62,6 @@ def _query() -> dict[str, str]:
     return request_checks.query(app.current_event.query_string_parameters)  # lengths (openapi/api.yaml)
 
 
-def _limit(q: dict[str, str]) -> int:
-    try:
-        return max(1, min(MAX_LIMIT, int(q.get("limit", "50"))))
-    except ValueError:
-        raise BadRequestError("limit must be a number") from None
-
-
 def _filter(q: dict[str, str]) -> ResultFilter:
     try:
         return ResultFilter.from_query(q)
@@ -77,7 +71,8 @@ def _filter(q: dict[str, str]) -> ResultFilter:
 
 def _page(p: Plan, q: dict[str, str]) -> dict:
     try:
-        page = query_page(table(settings.results_table), p, _limit(q), q.get("next_token") or None)
+        size, token = request_checks.page_size(q), q.get("next_token") or None
+        page = query_page(table(settings.results_table), p, size, token)
     except ValueError as exc:
         raise BadRequestError(str(exc)) from None
     s3 = client("s3")
@@ -114,7 +109,10 @@ def review_queue() -> dict:
 @app.post("/results/export")
 @tracer.capture_method
 def export_results() -> dict:
-    q = _query()
+    q, body = _query(), request_checks.filters_body(app.current_event)
+    if body and any(name in q for name in request_checks.FILTERS):
+        raise BadRequestError("give the filters in the query or in the body, not in both")
+    q = body or q
     flt = _filter(q)
     try:
         written = export_csv(
@@ -169,7 +167,7 @@ def review(inspection_id: str):  # noqa: ANN201 - dict or Response
         return api_errors.error_response(409, "a rejected object has no verdict to review")
     try:
         record = reviews.review_record(
-            from_dynamo(item), app.current_event.json_body, reviewer.as_reviewer(), now_iso()
+            from_dynamo(item), request_checks.json_body(app.current_event), reviewer.as_reviewer(), now_iso()
         )
     except ValueError as exc:
         return api_errors.error_response(400, str(exc))

@@ -49,14 +49,19 @@ def stats_view(
     table_name: str, dlq_name: str | None, class_name: str | None, line: str | None, since: str | None,
     until: str | None, interval: str = "hour",
 ) -> dict:  # fmt: skip
-    """The figures of a filter: totals, per class/line/model and per class, a time series, the DLQ depth, and
-    the classes and lines there are (over every slot: what the UI's filters offer)."""
+    """The figures of a filter: totals, per class/line/model and per class, a time series, the DLQ depth, the
+    classes the models scored and the lines there are (over every slot: what the UI's filters offer), and the
+    rejects by reason and class as sent. `by_class` has the scored classes only: a class sent that no model
+    serves is in `rejected`, never a row of its own."""
     items = read_slots(table_name, class_name, since, until, line)
     view = stats.summarize(items)
-    view["by_class"] = stats.summarize(items, ("class_name",))["groups"]
-    view["series"] = stats.series(items, interval)
     unfiltered = not (class_name or line or since or until)
     view["dimensions"] = stats.dimensions(items if unfiltered else read_slots(table_name, None, None, None))
+    served = set(view["dimensions"]["classes"])
+    per_class = stats.summarize(items, ("class_name",))["groups"]
+    view["by_class"] = [g for g in per_class if g["class_name"] in served]
+    view["rejected"] = stats.rejected(items)
+    view["series"] = stats.series(items, interval)
     view["dlq_depth"] = dlq_depth(dlq_name) if dlq_name else None
     view["filters"] = {
         "class_name": class_name, "line": line, "since": since, "until": until, "interval": interval

@@ -75,6 +75,12 @@ def reject(args: argparse.Namespace) -> int:
     return 0
 
 
+def reopen(args: argparse.Namespace) -> int:
+    v = registry.reopen(context_from_args(args), args.version, args.why)
+    print(f"{v.name} re-opened ({v.status}): {args.why}")
+    return 0
+
+
 def deploy(args: argparse.Namespace) -> int:
     record = rollout.deploy(context_from_args(args), args.model, args.version, args.timeout)
     before = record["previous"][0] if record["previous"] else None

@@ -124,6 +124,14 @@ def decide(ctx: Context, name: str, status: str, note: str | None) -> ModelVersi
         raise IvadasError(str(exc)) from None
 
 
+def reopen(ctx: Context, name: str, why: str) -> ModelVersion:
+    """Make a decided version pending again as the caller's AWS identity, `why` kept in its history."""
+    try:
+        return shared.reopen(ctx.sagemaker, ctx.ssm, ctx.stage, name, why, ctx.caller)
+    except RegistryError as exc:
+        raise IvadasError(str(exc)) from None
+
+
 def _read(artifact: str | Path, model: str) -> tuple[Path, dict, dict, str]:
     path = Path(artifact)
     manifest, cards = read_cards(path)

@@ -206,14 +206,19 @@ def test_models_the_cli_makes_are_the_templates_network_isolated_ones(
     assert made["EnableNetworkIsolation"] is True
 
 
+def _local_stack_state(folder: Path) -> list[str]:
+    """A local stack's state file in `folder` that points the CLI at this moto: the CLI's arguments for it."""
+    names = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
+    environment = {k: os.environ[k] for k in names}
+    write_state(folder, {"resources": {"ModelBucket": BUCKET}, "environment": environment})
+    return ["--stage", "local", "--state-dir", str(folder)]
+
+
 def test_cli_walks_the_registry(
     ctx: Context, trained_artifact: Path, capsys: pytest.CaptureFixture, tmp_path: Path
 ) -> None:
     """The commands on the local stack (its state file points them at this moto)."""
-    names = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
-    environment = {k: os.environ[k] for k in names}
-    write_state(tmp_path, {"resources": {"ModelBucket": BUCKET}, "environment": environment})
-    where = ["--stage", "local", "--state-dir", str(tmp_path)]
+    where = _local_stack_state(tmp_path)
     assert main(["register", "--artifact", str(trained_artifact), "--model", "patchcore", *where]) == 0
     assert "registered patchcore-1: PendingManualApproval" in capsys.readouterr().out
     assert main(["deploy", "--model", "patchcore", "--version", "patchcore-1", *where]) == 2
@@ -231,6 +236,31 @@ def test_cli_walks_the_registry(
     assert "Approved" in row and "widget" in row and "deployed" in row and "moto" in row
     assert main(["reject", "patchcore-1", "--why", "late find", *where]) == 2
     assert "is deployed" in capsys.readouterr().err
+
+
+def test_cli_keeps_a_decision_until_it_is_reopened(
+    ctx: Context, trained_artifact: Path, capsys: pytest.CaptureFixture, tmp_path: Path
+) -> None:
+    where = _local_stack_state(tmp_path)
+    assert main(["register", "--artifact", str(trained_artifact), "--model", "patchcore", *where]) == 0
+    assert main(["reject", "patchcore-1", "--why", "misses scratches", *where]) == 0
+    capsys.readouterr()
+    assert main(["approve", "patchcore-1", "--note", "fine", *where]) == 2
+    err = capsys.readouterr().err
+    assert "is already Rejected" in err and "re-open" in err and len(err.strip().splitlines()) == 1
+
+    def stored() -> registry.ModelVersion:
+        return registry.shared.get_version(boto3.client("sagemaker"), "local", "patchcore-1")
+
+    assert stored().metadata["decision_note"] == "misses scratches"
+    with pytest.raises(SystemExit):  # a re-open needs its reason
+        main(["reopen", "patchcore-1", *where])
+    assert main(["reopen", "patchcore-1", "--why", "mislabelled set", *where]) == 0
+    assert main(["approve", "patchcore-1", "--note", "relabelled", *where]) == 0
+    history = stored().history
+    assert [(h["decision"], h["note"]) for h in history] == [
+        ("Rejected", "misses scratches"), ("Reopened", "mislabelled set"), ("Approved", "relabelled")
+    ]  # fmt: skip
 
 
 def _approved(ctx: Context, artifact: Path, model: str) -> str:

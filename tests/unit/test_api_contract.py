@@ -20,6 +20,7 @@ from infra.template import Stack, load_template
 from ivadas_contract import errors, reviews
 from ivadas_contract.limits import EVENT_ENVELOPE_BYTES, MAX_API_BODY_BYTES, MAX_PREDICT_IMAGE_BYTES
 from ivadas_contract.models import MODELS
+from ivadas_functions import request_checks
 
 ROOT = Path(__file__).resolve().parents[2]
 API = yaml.safe_load((ROOT / "openapi/api.yaml").read_text())
@@ -95,7 +96,9 @@ def test_documented_limits_are_the_code_limits(handlers: dict) -> None:
     review = schemas["ReviewRequest"]["properties"]
     assert review["verdict"]["enum"] == list(reviews.VERDICTS)
     assert {k: review[k]["maxLength"] for k in reviews.MAX_TEXT} == reviews.MAX_TEXT
-    assert params["Limit"]["schema"]["maximum"] == handlers["results"].MAX_LIMIT
+    limit = params["Limit"]["schema"]
+    assert (limit["minimum"], limit["maximum"]) == (request_checks.MIN_PAGE, request_checks.MAX_PAGE)
+    assert limit["default"] == request_checks.DEFAULT_PAGE
     custom = SERVER["components"]["parameters"]["CustomAttributes"]["schema"]
     assert custom["maxLength"] == MAX_CUSTOM_ATTRIBUTES
 

@@ -95,3 +95,46 @@ def test_classes_never_shows_why_an_endpoint_failed(aws, ui_origin, monkeypatch,
     assert all(m == {"available": False, "error": "unavailable"} for m in body["models"].values())
     assert "Traceback" not in answer["body"] and "InternalFailure" not in answer["body"]
     assert any(getattr(r, "error", None) == detail for r in caplog.records)  # logged for the operators
+
+
+HANDLERS = {
+    "predict": "ivadas_functions.predict",
+    "results": "ivadas_functions.results",
+    "models": "ivadas_functions.models_api",
+}
+
+
+@pytest.mark.parametrize(
+    ("route", "body"),
+    [
+        ("/predict", "[" * 1500 + "]" * 1500),
+        ("/predict", '{"class_name": "bottle", "a": ' + "[" * 100_000 + "]" * 100_000 + "}"),
+        ("/predict", '{"class_name": "bottle", "n": ' + "9" * 4301 + "}"),
+        ("/predict", '{"class_name": "bottle", "image_base64": "\\ud800"'),
+        ("/models/patchcore-1/reject", '{"why": ' + "[" * 2000),
+        ("/models/patchcore-1/reject", '{"why": ' + "7" * 5000 + "}"),
+        ("/results/export", '{"class_name": ' + "{" * 2000),
+        ("/results/export", '{"class_name": ' + "7" * 5000 + "}"),
+    ],
+    ids=["nested", "deep", "huge-int", "truncated", "models-nested", "models-int", "export-nested", "e-int"],
+)
+def test_json_a_parser_refuses_is_a_400_not_a_500(aws, route, body) -> None:  # noqa: F811
+    """JSON nested past the parser's recursion or a number past Python's 4,300 digits is the client's."""
+    handler = importlib.import_module(HANDLERS[route.split("/")[1]]).handler
+    event = api_event("POST", route, params={"version": "patchcore-1"} if "models" in route else None)
+    event["body"] = body
+    answer = handler(event, Context())
+    assert answer["statusCode"] == 400, answer["body"][:300]
+    assert json.loads(answer["body"])["type"] == "bad_request"
+
+
+def test_a_body_over_what_lambda_passes_is_a_413(aws) -> None:  # noqa: F811
+    from ivadas_contract.limits import MAX_API_BODY_BYTES
+
+    predict = importlib.import_module("ivadas_functions.predict")
+    event = api_event("POST", "/predict")
+    event["body"] = (
+        '{"class_name": "bottle", "image_base64": "AAAA", "pad": "' + "x" * MAX_API_BODY_BYTES + '"}'
+    )
+    answer = predict.handler(event, Context())
+    assert answer["statusCode"] == 413 and json.loads(answer["body"])["type"] == "payload_too_large"

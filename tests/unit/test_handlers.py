@@ -387,7 +387,8 @@ def test_drift_flags_a_class_whose_hour_leaves_its_recent_rate(aws) -> None:
     assert "sparse" not in found  # under DriftMinImages in the hour: not judged
 
 
-def test_models_api_decisions_need_an_ml_engineer_and_record_who(aws, monkeypatch) -> None:
+def _models_api_with_one_version(monkeypatch):  # noqa: ANN001, ANN202
+    """The Models API over a registry of one pending version, patchcore-1."""
     sm = boto3.client("sagemaker")
     sm.create_model_package_group(ModelPackageGroupName="ivadas-test-patchcore")
     container = {"Image": "img", "ModelDataUrl": "s3://m/patchcore/model.tar.gz"}
@@ -403,17 +404,23 @@ def test_models_api_decisions_need_an_ml_engineer_and_record_who(aws, monkeypatc
     )
     monkeypatch.setenv("STAGE", "test")
     api = importlib.import_module("ivadas_functions.models_api")
+
+    def post(path: str, body: dict, **who) -> tuple[int, dict]:  # noqa: ANN003
+        params = {"version": path.split("/")[2]}
+        resp = api.handler(api_event("POST", path, body, params=params, **who), Context())
+        return resp["statusCode"], json.loads(resp["body"])
+
+    return api, post
+
+
+def test_models_api_decisions_need_an_ml_engineer_and_record_who(aws, monkeypatch) -> None:
+    api, post = _models_api_with_one_version(monkeypatch)
     operator = claims_of("oli", "operators")
     listed = json.loads(api.handler(api_event("GET", "/models", claims=operator), Context())["body"])
     (version,) = listed["models"]["patchcore"]["versions"]
     assert version["version"] == "patchcore-1" and version["status"] == "PendingManualApproval"
     assert version["classes"] == ["bottle"] and version["metrics"]["image_auroc"] == 0.995
     assert listed["can_decide"] is False and listed["models"]["softpatch"]["versions"] == []
-
-    def post(path: str, body: dict, **who) -> tuple[int, dict]:  # noqa: ANN003
-        params = {"version": path.split("/")[2]}
-        resp = api.handler(api_event("POST", path, body, params=params, **who), Context())
-        return resp["statusCode"], json.loads(resp["body"])
 
     status, body = post("/models/patchcore-1/approve", {"note": "ok"}, claims=operator)
     assert status == 403 and body["type"] == "forbidden" and "ml-engineers" in body["error"]
@@ -430,6 +437,36 @@ def test_models_api_decisions_need_an_ml_engineer_and_record_who(aws, monkeypatc
     assert status == 409 and body["type"] == "conflict" and "is deployed" in body["error"]
     status, body = post("/models/patchcore-deployed/approve", {})  # the kind, not the words, sets the status
     assert status == 404 and body["type"] == "not_found"
+
+
+def test_a_decision_is_final_until_a_recorded_reopen(aws, monkeypatch) -> None:  # noqa: ANN001
+    _, post = _models_api_with_one_version(monkeypatch)
+    status, rejected = post("/models/patchcore-1/reject", {"why": "misses scratches"})
+    assert status == 200 and rejected["status"] == "Rejected"
+    status, body = post("/models/patchcore-1/approve", {"note": "looks fine"})
+    assert status == 409 and body["type"] == "conflict" and "re-open" in body["error"]
+    status, again = post("/models/patchcore-1/reject", {"why": "still misses them"})  # a retry: no change
+    assert status == 200 and again == rejected
+    assert post("/models/patchcore-1/reopen", {})[0] == 400  # a re-open needs its reason
+    assert post("/models/patchcore-1/reopen", {"why": "x"}, claims=claims_of("oli", "operators"))[0] == 403
+    status, reopened = post("/models/patchcore-1/reopen", {"why": "the scratch set was mislabelled"})
+    assert status == 200 and reopened["status"] == "PendingManualApproval"
+    assert reopened["decided_by"] is None and reopened["decision_note"] is None
+    assert post("/models/patchcore-1/reopen", {"why": "again"})[0] == 409  # nothing to re-open
+    status, approved = post("/models/patchcore-1/approve", {"note": "relabelled set passes"})
+    assert status == 200 and approved["status"] == "Approved"
+    history = [(h["decision"], h["by"], h.get("note")) for h in approved["history"]]
+    assert history == [
+        ("Rejected", "cognito:ana", "misses scratches"),
+        ("Reopened", "cognito:ana", "the scratch set was mislabelled"),
+        ("Approved", "cognito:ana", "relabelled set passes"),
+    ]
+    assert all(h["at"].endswith("Z") for h in approved["history"])
+    for i in range(30):  # the history stays within a metadata value, the newest kept
+        post("/models/patchcore-1/reopen", {"why": "w" * 200})
+        post("/models/patchcore-1/approve", {"note": f"n{i}"})
+    status, body = post("/models/patchcore-1/approve", {})
+    assert status == 200 and body["history"][-1]["note"] == "n29" and len(body["history"]) < 20
 
 
 def test_reviews_keep_history_and_never_touch_the_model_fields(aws) -> None:

@@ -122,6 +122,23 @@ def test_bad_filters_and_tokens_get_the_one_error_shape(seeded) -> None:  # noqa
         assert status == 400 and body == {"error": body["error"], "type": "bad_request"}, (query, body)
 
 
+@pytest.mark.parametrize("limit", ["0", "-1", "201", "1e23", "2.5", "", " ", "x", "1" * 30, "٥"])
+@pytest.mark.parametrize("path", ["/results", "/review-queue"])
+def test_a_page_size_out_of_range_is_refused_not_clamped(seeded, path, limit) -> None:  # noqa: ANN001
+    results, _, _ = seeded
+    resp = results.handler(api_event("GET", path, query={"class_name": "bottle", "limit": limit}), Context())
+    body = json.loads(resp["body"])
+    assert resp["statusCode"] == 400 and body["type"] == "bad_request", (limit, body)
+    assert "from 1 to 200" in body["error"]
+
+
+def test_a_page_size_in_range_is_served(seeded) -> None:  # noqa: ANN001
+    results, _, _ = seeded
+    for limit, expected in (("1", 1), (" 7 ", 7), ("200", 30)):
+        status, body = _get(results, "/results", {"class_name": "bottle", "limit": limit})
+        assert status == 200 and len(body["items"]) == expected, (limit, body)
+
+
 def _forged(key: dict) -> str:
     """A token for this month's all-classes partition carrying `key` (None: this month)."""
     import base64
@@ -222,6 +239,41 @@ def test_stats_offer_classes_lines_and_a_series(aws) -> None:  # noqa: ANN001, F
     assert _get(results, "/stats", {"since": "last tuesday"})[0] == 400
 
 
+def test_a_class_no_model_serves_is_counted_as_rejected_not_offered_as_a_class(aws, monkeypatch) -> None:  # noqa: ANN001, F811
+    from ivadas_functions import counters
+    from ivadas_functions.aws import Settings
+
+    settings = Settings.from_env()
+    at = {"line": "line1", "model": "patchcore", "created_at": f"{_today()}T10:00:00.000Z"}
+    counters.add(settings, {"class_name": "elpv_mono", **at}, {"inspected": 5, "anomalies": 1, "rejected": 1,
+                                                             "rejected_not_an_image": 1})  # fmt: skip
+    for class_name, reason in (
+        ("bottle", "unknown_class"),
+        ("bottle", "unknown_class"),
+        ("unassigned", "no_class"),
+    ):
+        counters.add(settings, {"class_name": class_name, **at}, {"rejected": 1, f"rejected_{reason}": 1})
+    results = importlib.import_module("ivadas_functions.results")
+    for query in ({}, {"since": f"{_today()}T00:00:00Z"}):
+        status, view = _get(results, "/stats", query)
+        assert status == 200 and view["dimensions"]["classes"] == ["elpv_mono"], view["dimensions"]
+        assert [c["class_name"] for c in view["by_class"]] == ["elpv_mono"]
+        assert view["rejected"] == {
+            "no_class": {"unassigned": 1}, "not_an_image": {"elpv_mono": 1}, "unknown_class": {"bottle": 2}
+        }  # fmt: skip
+        assert view["total"]["rejected"] == 4 and view["total"]["inspected"] == 5
+    monkeypatch.setenv("STAGE", "test")
+    models_api = importlib.import_module("ivadas_functions.models_api")
+    listed = json.loads(models_api.handler(api_event("GET", "/models"), Context())["body"])
+    assert [a["class_name"] for a in listed["agreement"]] == ["elpv_mono"]
+
+
+def _today() -> str:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC).date().isoformat()
+
+
 def test_export_writes_every_filtered_row_as_csv_to_the_results_bucket(seeded, monkeypatch) -> None:  # noqa: ANN001
     results, records, _ = seeded
     exports = importlib.import_module("ivadas_functions.exports")
@@ -250,6 +302,45 @@ def test_export_writes_every_filtered_row_as_csv_to_the_results_bucket(seeded, m
         and got["class_name"] == sample["class_name"]
     )
     assert body["url"].startswith("http") and RESULTS in body["url"]
+
+
+def _export(results, body: str | None, query: dict | None = None) -> tuple[int, dict]:  # noqa: ANN001
+    event = api_event("POST", "/results/export", query=query or {})
+    event["body"] = body
+    resp = results.handler(event, Context())
+    return resp["statusCode"], json.loads(resp["body"])
+
+
+def test_an_export_honours_the_filters_of_its_json_body(seeded) -> None:  # noqa: ANN001
+    results, records, _ = seeded
+    body = {"class_name": "cell", "anomalous": True, "line": "line1", "reviewed": None}
+    status, done = _export(results, json.dumps(body))
+    mine = [r for r in records if r["class_name"] == "cell" and r["is_anomaly"] and r["line"] == "line1"]
+    assert status == 200 and 0 < done["rows"] == len(mine) < len(records), done
+    assert done["filters"] == {"class_name": "cell", "anomalous": True, "line": "line1"}
+    status, done = _export(results, json.dumps({"anomalous": "true", "since": records[57]["created_at"]}))
+    assert status == 200 and done["rows"] == 1, done  # the query's forms of them, too
+    assert _export(results, "{}", {"line": "line1"})[1]["rows"] == 20  # an empty body: the query's filters
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "xx", "null", "[]", '"line1"', "{", '{"class": "cell"}', '{"anomalous": "yes"}', '{"anomalous": 1}',
+        '{"class_name": 7}', '{"since": "yesterday"}', '{"class_name": "' + "c" * 300 + '"}',
+        '{"next_token": "not-a-token"}',
+    ],
+)  # fmt: skip
+def test_an_export_refuses_a_body_that_is_not_its_filters(seeded, body) -> None:  # noqa: ANN001
+    results, _, _ = seeded
+    status, answer = _export(results, body)
+    assert status == 400 and answer == {"error": answer["error"], "type": "bad_request"}, (body, answer)
+
+
+def test_an_export_takes_its_filters_from_the_query_or_the_body_not_both(seeded) -> None:  # noqa: ANN001
+    results, _, _ = seeded
+    status, answer = _export(results, '{"class_name": "cell"}', {"line": "line1"})
+    assert status == 400 and "not in both" in answer["error"]
 
 
 def test_an_export_out_of_time_ends_its_file_and_says_where_to_go_on(seeded, monkeypatch) -> None:  # noqa: ANN001

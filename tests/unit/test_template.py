@@ -71,6 +71,7 @@ def test_outputs_and_local_names() -> None:
         ("GET", "/models", "ModelsFunction"),
         ("POST", "/models/{version}/approve", "ModelsFunction"),
         ("POST", "/models/{version}/reject", "ModelsFunction"),
+        ("POST", "/models/{version}/reopen", "ModelsFunction"),
     }
 
 
