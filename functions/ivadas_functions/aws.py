@@ -177,10 +177,13 @@ def _status_and_message(err: ClientError) -> tuple[int, str]:
 
 
 def invoke_endpoint(
-    endpoint: str, class_name: str, image: bytes, return_heatmap: bool = True
+    endpoint: str, class_name: str, image: bytes, return_heatmap: bool = True, explain: bool = False
 ) -> EndpointAnswer:
-    """Score one image; permanent refusals raise RejectedImage, anything worth a retry TransientFailure."""
+    """Score one image; permanent refusals raise RejectedImage, anything worth a retry TransientFailure.
+    `explain`: the nearest good training patch of each flagged region (the model server's `explanations`)."""
     attrs = f"class_name={class_name},return_heatmap={'true' if return_heatmap else 'false'}"
+    if explain:
+        attrs += ",explain=true"
     return _invoke(endpoint, "application/x-image", image, attrs)
 
 

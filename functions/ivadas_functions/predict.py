@@ -3,7 +3,9 @@ engineer), `POST /machine/predict` the same for cameras and line scripts (the AP
 there are two routes).
 
 Body: {"class_name": "bottle", "image_base64": "...", "model": "patchcore" | "softpatch" | "both",
-"return_heatmap": true}. "both" asks the baseline and the candidate at once and answers side by side.
+"return_heatmap": true, "explain": true}. "both" asks the baseline and the candidate at once and answers side
+by side. `explain` (default on) passes the model server's `explanations` through: for each flagged region,
+the nearest good training patch and a crop of it, bounded (`bounded_explanations`).
 Validation errors are 400 (malformed), 413 (image over the limit) and 422 (the endpoint cannot use it).
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -46,28 +49,45 @@ _pool = ThreadPoolExecutor(max_workers=len(MODELS))
 #: A person waits for the answer: a blip (an instance being replaced, a throttled second) is retried away,
 #: a longer outage answered 503 at once.
 RETRY_S = 5.0
+#: The most bytes of explanations (JSON) one prediction passes on: past it the crops are left out (null), the
+#: patches' ids and boxes stay. The model server sends at most 5 crops of a few KiB each.
+MAX_EXPLANATION_BYTES = 64 * 1024
 
 
-def _score(model: str, class_name: str, image: bytes, heatmap: bool) -> dict:
+def bounded_explanations(result: dict) -> dict:
+    """`result` with its explanations within MAX_EXPLANATION_BYTES (crops dropped past it)."""
+    found = result.get("explanations")
+    if not isinstance(found, list) or len(json.dumps(found)) <= MAX_EXPLANATION_BYTES:
+        return result
+    light = [
+        {**e, "nearest_good": {**e.get("nearest_good", {}), "crop_png_base64": None}}
+        for e in found
+        if isinstance(e, dict)
+    ]
+    return {**result, "explanations": light, "explanations_note": "crops left out: over the size limit"}
+
+
+def _score(model: str, class_name: str, image: bytes, heatmap: bool, explain: bool = True) -> dict:
     endpoint = settings.endpoints[model]
     answer = retries.call_with_retries(
-        lambda: invoke_endpoint(endpoint, class_name, image, return_heatmap=heatmap),
+        lambda: invoke_endpoint(endpoint, class_name, image, return_heatmap=heatmap, explain=explain),
         retries.RetryWindow.lasting(RETRY_S),
     )
-    return {**answer.result, "endpoint_latency_ms": round(answer.latency_ms, 3)}
+    return {**bounded_explanations(answer.result), "endpoint_latency_ms": round(answer.latency_ms, 3)}
 
 
-def _parse(body: object) -> tuple[str, bytes, str, bool]:
-    """(class_name, image bytes, model or "both", return_heatmap) from the request body, or 400."""
+def _parse(body: object) -> tuple[str, bytes, str, bool, bool]:
+    """(class_name, image bytes, model or "both", return_heatmap, explain) from the request body, or 400."""
     if not isinstance(body, dict):
         raise BadRequestError("the body must be a JSON object")
     class_name, encoded = body.get("class_name"), body.get("image_base64")
     model = body.get("model", settings.default_model)
     if not is_class_name(class_name):
         raise BadRequestError(f"class_name is required: {CLASS_NAME_RULE}")
-    heatmap = body.get("return_heatmap", True)
-    if not isinstance(heatmap, bool):
-        raise BadRequestError("return_heatmap must be true or false")
+    heatmap, explain = body.get("return_heatmap", True), body.get("explain", True)
+    for key, value in (("return_heatmap", heatmap), ("explain", explain)):
+        if not isinstance(value, bool):
+            raise BadRequestError(f"{key} must be true or false")
     if not isinstance(encoded, str) or not encoded:
         raise BadRequestError("image_base64 (string) is required")
     if model not in (*MODELS, "both"):
@@ -78,7 +98,7 @@ def _parse(body: object) -> tuple[str, bytes, str, bool]:
         image = base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError):
         raise BadRequestError("image_base64 is not valid base64") from None
-    return class_name, image, model, heatmap
+    return class_name, image, model, heatmap, explain
 
 
 @app.post("/machine/predict")
@@ -88,12 +108,12 @@ def predict() -> Response | dict:
     machine = app.current_event.resource.startswith("/machine/")
     identity.require(app.current_event.raw_event, identity.MACHINE if machine else identity.PREDICT)
     start = time.perf_counter()
-    class_name, image, model, heatmap = _parse(request_checks.json_body(app.current_event))
+    class_name, image, model, heatmap, explain = _parse(request_checks.json_body(app.current_event))
     limit = min(settings.max_image_bytes, MAX_PREDICT_IMAGE_BYTES)  # what fits in Lambda's request as base64
     if len(image) > limit:
         return api_errors.error_response(413, f"image of {len(image)} bytes is over the {limit} byte limit")
     models = list(MODELS) if model == "both" else [model]
-    futures = {m: _pool.submit(_score, m, class_name, image, heatmap) for m in models}
+    futures = {m: _pool.submit(_score, m, class_name, image, heatmap, explain) for m in models}
     results: dict[str, dict] = {}
     for m, future in futures.items():
         try:

@@ -9,6 +9,9 @@ Layout (plain JSON and .npy, no pickles, so loading an artifact never runs code 
     classes/<class>/centroids.npy      inverted-file centroids [lists, dim] float32 (if training chose one)
     classes/<class>/index.json         {"probes": lists each query visits} (with centroids.npy)
     classes/<class>/calibration.json   threshold and normalisation
+    classes/<class>/provenance.npy     (image, row, col) int32 [M, 3] of each bank patch (provenance.py)
+    classes/<class>/provenance.json    {"images": [{id, height, width, placed, thumb_size}]} those index
+    classes/<class>/thumbnails/<i>.jpg the placed training image i, for explanations (bounded per class)
     classes/<class>/model_card.json    metrics, data fingerprint, hyperparameters, timings
     classes/<class>/model_card.md      the same for people
     backbones/<sha256>.pth|.safetensors the weights of a brought (timm:) backbone, once per file
@@ -40,6 +43,7 @@ from model_server.engine.class_model import ClassModel
 from model_server.engine.config import ModelConfig
 from model_server.engine.memory_bank import BankIndex
 from model_server.engine.model_card import model_card_markdown
+from model_server.engine.provenance import Provenance, SourceImage
 from model_server.errors import ArtifactError, UnknownClassError
 
 FORMAT = "ivadas-model"
@@ -120,6 +124,19 @@ def _class_files(model: ClassModel) -> dict[str, bytes]:
     if model.index is not None:
         files["centroids.npy"] = _npy_bytes(model.index.centroids.astype(np.float32, copy=False))
         files["index.json"] = _json_bytes({"probes": model.index.probes})
+    if model.provenance is not None:
+        files.update(_provenance_files(model.provenance))
+    return files
+
+
+def _provenance_files(provenance: Provenance) -> dict[str, bytes]:
+    files = {
+        "provenance.npy": _npy_bytes(provenance.patches.astype(np.int32, copy=False)),
+        "provenance.json": _json_bytes({"images": [i.to_dict() for i in provenance.images]}),
+    }
+    for k, image in enumerate(provenance.images):
+        if image.thumbnail is not None:
+            files[f"thumbnails/{k}.jpg"] = image.thumbnail
     return files
 
 
@@ -338,7 +355,9 @@ def _load_class(files: dict[str, bytes], name: str, model: str, where: str) -> C
                 f"{where}: {weights.shape[0]} SoftPatch weights for {bank.shape[0]} bank patches"
             )
     card = _load_json(files, prefix + "model_card.json", where)
-    return ClassModel(name, config, bank, weights, calibration, card, _load_index(files, prefix, bank, where))
+    index = _load_index(files, prefix, bank, where)
+    provenance = _load_provenance(files, prefix, bank, where)
+    return ClassModel(name, config, bank, weights, calibration, card, index, provenance)
 
 
 def _load_index(files: dict[str, bytes], prefix: str, bank: np.ndarray, where: str) -> BankIndex | None:
@@ -353,3 +372,31 @@ def _load_index(files: dict[str, bytes], prefix: str, bank: np.ndarray, where: s
         return BankIndex(centroids, int(probes))
     except (TypeError, ValueError) as exc:
         raise ArtifactError(f"{where}: unusable bank index ({exc})") from None
+
+
+def _load_provenance(files: dict[str, bytes], prefix: str, bank: np.ndarray, where: str) -> Provenance | None:
+    """Where the bank's patches came from; None in artifacts from before it (no explanations then)."""
+    if prefix + "provenance.npy" not in files:
+        return None
+    patches = _load_npy(files, prefix + "provenance.npy", where)
+    listed = _load_json(files, prefix + "provenance.json", where).get("images", [])
+    try:
+        images = []
+        for k, d in enumerate(listed):
+            thumb = files.get(f"{prefix}thumbnails/{k}.jpg")
+            size = d.get("thumb_size")
+            images.append(
+                SourceImage(
+                    str(d["id"]),
+                    int(d["height"]),
+                    int(d["width"]),
+                    thumb,
+                    (int(d["placed"][0]), int(d["placed"][1])),
+                    (int(size[0]), int(size[1])) if thumb is not None and size else (0, 0),
+                )
+            )
+        if patches.dtype != np.int32 or patches.shape != (bank.shape[0], 3):
+            raise ValueError(f"{patches.dtype} {patches.shape} for a bank of {bank.shape[0]} patches")
+        return Provenance(patches, images)
+    except (TypeError, KeyError, IndexError, ValueError) as exc:
+        raise ArtifactError(f"{where}: unusable provenance ({exc})") from None

@@ -15,6 +15,7 @@ from model_server.engine.calibration import Calibration
 from model_server.engine.config import ModelConfig
 from model_server.engine.maps import anomaly_maps, image_scores
 from model_server.engine.memory_bank import BankIndex, NearestNeighbourScorer
+from model_server.engine.provenance import Provenance
 
 
 @dataclass
@@ -27,6 +28,8 @@ class ClassModel:
     card: dict = field(default_factory=dict)
     #: inverted-file index over the bank (memory_bank.py); None: searched exhaustively
     index: BankIndex | None = None
+    #: where each bank patch came from (provenance.py); None in artifacts from before it (no explanations)
+    provenance: Provenance | None = None
     _scorer: NearestNeighbourScorer | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
@@ -40,12 +43,19 @@ class ClassModel:
     ) -> np.ndarray:
         """Patch features [B, rows, cols, dim] -> patch scores [B, rows, cols]; cells over padding
         (`valid` False) score 0, so they never raise an image score."""
+        return self.patch_search(features, valid)[0]
+
+    def patch_search(
+        self, features: torch.Tensor | np.ndarray, valid: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(patch scores [B, rows, cols] as `patch_scores`, the nearest bank patch of each [B, rows, cols]):
+        the search finds both, so keeping the second costs nothing (explanations use it)."""
         f = np.asarray(features, dtype=np.float32)
-        scores, _ = self.scorer.search(f.reshape(-1, f.shape[-1]))
-        scores = scores.reshape(f.shape[:-1])
+        scores, nearest = self.scorer.search(f.reshape(-1, f.shape[-1]))
+        scores, nearest = scores.reshape(f.shape[:-1]), nearest.reshape(f.shape[:-1])
         if valid is not None:
             scores = np.where(valid, scores, np.float32(0.0))
-        return scores
+        return scores, nearest
 
     def image_scores(self, patch_scores: np.ndarray) -> np.ndarray:
         """Patch scores [B, rows, cols] -> image scores [B], pooled as this model was configured: from the

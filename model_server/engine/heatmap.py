@@ -55,6 +55,31 @@ def png_bytes(rgb: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def components(
+    amap: np.ndarray, threshold: float, min_fraction: float = MIN_REGION_FRACTION
+) -> list[tuple[tuple[slice, slice], int, float, tuple[int, int]]]:
+    """Connected areas of the map above the threshold: (box, area in map pixels, peak value, peak (y, x) in
+    map pixels) of each, highest peak first; areas under `min_fraction` of the map are left out."""
+    above = amap > threshold
+    if not above.any():
+        return []
+    labels, _ = ndimage.label(above)
+    min_pixels = max(1, int(min_fraction * amap.size))
+    found = []
+    for i, box in enumerate(ndimage.find_objects(labels), start=1):
+        if box is None:
+            continue
+        inside = labels[box] == i
+        area = int(inside.sum())
+        if area < min_pixels:
+            continue
+        values = np.where(inside, amap[box], -np.inf)
+        py, px = np.unravel_index(int(np.argmax(values)), values.shape)
+        found.append((box, area, float(values[py, px]), (int(box[0].start + py), int(box[1].start + px))))
+    found.sort(key=lambda c: -c[2])
+    return found
+
+
 def regions(
     amap: np.ndarray,
     threshold: float,
@@ -70,28 +95,14 @@ def regions(
         if image_shape is None
         else (image_shape[0] / amap.shape[0], image_shape[1] / amap.shape[1])
     )
-    above = amap > threshold
-    if not above.any():
-        return []
-    labels, count = ndimage.label(above)
-    min_pixels = max(1, int(min_fraction * amap.size))
-    found = []
-    for i, box in enumerate(ndimage.find_objects(labels), start=1):
-        if box is None:
-            continue
-        area = int((labels[box] == i).sum())
-        if area < min_pixels:
-            continue
-        ys, xs = box
-        found.append(
-            {
-                "x": int(xs.start * sx),
-                "y": int(ys.start * sy),
-                "width": max(1, round((xs.stop - xs.start) * sx)),
-                "height": max(1, round((ys.stop - ys.start) * sy)),
-                "area_fraction": round(area / amap.size, 6),
-                "max_score": float(amap[box][labels[box] == i].max()),
-            }
-        )
-    found.sort(key=lambda r: -r["max_score"])
-    return found
+    return [
+        {
+            "x": int(xs.start * sx),
+            "y": int(ys.start * sy),
+            "width": max(1, round((xs.stop - xs.start) * sx)),
+            "height": max(1, round((ys.stop - ys.start) * sy)),
+            "area_fraction": round(area / amap.size, 6),
+            "max_score": peak,
+        }
+        for (ys, xs), area, peak, _ in components(amap, threshold, min_fraction)
+    ]

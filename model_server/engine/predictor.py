@@ -20,6 +20,7 @@ from ivadas_contract.limits import MAX_PIXELS
 from model_server.engine.artifact import Artifact, load_artifact
 from model_server.engine.class_model import ClassModel
 from model_server.engine.config import FeatureConfig
+from model_server.engine.explain import NO_PROVENANCE, explain_regions
 from model_server.engine.features import FeatureExtractor
 from model_server.engine.geometry import crop
 from model_server.engine.heatmap import heatmap_png, regions
@@ -53,6 +54,12 @@ class Prediction:
     timings_ms: dict[str, float] = field(default_factory=dict)
     heatmap_png: bytes | None = None
     input: dict | None = None  # the decoded image's ImageInput: format, mode, frames, orientation, notes
+    #: the image's patch scores and nearest bank patch per grid cell [rows, cols] (kept for `explain`)
+    patch_scores: np.ndarray | None = field(default=None, repr=False)
+    nearest: np.ndarray | None = field(default=None, repr=False)
+    #: explain.py's explanations when asked for (None: not asked); `explanations_note` says why none
+    explanations: list[dict] | None = None
+    explanations_note: str | None = None
 
     def add_time(self, stage: str, ms: float) -> None:
         """Count `ms` more in `stage`; the total stays the sum of the stages."""
@@ -74,6 +81,8 @@ class Prediction:
             "regions": self.regions,
             "timings_ms": self.timings_ms,
             **({"input": self.input} if self.input is not None else {}),
+            **({"explanations": self.explanations} if self.explanations is not None else {}),
+            **({"explanations_note": self.explanations_note} if self.explanations_note else {}),
         }
 
 
@@ -134,7 +143,7 @@ class Predictor:
         features = extractor.embed(x)  # concurrent forward passes are safe: eval mode, no state
         shared["backbone"] = _ms_since(t)
         t = time.perf_counter()
-        patch = model.patch_scores(features, valid)
+        patch, nearest = model.patch_search(features, valid)
         shared["knn"] = _ms_since(t)
         t = time.perf_counter()
         scores = model.image_scores(patch)
@@ -156,6 +165,8 @@ class Predictor:
                     anomaly_map=amap,
                     regions=regions(amap, cal.threshold, shape),
                     input=img.input,
+                    patch_scores=patch[len(out)],
+                    nearest=nearest[len(out)],
                 )
             )
         shared["heatmap"] = _ms_since(t)
@@ -178,18 +189,43 @@ class Predictor:
         prediction.add_time("heatmap", _ms_since(t))
         return png
 
+    def explain(self, prediction: Prediction) -> list[dict]:
+        """The nearest good training patch of each flagged region (explain.py); empty for an image that is
+        not flagged, so good images cost nothing. Counted in the "heatmap" stage and as "explain"."""
+        t = time.perf_counter()
+        model = self.artifact.get(prediction.class_name)
+        found: list[dict] = []
+        if model.provenance is None:
+            prediction.explanations_note = NO_PROVENANCE
+        elif prediction.is_anomaly and prediction.patch_scores is not None and prediction.nearest is not None:
+            found = explain_regions(
+                model,
+                prediction.anomaly_map,
+                prediction.patch_scores,
+                prediction.nearest,
+                prediction.image_shape,
+            )
+        prediction.explanations = found
+        ms = _ms_since(t)
+        prediction.add_time("heatmap", ms)
+        prediction.timings_ms["explain"] = round(ms, 3)
+        return found
+
     def predict(
         self,
         class_name: str,
         images: Sequence[bytes | np.ndarray | str | Path],
         names: Sequence[str] | None = None,
         return_heatmap: bool = False,
+        explain: bool = False,
     ) -> list[Prediction]:
-        """Score a batch of images of one class in one forward pass."""
+        """Score a batch of images of one class in one forward pass; `explain`: with explanations."""
         model = self.artifact.get(class_name)
         decoded = [self.decode(img, names[i] if names else None) for i, img in enumerate(images)]
         out = self.score(model, decoded)
-        if return_heatmap:
-            for p in out:
+        for p in out:
+            if return_heatmap:
                 self.render(p)
+            if explain:
+                self.explain(p)
         return out

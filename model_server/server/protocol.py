@@ -51,10 +51,12 @@ class Instance:
     class_name: str
     image: bytes
     return_heatmap: bool
+    #: the nearest good training patch of each flagged region (engine/explain.py); off unless asked
+    explain: bool = False
 
 
 def parse_custom_attributes(header: str | None) -> dict[str, str]:
-    """`X-Amzn-SageMaker-Custom-Attributes: class_name=bottle,return_heatmap=true` -> dict."""
+    """`X-Amzn-SageMaker-Custom-Attributes: class_name=bottle,return_heatmap=true,explain=true` -> dict."""
     attrs: dict[str, str] = {}
     for part in (header or "").replace(";", ",").split(","):
         key, sep, value = part.partition("=")
@@ -84,10 +86,12 @@ def _instance_from_json(obj: object, where: str) -> Instance:
         image = base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError):
         raise HttpError(400, f"{where}: image_base64 is not valid base64") from None
-    heatmap = obj.get("return_heatmap", False)
-    if not isinstance(heatmap, bool):  # JSON has booleans: a string here is a mistake (the header takes text)
-        raise HttpError(400, f"{where}: return_heatmap must be true or false")
-    return Instance(class_name, image, heatmap)
+    heatmap, explain = obj.get("return_heatmap", False), obj.get("explain", False)
+    # JSON has booleans: a string here is a mistake (the header takes text)
+    for key, value in (("return_heatmap", heatmap), ("explain", explain)):
+        if not isinstance(value, bool):
+            raise HttpError(400, f"{where}: {key} must be true or false")
+    return Instance(class_name, image, heatmap, explain)
 
 
 def parse_request(
@@ -120,7 +124,8 @@ def parse_request(
             )
         if not body:
             raise HttpError(400, "empty request body")
-        return [Instance(class_name, body, _truthy(attrs.get("return_heatmap", "false")))], False
+        heatmap, explain = (_truthy(attrs.get(k, "false")) for k in ("return_heatmap", "explain"))
+        return [Instance(class_name, body, heatmap, explain)], False
     raise HttpError(415, f"unsupported content type '{media}': use application/json, image/png or image/jpeg")
 
 

@@ -72,12 +72,15 @@ async def run_models(
     return preds, (time.perf_counter() - t) * 1000.0
 
 
-def finish(predictor: Predictor, pred: Prediction, heatmap: bool, model_ms: float) -> dict:
-    """The response body of one prediction: its heatmap rendered if asked for, and the time it queued."""
+def finish(predictor: Predictor, pred: Prediction, inst: Instance, model_ms: float) -> dict:
+    """The response body of one prediction: its heatmap rendered and its flagged regions explained if asked
+    for (off the model lane), and the time it queued."""
     run_ms = sum(pred.timings_ms.get(k, 0.0) for k in _MODEL_STAGES)
     pred.timings_ms["queue"] = round(max(model_ms - run_ms, 0.0), 3)  # waiting for a model lane
-    if heatmap:
+    if inst.return_heatmap:
         predictor.render(pred)
+    if inst.explain:
+        predictor.explain(pred)
     return prediction_body(pred)
 
 
@@ -92,7 +95,7 @@ async def score_instances(gen: Generation, instances: list[Instance], pool: Exec
     return list(
         await asyncio.gather(
             *(
-                loop.run_in_executor(pool, finish, predictor, p, inst.return_heatmap, model_ms)
+                loop.run_in_executor(pool, finish, predictor, p, inst, model_ms)
                 for p, inst in zip(preds, instances, strict=True)
             )
         )

@@ -47,6 +47,7 @@ from model_server.engine.class_model import ClassModel
 from model_server.engine.features import FeatureExtractor
 from model_server.engine.memory_bank import NearestNeighbourScorer
 from model_server.engine.predictor import Predictor
+from model_server.engine.provenance import Provenance, SourceImage, bounded, jpeg
 from model_server.errors import DataError, UnknownClassError
 from model_server.training.fit import extract_features
 from model_server.training.threshold import calibrate
@@ -61,6 +62,8 @@ RADIUS_QUANTILE = 0.99
 #: leave-one-out scores, or refit it on those "pooled" with the reviewed images' out-of-fold scores.
 THRESHOLD_POLICIES = ("keep", "pooled")
 THRESHOLD_POLICY = "keep"
+#: The image id of a reviewed-good image whose patches the update added to the bank (provenance.py).
+REVIEW_PREFIX = "review:"
 #: Bank patches whose leave-one-out score estimates the radius (a seeded sample: a bounded cost).
 RADIUS_SAMPLE = 4096
 
@@ -135,10 +138,18 @@ def _added_patches(
     reviewed: ReviewedFeatures, images: np.ndarray, radius: float, weight: float | None
 ) -> np.ndarray:
     """Patches [A, dim] that images `images` (indices) add to the bank."""
+    return _added_with_cells(reviewed, images, radius, weight)[0]
+
+
+def _added_with_cells(
+    reviewed: ReviewedFeatures, images: np.ndarray, radius: float, weight: float | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(patches [A, dim] that images `images` add to the bank, (position in `images`, row, col) [A, 3])."""
     dim = reviewed.features.shape[-1]
     candidate = reviewed.valid[images] & (reviewed.scores[images] > radius)
     feats = reviewed.features[images][candidate].reshape(-1, dim)
-    return feats[select_new_patches(feats, reviewed.scores[images][candidate], radius, weight)]
+    picked = select_new_patches(feats, reviewed.scores[images][candidate], radius, weight)
+    return feats[picked], np.argwhere(candidate)[picked]  # argwhere: the boolean index's own order
 
 
 def _scores_with(
@@ -242,7 +253,7 @@ def update_class_model(
     fold = assign_folds(len(images), folds, groups, model.config.seed)
     oof = out_of_fold_scores(model, reviewed, fold, radius, weight)
     everyone = np.arange(len(images))
-    added = _added_patches(reviewed, everyone, radius, weight)
+    added, cells = _added_with_cells(reviewed, everyone, radius, weight)
     calibration, good_scores = refit_threshold(model, oof, threshold)
     bank = np.concatenate([model.bank, added.astype(np.float32)])
     weights = None
@@ -274,8 +285,38 @@ def update_class_model(
         "updated_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
     card = _updated_card(model.card, report, calibration.to_dict(), good_scores)
+    provenance = reviewed_provenance(model, extractor, images, review_ids, cells)
     # the index's centroids stay valid: the added patches join their nearest lists when it is built
-    return ClassModel(model.class_name, model.config, bank, weights, calibration, card, model.index), report
+    updated = ClassModel(
+        model.class_name, model.config, bank, weights, calibration, card, model.index, provenance
+    )
+    return updated, report
+
+
+def reviewed_provenance(
+    model: ClassModel,
+    extractor: FeatureExtractor,
+    images: Sequence[np.ndarray],
+    review_ids: Sequence[str],
+    cells: np.ndarray,
+) -> Provenance | None:
+    """The model's provenance with the added patches' sources appended: each reviewed image that adds a
+    patch is listed as "review:<id>" with its own thumbnail. None when the model has none (an older
+    artifact): its explanations stay absent rather than half known."""
+    if model.provenance is None:
+        return None
+    used = sorted(set(cells[:, 0].tolist()))
+    local = {k: j for j, k in enumerate(used)}
+    sources = []
+    for k in used:
+        placed, (h, w) = extractor.place(images[k])
+        thumb, size = jpeg(placed[:h, :w])
+        height, width = images[k].shape[:2]
+        sources.append(SourceImage(f"{REVIEW_PREFIX}{review_ids[k]}", height, width, thumb, (h, w), size))
+    patches = np.array([[local[k], r, c] for k, r, c in cells.tolist()], dtype=np.int32).reshape(-1, 3)
+    extended = model.provenance.extended(patches, sources)
+    bounded(extended.images, extended.patches)
+    return extended
 
 
 def _rounded(values: np.ndarray) -> list[float]:

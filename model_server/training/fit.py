@@ -21,6 +21,7 @@ from model_server.engine.calibration import Calibration
 from model_server.engine.class_model import ClassModel
 from model_server.engine.config import ModelConfig
 from model_server.engine.features import FeatureExtractor
+from model_server.engine.provenance import Provenance, SourceImage, bounded, jpeg
 from model_server.errors import DataError
 from model_server.training.bank_growth import grow, ladder, steps_record
 from model_server.training.bank_index import choose_index
@@ -58,13 +59,18 @@ def feature_batches(
     images: Sequence[Sample | np.ndarray],
     desc: str = "features",
     progress: bool = True,
+    on_canvas: Callable[[int, np.ndarray], None] | None = None,
 ) -> Iterator[tuple[int, np.ndarray, list[tuple[int, int]]]]:
     """(index of the first image, patch features [B, rows, cols, dim], the (h, w) each image covers on the
-    canvas) batch by batch, with a progress bar."""
+    canvas) batch by batch, with a progress bar. `on_canvas(i, placed image)` sees each image as the network
+    does (the provenance's thumbnails)."""
     with tqdm(total=len(images), desc=desc, unit="img", disable=not progress, leave=False) as bar:
         for start in range(0, len(images), BATCH_SIZE):
             batch = images[start : start + BATCH_SIZE]
             canvases, placed = load_placed(extractor, batch)
+            if on_canvas is not None:
+                for i, (canvas, (h, w)) in enumerate(zip(canvases, placed, strict=True)):
+                    on_canvas(start + i, canvas[:h, :w])
             feats = extractor.embed(extractor.normalise(canvases)).numpy()
             yield start, feats, placed
             bar.update(len(batch))
@@ -187,9 +193,14 @@ def train_class(
     t_start = time.perf_counter()
     cfg = extractor.config
     store = FeatureStore(len(split.train), cfg.grid, cfg.dim)
+    thumbnails: dict[int, tuple[bytes, tuple[int, int]]] = {}
+
+    def keep(i: int, placed: np.ndarray) -> None:
+        thumbnails[i] = jpeg(placed)
+
     try:
         for start, feats, placed in feature_batches(
-            extractor, split.train, f"{split.class_name} train", progress
+            extractor, split.train, f"{split.class_name} train", progress, on_canvas=keep
         ):
             store.write(start, feats, extractor.valid(placed))
         t_features = time.perf_counter() - t_start
@@ -207,10 +218,33 @@ def train_class(
         model.calibration = calibrate(good_scores, config.target_false_alarm_rate)
     finally:
         store.close()
+    model.provenance = bank_provenance(split.train, mb.source, cfg.grid, thumbnails)
     model.card = _card(split, config, mb, fingerprint, model.calibration, t_features, t_start)
     # kept so a threshold for another false-alarm rate can be fitted without retraining
     model.card["threshold"]["good_scores"] = [round(float(v), 5) for v in good_scores]
     return model
+
+
+def bank_provenance(
+    samples: Sequence[Sample],
+    source: np.ndarray,
+    grid: tuple[int, int],
+    thumbnails: dict[int, tuple[bytes, tuple[int, int]]],
+) -> Provenance:
+    """Where the chosen bank's patches came from: `source` [M] indexes the training patches (image-major,
+    then row, col). Every training image is listed (ids are cheap); only those with a bank patch keep a
+    thumbnail, within the class's cap (provenance.bounded)."""
+    rows, cols = grid
+    image, cell = np.divmod(np.asarray(source, dtype=np.int64), rows * cols)
+    patches = np.stack([image, cell // cols, cell % cols], axis=1).astype(np.int32)
+    images = []
+    contributing = set(np.unique(image).tolist())
+    for i, sample in enumerate(samples):
+        thumb, size = thumbnails.get(i, (None, (0, 0))) if i in contributing else (None, (0, 0))
+        h, w = sample.size() if i in contributing else (0, 0)
+        images.append(SourceImage(sample.name, int(h), int(w), thumb, size, size))
+    bounded(images, patches)
+    return Provenance(patches, images)
 
 
 def _card(

@@ -170,6 +170,37 @@ def test_raw_png_and_jpeg_with_custom_attributes(server: Server, synthetic_root:
         assert "heatmap_png_base64" not in out
 
 
+def test_flagged_images_are_explained_when_asked(server: Server, synthetic_root: Path) -> None:
+    bad, good = synthetic_root / "widget/test/scratch/001.png", synthetic_root / "widget/test/good/001.png"
+    instances = [
+        {"class_name": "widget", "image_base64": base64.b64encode(_png(p)).decode(), "explain": True}
+        for p in (bad, good)
+    ]
+    status, _, body = server.request(
+        "/endpoints/ivadas-softpatch/invocations",
+        json.dumps({"instances": instances}).encode(),
+        {"Content-Type": "application/json"},
+    )
+    assert status == 200
+    flagged, fine = json.loads(body)["predictions"]
+    assert flagged["is_anomaly"] and not fine["is_anomaly"] and fine["explanations"] == []
+    assert 1 <= len(flagged["explanations"]) <= min(5, len(flagged["regions"]))
+    first = flagged["explanations"][0]
+    assert first["region"] == 0 and first["peak_score"] == pytest.approx(flagged["regions"][0]["max_score"])
+    near = first["nearest_good"]
+    assert near["image_id"].startswith("train/good/") and near["distance"] > 0
+    crop = Image.open(io.BytesIO(base64.b64decode(near["crop_png_base64"])))
+    assert crop.size == (near["crop_width"], near["crop_height"])
+    assert flagged["timings_ms"]["explain"] >= 0
+    # raw images ask through the custom attributes; unasked, there are none
+    for attrs, asked in (("class_name=widget,explain=true", True), ("class_name=widget", False)):
+        resp = server.runtime().invoke_endpoint(
+            EndpointName="ivadas-patchcore", ContentType="image/png", CustomAttributes=attrs, Body=_png(bad)
+        )
+        out = json.loads(resp["Body"].read())
+        assert out["is_anomaly"] and bool(out.get("explanations")) is asked
+
+
 def test_batch_scores_several_images_in_one_pass(server: Server, synthetic_root: Path) -> None:
     paths = sorted((synthetic_root / "widget/test").rglob("*.png"))
     instances = [{"class_name": "widget", "image_base64": base64.b64encode(_png(p)).decode()} for p in paths]

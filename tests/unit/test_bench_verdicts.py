@@ -50,6 +50,9 @@ MODEL = {
         "fast": {"image_auroc": 1.0, "pixel_auroc": 0.9886, "aupro": 0.9635,
                  "predict_ms": {"wall": 50.0, "wall_at_reference": 28.7}},
     },
+    # explanations on a good image: at most 1.1x the p50 without (the anomalous images have no target)
+    "explanations": {"good": {"off": 40.0, "on": 41.0, "ratio": 1.025},
+                     "anomalous": {"off": 40.0, "on": 50.0, "ratio": 1.25}},
 }  # fmt: skip
 
 
@@ -71,6 +74,7 @@ MODEL = {
         ),
         ("profiles/fast/pixel_auroc", None, "fast profile pixel_auroc None"),
         ("profiles/fast/predict_ms/wall_at_reference", 30.2, "fast profile predict path p50 30.2 ms"),
+        ("explanations/good/ratio", 1.12, "good images with explanations on: p50 41.0 ms, 1.12x"),
     ],
 )
 def test_bench_model_names_each_missed_target(path: str, value: object, named: str) -> None:

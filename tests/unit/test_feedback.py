@@ -109,6 +109,25 @@ def test_bank_grows_only_by_what_is_new(patchcore: tuple[ClassModel, FeatureExtr
     assert model.card == before_card and "updates" not in model.card
 
 
+def test_added_patches_name_their_reviewed_image(patchcore: tuple[ClassModel, FeatureExtractor]) -> None:
+    model, extractor = patchcore
+    novel = _novel(100)
+    new_model, report = feedback.update_class_model(model, extractor, [_part(3), novel], ["r-same", "r-new"])
+    before, after = model.provenance, new_model.provenance
+    assert before is not None and after is not None and report["patches_added"] >= 3
+    np.testing.assert_array_equal(after.patches[: len(model.bank)], before.patches)
+    added = after.patches[len(model.bank) :]
+    assert {after.images[i].id for i in added[:, 0]} == {"review:r-new"}
+    # each added bank patch is the reviewed image's patch at the stated cell
+    feats = extractor([novel]).numpy()[0]
+    for k, (_, row, col) in enumerate(added):
+        np.testing.assert_allclose(new_model.bank[len(model.bank) + k], feats[row, col], atol=1e-4)
+    assert after.images[-1].thumbnail is not None
+    # a model without provenance gains none: half known would mislead
+    bare, _ = feedback.update_class_model(replace(model, provenance=None), extractor, [novel], ["r"])
+    assert bare.provenance is None
+
+
 def test_out_of_fold_scores_never_see_the_images_own_patches(
     patchcore: tuple[ClassModel, FeatureExtractor],
 ) -> None:

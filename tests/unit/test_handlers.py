@@ -244,7 +244,7 @@ def test_predict_validates_and_compares_both_models(aws, monkeypatch) -> None:
     predict = importlib.import_module("ivadas_functions.predict")
     seen = []
 
-    def invoke(endpoint, class_name, image, return_heatmap=True):
+    def invoke(endpoint, class_name, image, return_heatmap=True, explain=False):
         seen.append(endpoint)
         if class_name == "nope":
             raise aws.RejectedImage("class 'nope' is not in this model")
@@ -274,13 +274,42 @@ def test_predict_validates_and_compares_both_models(aws, monkeypatch) -> None:
         assert "error" in json.loads(resp["body"]) or "message" in json.loads(resp["body"])
 
 
+def test_predict_passes_explanations_through_bounded(aws, monkeypatch) -> None:
+    predict = importlib.import_module("ivadas_functions.predict")
+    asked = []
+    crop = base64.b64encode(b"p" * 3000).decode()
+    explained = {"region": 0, "nearest_good": {"image_id": "train/good/001.png", "crop_png_base64": crop}}
+
+    def invoke(endpoint, class_name, image, return_heatmap=True, explain=False):
+        asked.append(explain)
+        answer = fake_answer(aws)
+        count = 1 if class_name == "bottle" else 30  # 30 crops of 4 KB: over the bound
+        answer.result["explanations"] = [explained] * count
+        return answer
+
+    monkeypatch.setattr(predict, "invoke_endpoint", invoke)
+    image = base64.b64encode(b"img").decode()
+
+    def ask(**extra) -> dict:
+        event = api_event("POST", "/predict", {"class_name": "bottle", "image_base64": image, **extra})
+        return json.loads(predict.handler(event, Context())["body"])
+
+    assert ask()["explanations"] == [explained] and asked == [True]  # on by default
+    ask(explain=False)
+    assert asked[-1] is False
+    big = ask(class_name="capsule")
+    assert len(big["explanations"]) == 30 and "size limit" in big["explanations_note"]
+    assert {e["nearest_good"]["crop_png_base64"] for e in big["explanations"]} == {None}
+    assert big["explanations"][0]["nearest_good"]["image_id"] == "train/good/001.png"
+
+
 def test_predict_retries_a_blip_for_a_few_seconds_then_answers_503(aws, monkeypatch) -> None:
     predict = importlib.import_module("ivadas_functions.predict")
     clock = FakeClock()
     monkeypatch.setattr(predict.retries, "clock", clock)
     calls = []
 
-    def invoke(endpoint, class_name, image, return_heatmap=True):
+    def invoke(endpoint, class_name, image, return_heatmap=True, explain=False):
         calls.append(clock.now)
         if class_name == "down" or len(calls) == 1:
             raise aws.TransientFailure("endpoint answered 503 ServiceUnavailable")
