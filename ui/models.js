@@ -1,0 +1,80 @@
+import { api } from "./api.js";
+import { mayDecide } from "./auth.js";
+import { $, clearError, el, fmt, notice, pct, showError } from "./dom.js";
+import { state } from "./state.js";
+
+// ------------------------------------------------------------------------------------------ models
+
+export function decisionCell(version, enabled) {
+  const cell = el("td", { class: "decision" });
+  if (version.decided_at) {
+    cell.append(el("span", { text: `${version.decided_at} by ${version.decided_by}${version.decided_by_verified ? "" : " (unverified)"}` +
+      (version.decision_note ? ` ("${version.decision_note}")` : "") }));
+  }
+  if (version.status !== "PendingManualApproval" || !enabled) return cell;
+  const id = "why-" + version.version;
+  const why = el("input", { id, type: "text", placeholder: "note, or the reason to reject" });
+  const approve = el("button", { type: "button", class: "approve", text: "Approve" });
+  const reject = el("button", { type: "button", class: "reject", text: "Reject" });
+  approve.addEventListener("click", () => decide(version.version, "approve", { note: why.value || null }));
+  reject.addEventListener("click", () => {
+    if (!why.value.trim()) { showError("Say why " + version.version + " is rejected (the note field)."); return; }
+    decide(version.version, "reject", { why: why.value });
+  });
+  cell.append(el("label", { for: id, class: "sr-only", text: "Decision note for " + version.version }), why, approve, reject);
+  return cell;
+}
+
+export function modelTable(model, info, enabled) {
+  const table = el("table", { class: "models", "data-model": model });
+  table.append(el("caption", { text: `${model}: endpoint ${info.endpoint}, serving ${info.deployed.version || "an unregistered artifact"}` +
+    (info.deployed.promoted ? " (promoted)" : "") }));
+  const head = el("tr");
+  for (const h of ["Version", "Status", "Classes", "Image AUROC", "Pixel AUROC", "AUPRO", "Recall at threshold",
+                   "Deployed", "Created", "Decision"]) head.append(el("th", { scope: "col", text: h }));
+  table.append(el("thead", {}, head));
+  const body = el("tbody");
+  for (const v of info.versions) {
+    const deployed = Object.values(state.models).some((m) => m.deployed.version === v.version);
+    const tr = el("tr", { "data-version": v.version });
+    tr.append(el("td", { text: v.version }), el("td", { class: "status", text: v.status }),
+      el("td", { text: v.classes.join(", ") }), el("td", { text: fmt(v.metrics.image_auroc) }),
+      el("td", { text: fmt(v.metrics.pixel_auroc) }), el("td", { text: fmt(v.metrics.aupro) }),
+      el("td", { text: fmt(v.metrics.recall_at_threshold) }), el("td", { text: deployed ? "deployed" : "" }),
+      el("td", { text: new Date(v.created).toLocaleString() }), decisionCell(v, enabled));
+    body.append(tr);
+  }
+  if (!info.versions.length) body.append(el("tr", {}, el("td", { colspan: "10", text: "no versions registered" })));
+  table.append(body);
+  return table;
+}
+
+export async function loadModels() {
+  clearError();
+  try {
+    const view = await api("/models");
+    state.models = view.models;
+    const canDecide = view.can_decide && mayDecide();
+    $("#approvals-note").textContent = canDecide
+      ? `Pending versions can be approved or rejected here; the decision is recorded as ${state.session.username}.`
+      : "Approving and rejecting a version takes the ml-engineers group (or ivadas approve / reject).";
+    $("#models").replaceChildren(...Object.entries(view.models).map(([m, info]) => modelTable(m, info, canDecide)));
+    $("#agreement-table tbody").replaceChildren(...view.agreement.map((a) => el("tr", {},
+      el("td", { text: a.class_name }), el("td", { text: String(a.inspected) }),
+      el("td", { text: String(a.candidate_answers) }), el("td", { text: pct(a.candidate_agreement) }),
+      el("td", { text: String(a.candidate_errors) }))));
+  } catch (err) {
+    showError(err.message);
+  }
+}
+
+export async function decide(version, action, body) {
+  clearError();
+  try {
+    const decided = await api(`/models/${encodeURIComponent(version)}/${action}`, { method: "POST", body: JSON.stringify(body) });
+    notice(`${decided.version} ${decided.status.toLowerCase()}`);
+    await loadModels();
+  } catch (err) {
+    showError(err.message);
+  }
+}
