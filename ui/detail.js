@@ -79,7 +79,9 @@ export function detailImages(item) {
   const side = el("div", { class: "side-by-side" },
     el("figure", {}, el("img", { src: item.image_url, alt: "inspected image", class: "plain" }), el("figcaption", { text: "Image" })));
   if (item.heatmap_url) {
-    side.append(el("figure", {}, el("img", { src: item.heatmap_url, alt: "anomaly heatmap", class: "plain map" }), el("figcaption", { text: "Heatmap" })));
+    const map = el("img", { src: item.heatmap_url, alt: "anomaly heatmap", class: "plain map" });
+    map.style.aspectRatio = `${size[0]} / ${size[1]}`; // the map's own resolution, drawn at the image's shape
+    side.append(el("figure", {}, map, el("figcaption", { text: "Heatmap" })));
   }
   side.append(el("figure", {}, overlayView(item.image_url, item.heatmap_url, item.regions, size, "overlay"), el("figcaption", { text: "Overlay and regions" })));
   return side;

@@ -4,7 +4,7 @@
 // Native ES modules, no build step: main.js (tabs, start) imports the others; state.js holds every state field.
 import { api } from "./api.js";
 import { SESSION_KEY, applyGroups, beginSession, signInStep, signOut, storedSession } from "./auth.js";
-import { $, el, showError } from "./dom.js";
+import { $, el, setupMessages, showError } from "./dom.js";
 import { inspect, setupDrop } from "./inspect.js";
 import { loadModels } from "./models.js";
 import { applyFilters, fillDimensions, setupResults } from "./results.js";
@@ -38,6 +38,7 @@ export async function start() {
     }
   });
   $("#inspect-form").addEventListener("submit", inspect);
+  setupMessages();
   setupDrop();
   setupResults();
   setupQueue();

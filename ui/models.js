@@ -6,7 +6,7 @@ import { state } from "./state.js";
 // ------------------------------------------------------------------------------------------ models
 
 export function decisionCell(version, enabled) {
-  const cell = el("td", { class: "decision" });
+  const cell = el("td", { class: "decision", "data-label": "Decision" });
   if (version.decided_at) {
     cell.append(el("span", { text: `${version.decided_at} by ${version.decided_by}${version.decided_by_verified ? "" : " (unverified)"}` +
       (version.decision_note ? ` ("${version.decision_note}")` : "") }));
@@ -37,11 +37,12 @@ export function modelTable(model, info, enabled) {
   for (const v of info.versions) {
     const deployed = Object.values(state.models).some((m) => m.deployed.version === v.version);
     const tr = el("tr", { "data-version": v.version });
-    tr.append(el("td", { text: v.version }), el("td", { class: "status", text: v.status }),
-      el("td", { text: v.classes.join(", ") }), el("td", { text: fmt(v.metrics.image_auroc) }),
-      el("td", { text: fmt(v.metrics.pixel_auroc) }), el("td", { text: fmt(v.metrics.aupro) }),
-      el("td", { text: fmt(v.metrics.recall_at_threshold) }), el("td", { text: deployed ? "deployed" : "" }),
-      el("td", { text: new Date(v.created).toLocaleString() }), decisionCell(v, enabled));
+    const td = (label, text, cls) => el("td", { "data-label": label, text, ...(cls ? { class: cls } : {}) });
+    tr.append(td("Version", v.version), td("Status", v.status, "status"), td("Classes", v.classes.join(", ")),
+      td("Image AUROC", fmt(v.metrics.image_auroc)), td("Pixel AUROC", fmt(v.metrics.pixel_auroc)),
+      td("AUPRO", fmt(v.metrics.aupro)), td("Recall at threshold", fmt(v.metrics.recall_at_threshold)),
+      td("Deployed", deployed ? "deployed" : ""), td("Created", new Date(v.created).toLocaleString()),
+      decisionCell(v, enabled));
     body.append(tr);
   }
   if (!info.versions.length) body.append(el("tr", {}, el("td", { colspan: "10", text: "no versions registered" })));

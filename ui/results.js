@@ -116,27 +116,37 @@ export function applyFilters() {
 
 // ------------------------------------------------------------------------------------------ counts and chart
 
-export function rangeDays(range) {
-  const since = range.since ? new Date(range.since) : null;
-  const until = range.until ? new Date(range.until) : new Date();
-  return since ? (until - since) / 86400000 : Infinity;
+// The trend's step fits the time range: minutes up to an hour (counted from the results themselves: the stats
+// table keeps hours), hours up to three days, days beyond. The counts above the chart come from the same figures
+// as its bars, so the two always agree.
+const MINUTE_SPAN_MS = 61 * 60000; // the last hour, and a minute to spare for the time the request takes
+const HOUR_SPAN_MS = 3 * 86400000;
+const MAX_MINUTE_PAGES = 10; // 200 results a page: beyond 2,000 results in an hour the chart falls back to hours
+
+function rangeSpan(range) {
+  if (!range.since) return Infinity;
+  return (range.until ? new Date(range.until) : new Date()) - new Date(range.since);
 }
 
 export async function loadCounts() {
   const params = filterParams();
   const range = { since: params.since, until: params.until };
-  const interval = rangeDays(range) > 3 ? "day" : "hour";
   const seq = (state.countsSeq = state.countsSeq + 1);
   try {
-    const view = await api("/stats?" + qs({ class_name: params.class_name, line: params.line, ...range, interval }));
+    const scope = { class_name: params.class_name, line: params.line, ...range };
+    const view = await api("/stats?" + qs({ ...scope, interval: "hour" }));
     if (seq !== state.countsSeq) return;
-    const t = view.total;
+    let figures = { total: view.total, series: view.series, interval: "hour" };
+    if (rangeSpan(range) <= MINUTE_SPAN_MS) figures = (await minuteFigures(scope)) || figures;
+    else if (seriesSpan(view.series) > HOUR_SPAN_MS) figures = { ...figures, series: byDay(view.series), interval: "day" };
+    if (seq !== state.countsSeq) return;
+    const t = figures.total;
     const figure = (label, value, cls) => el("div", { class: "count " + (cls || "") }, el("span", { class: "n", text: value }), el("span", { text: label }));
     $("#counts").replaceChildren(
       figure("inspected", String(t.inspected)), figure("defects", String(t.anomalies), "bad"),
       figure("rejected", String(t.rejected)), figure("defect rate", pct(t.anomaly_rate)),
       figure("reviewed", String(t.reviewed)), figure("model right (reviewed)", pct(t.review_agreement)));
-    drawChart(view.series, interval);
+    drawChart(figures.series, figures.interval);
     state.dimensions = view.dimensions;
     fillDimensions();
   } catch (err) {
@@ -144,39 +154,88 @@ export async function loadCounts() {
   }
 }
 
-// Volume as bars, defect rate as a line, one point per hour or day: plain SVG, no library.
+const rate = (k, n) => (n ? k / n : null);
+
+function seriesSpan(series) {
+  if (series.length < 2) return 0;
+  return new Date(series[series.length - 1].at + ":00Z") - new Date(series[0].at + ":00Z");
+}
+
+function byDay(series) {
+  const days = new Map();
+  for (const s of series) {
+    const day = days.get(s.at.slice(0, 10)) || { at: s.at.slice(0, 10), inspected: 0, anomalies: 0, rejected: 0 };
+    day.inspected += s.inspected; day.anomalies += s.anomalies; day.rejected += s.rejected;
+    days.set(day.at, day);
+  }
+  return [...days.values()].map((d) => ({ ...d, anomaly_rate: rate(d.anomalies, d.inspected) }));
+}
+
+// Totals and a per-minute series from the results of the range (class, line and time as /stats takes them).
+async function minuteFigures(scope) {
+  const items = [];
+  let token = null;
+  for (let page = 0; page < MAX_MINUTE_PAGES; page += 1) {
+    const got = await api("/results?" + qs({ ...scope, limit: "200", next_token: token }));
+    items.push(...got.items);
+    token = got.next_token;
+    if (!token) break;
+  }
+  if (token) return null; // too many for one chart: hours instead
+  const total = { inspected: 0, anomalies: 0, rejected: 0, reviewed: 0, agreed: 0 };
+  const minutes = new Map();
+  for (const item of items) {
+    const at = new Date(item.created_at).toISOString().slice(0, 16);
+    const m = minutes.get(at) || { at, inspected: 0, anomalies: 0, rejected: 0 };
+    const inspected = item.status === "INSPECTED";
+    m.inspected += inspected; m.anomalies += inspected && !!item.is_anomaly; m.rejected += !inspected;
+    minutes.set(at, m);
+    total.inspected += inspected; total.anomalies += inspected && !!item.is_anomaly; total.rejected += !inspected;
+    if (item.review) { total.reviewed += 1; total.agreed += !!item.review.agrees; }
+  }
+  const series = [...minutes.values()].sort((a, b) => (a.at < b.at ? -1 : 1))
+    .map((m) => ({ ...m, anomaly_rate: rate(m.anomalies, m.inspected) }));
+  return { interval: "minute", series, total: { ...total, anomaly_rate: rate(total.anomalies, total.inspected),
+    review_agreement: rate(total.agreed, total.reviewed) } };
+}
+
+// Inspected images as bars (rejects are in each bar's tooltip and the counts), the defect rate as a line with a
+// dot per point (one point alone is still seen): plain SVG, no library. Times are UTC, as the API gives them.
 export function drawChart(series, interval) {
   const fig = $("#chart");
   fig.hidden = !series.length;
   if (!series.length) return;
   const W = 900, H = 180, pad = 34, n = series.length;
-  const maxVol = Math.max(...series.map((s) => s.inspected + s.rejected), 1);
+  const maxVol = Math.max(...series.map((s) => s.inspected), 1);
   const maxRate = Math.max(...series.map((s) => s.anomaly_rate || 0), 0.01);
   const x = (i) => pad + (i + 0.5) * (W - 2 * pad) / n;
-  const bw = Math.max(2, (W - 2 * pad) / n * 0.7);
+  const bw = Math.min(60, Math.max(2, (W - 2 * pad) / n * 0.7));
   const ns = "http://www.w3.org/2000/svg";
   const svg = document.createElementNS(ns, "svg");
   svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
   svg.setAttribute("role", "img");
   const peak = series.reduce((a, b) => ((b.anomaly_rate || 0) > (a.anomaly_rate || 0) ? b : a));
-  svg.setAttribute("aria-label", `${n} ${interval}(s); volume up to ${maxVol} images; highest defect rate ${pct(peak.anomaly_rate)} at ${peak.at}`);
+  svg.setAttribute("aria-label", `${n} ${interval}(s); up to ${maxVol} inspected; highest defect rate ${pct(peak.anomaly_rate)} at ${peak.at}`);
   const add = (tag, attrs) => { const e = document.createElementNS(ns, tag); for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v); svg.append(e); return e; };
-  series.forEach((s, i) => {
-    const h = (H - 2 * pad) * (s.inspected + s.rejected) / maxVol;
-    const bar = add("rect", { x: x(i) - bw / 2, y: H - pad - h, width: bw, height: h, class: "vol" });
+  const tip = (node, s) => {
     const t = document.createElementNS(ns, "title");
-    t.textContent = `${s.at}: ${s.inspected} inspected, ${s.anomalies} defects (${pct(s.anomaly_rate)}), ${s.rejected} rejected`;
-    bar.append(t);
+    t.textContent = `${s.at.replace("T", " ")} UTC: ${s.inspected} inspected, ${s.anomalies} defects (${pct(s.anomaly_rate)}), ${s.rejected} rejected`;
+    node.append(t);
+  };
+  series.forEach((s, i) => {
+    const h = (H - 2 * pad) * s.inspected / maxVol;
+    tip(add("rect", { x: x(i) - bw / 2, y: H - pad - h, width: bw, height: h, class: "vol", "data-inspected": s.inspected }), s);
   });
-  const points = series.map((s, i) => `${x(i)},${H - pad - (H - 2 * pad) * (s.anomaly_rate || 0) / maxRate}`).join(" ");
-  add("polyline", { points, class: "rate" });
+  const y = (s) => H - pad - (H - 2 * pad) * (s.anomaly_rate || 0) / maxRate;
+  if (n > 1) add("polyline", { points: series.map((s, i) => `${x(i)},${y(s)}`).join(" "), class: "rate" });
+  series.forEach((s, i) => tip(add("circle", { cx: x(i), cy: y(s), r: 5, class: "rate" }), s));
   add("line", { x1: pad, y1: H - pad, x2: W - pad, y2: H - pad, class: "axis" });
   const label = (text, xx, yy, anchor) => { const e = add("text", { x: xx, y: yy, "text-anchor": anchor || "middle", class: "tick" }); e.textContent = text; };
-  label(series[0].at.replace("T", " "), x(0), H - 10, "start");
-  if (n > 1) label(series[n - 1].at.replace("T", " "), x(n - 1), H - 10, "end");
-  label(`${maxVol} img`, 2, pad - 8, "start");
+  label(series[0].at.replace("T", " ") + " UTC", x(0) - bw / 2, H - 10, "start");
+  if (n > 1) label(series[n - 1].at.replace("T", " "), x(n - 1) + bw / 2, H - 10, "end");
+  label(`${maxVol} inspected`, 2, pad - 8, "start");
   label(`defect rate max ${pct(maxRate)}`, W - 2, pad - 8, "end");
-  $("#chart-caption").textContent = `Volume (bars) and defect rate (line) per ${interval}`;
+  $("#chart-caption").textContent = `Images inspected (bars) and defect rate (red line) per ${interval}`;
   $("#chart-svg").replaceChildren(svg);
 }
 

@@ -37,13 +37,13 @@ export function showQueueItem() {
   }
   box.dataset.id = item.inspection_id;
   const card = el("article", { class: "card queue-card" },
+    el("p", { class: "queue-actions" }, el("button", { type: "button", class: "good", id: "q-good", text: "Good (g)" }), " ",
+      el("button", { type: "button", class: "bad", id: "q-defect", text: "Defect (d)" }), " ",
+      el("button", { type: "button", id: "q-next", text: "Next (n)" })),
     el("h2", { text: `${item.class_name}${item.line ? " on " + item.line : ""}: model says ${verdictOf(item)}` }),
     el("p", { class: "score", text: `Score ${item.normalized_score.toFixed(3)}, ${Math.abs(item.normalized_score - 0.5).toFixed(3)} from the threshold; ` +
       `${new Date(item.created_at).toLocaleString()}; ${item.model_version || item.model}` }),
-    overlayView(item.thumbnail_url, item.heatmap_url, item.regions, [item.image_width, item.image_height], "queue"),
-    el("p", {}, el("button", { type: "button", class: "good", id: "q-good", text: "Good (g)" }), " ",
-      el("button", { type: "button", class: "bad", id: "q-defect", text: "Defect (d)" }), " ",
-      el("button", { type: "button", id: "q-next", text: "Next (n)" })));
+    overlayView(item.thumbnail_url, item.heatmap_url, item.regions, [item.image_width, item.image_height], "queue"));
   box.replaceChildren(card);
   $("#q-good").addEventListener("click", () => reviewQueued("good"));
   $("#q-defect").addEventListener("click", () => reviewQueued("defect"));

@@ -244,8 +244,13 @@ def test_line_filter_time_range_counts_chart_and_export(page, scenario) -> None:
     counts = page.inner_text("#counts")
     assert "inspected" in counts and "defect rate" in counts
     page.wait_for_selector("#chart svg rect.vol")
-    label = page.get_attribute("#chart svg", "aria-label")  # any time: a point per day
-    assert re.match(r"\d+ day\(s\); volume up to \d+ images; highest defect rate", label), label
+    label = page.get_attribute("#chart svg", "aria-label")  # any time, results of the last hours: per hour
+    assert re.match(r"\d+ hour\(s\); up to \d+ inspected; highest defect rate", label), label
+    _chart_agrees_with_the_counts(page)
+    page.select_option("#f-window", "60")  # the last hour: a point per minute
+    page.click("#filters button[type=submit]")
+    page.wait_for_function("() => /minute/.test(document.querySelector('#chart svg').ariaLabel)")
+    _chart_agrees_with_the_counts(page)
     # a custom range that ends before the batch: nothing; one that holds it: the same rows
     page.select_option("#f-window", "custom")
     page.fill("#f-since", "2020-01-01T00:00")
@@ -264,6 +269,19 @@ def test_line_filter_time_range_counts_chart_and_export(page, scenario) -> None:
     assert rows[0][:3] == ["inspection_id", "created_at", "class_name"] and len(rows) == len(keys["ui-b"]) + 1
     assert {r[rows[0].index("image_key")] for r in rows[1:]} == set(keys["ui-b"])
     page.screenshot(path=str(SHOTS / "results.png"), full_page=True)
+
+
+def _chart_agrees_with_the_counts(page) -> None:  # noqa: ANN001
+    """The bars add up to the inspected count; the defect rate is drawn where it can be seen."""
+    page.wait_for_function(
+        """() => { const n = [...document.querySelectorAll('#chart svg rect.vol')]
+                     .reduce((a, r) => a + Number(r.dataset.inspected), 0);
+                   const c = document.querySelector('#counts .count .n');
+                   return c && n === Number(c.innerText); }"""
+    )
+    bars = len(page.query_selector_all("#chart svg rect.vol"))
+    dots = page.query_selector_all("#chart svg circle.rate")
+    assert len(dots) == bars and all(d.bounding_box()["width"] >= 4 for d in dots)
 
 
 def test_detail_view_is_a_dialog_with_images_regions_and_next(page, scenario) -> None:
@@ -433,6 +451,25 @@ def test_models_view_lists_versions_and_records_a_decision(page, scenario, retra
     assert versions["softpatch-1"].metadata["decision_note"] == "misses thin scratches"
 
 
+def test_models_view_fits_a_phone(page, scenario) -> None:
+    def one_pending(route) -> None:  # noqa: ANN001
+        """The registry's answer with its newest version still pending (the buttons to check)."""
+        view = route.fetch().json()
+        newest = next(v for m in view["models"].values() for v in m["versions"])
+        newest.update(status="PendingManualApproval", decided_at=None)
+        route.fulfill(json=view)
+
+    page.route("**/models", one_pending)
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.click("#tab-models")
+    approve = page.wait_for_selector("#models button.approve", timeout=30_000)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390, "sideways scrolling on a phone"
+    for button in (approve, page.query_selector("#models button.reject")):
+        box = button.bounding_box()
+        assert box["x"] >= 0 and box["x"] + box["width"] <= 390, box
+    page.screenshot(path=str(SHOTS / "models-phone.png"), full_page=True)
+
+
 def _registry_versions(scenario: dict) -> list:
     from ivadas_functions.registry import versions
 
@@ -555,3 +592,100 @@ def test_first_sign_in_with_a_temporary_password_sets_a_new_one(signed_out, scen
     pg.click("#si-submit")
     pg.wait_for_selector("body[data-ready='true']", timeout=30_000)
     assert "newbie" in pg.inner_text("#whoami")
+
+
+def _inspected(scenario, keys: list[str]) -> None:  # noqa: ANN001
+    table = boto3.resource("dynamodb").Table(scenario["state"]["resources"]["ResultsTable"])
+    for _ in range(120):
+        stored = {i["key"] for i in table.scan(ConsistentRead=True)["Items"]}
+        if set(keys) <= stored:
+            return
+        time.sleep(1)
+    raise AssertionError(f"not inspected: {set(keys) - stored}")
+
+
+def _small_wide_image(scenario, tmp_path: Path) -> Path:  # noqa: ANN001
+    from PIL import Image
+
+    small = tmp_path / "small-wide.png"
+    Image.open(scenario["defect"]).convert("RGB").resize((240, 150)).save(small)
+    return small
+
+
+@pytest.mark.parametrize("width,height", [(1440, 900), (390, 844)])
+def test_detail_panels_are_one_size_and_its_header_stays(page, scenario, tmp_path, width, height) -> None:
+    key = f"ui-small/{scenario['class']}/small-{width}.png"
+    boto3.client("s3").put_object(
+        Bucket=scenario["state"]["resources"]["InboxBucket"],
+        Key=key,
+        Body=_small_wide_image(scenario, tmp_path).read_bytes(),
+    )
+    _inspected(scenario, [key])
+    page.set_viewport_size({"width": width, "height": height})
+    _open_results(page, "ui-small")
+    page.click(f"#results-table tr:has(td.key:text-is('{key}'))")
+    page.wait_for_selector("dialog#detail[open] .side-by-side figure")
+    panels = "#detail .side-by-side img.plain, #detail .side-by-side .stack img:not(.heat)"
+    page.wait_for_function(f"[...document.querySelectorAll('{panels}')].every(i => i.complete && i.width)")
+    boxes = page.eval_on_selector_all(
+        panels, "imgs => imgs.map(i => { const r = i.getBoundingClientRect(); return [r.width, r.height]; })"
+    )
+    assert len(boxes) == 3
+    for w, h in boxes:  # image, heatmap and overlay: the same size
+        assert abs(w - boxes[0][0]) <= 2 and abs(h - boxes[0][1]) <= 2, boxes
+    page.eval_on_selector("dialog#detail", "d => { d.scrollTop = d.scrollHeight; }")
+    page.wait_for_timeout(200)
+    for button in ("#detail-prev", "#detail-next", "#detail-close"):
+        on_top = page.eval_on_selector(
+            button,
+            """b => { const r = b.getBoundingClientRect();
+                      return r.top >= 0 && r.bottom <= innerHeight &&
+                             document.elementFromPoint(r.x + r.width / 2, r.y + r.height / 2) === b; }""",
+        )
+        assert on_top, f"{button} scrolled out of view"
+    if width < 700:
+        page.screenshot(path=str(SHOTS / "detail-phone.png"), full_page=False)
+    page.keyboard.press("Escape")
+
+
+def test_one_notice_at_a_time_and_the_review_buttons_never_move(page, scenario) -> None:
+    _batch_on_two_lines(scenario)
+    page.set_viewport_size({"width": 1440, "height": 900})
+    page.click("#tab-review")
+    page.wait_for_function("() => document.querySelectorAll('#q-class option').length > 0")
+    page.select_option("#q-class", scenario["class"])
+    page.select_option("#q-line", "ui-b")
+    page.click("#queue-filters button[type=submit]")
+    page.wait_for_selector("#queue-item[data-id] #q-good")
+    before = page.query_selector("#q-good").bounding_box()
+    page.route("**/results/*/review", lambda route: route.fulfill(status=503, body='{"message": "busy"}'))
+    page.focus("body")
+    page.keyboard.press("g")
+    page.wait_for_selector("#error:not([hidden])")
+    assert page.query_selector("#q-good").bounding_box() == before  # an error moves nothing
+    page.unroute("**/results/*/review")
+    first = page.get_attribute("#queue-item", "data-id")
+    page.keyboard.press("g")
+    page.wait_for_selector("#notice:has-text('Reviewed good')")
+    page.wait_for_function("id => document.querySelector('#queue-item').dataset.id !== id", arg=first)
+    assert page.is_hidden("#error"), "the error stayed beside the newer notice"
+    assert page.query_selector("#q-good").bounding_box() == before  # nor does a notice
+
+
+def test_keys_with_dot_segments_keep_their_thumbnails(page, scenario) -> None:
+    key = f"ui-dots/{scenario['class']}/sub/../dots-0.png"
+    boto3.client("s3").put_object(
+        Bucket=scenario["state"]["resources"]["InboxBucket"], Key=key, Body=scenario["good"].read_bytes()
+    )
+    _inspected(scenario, [key])
+    _open_results(page, "ui-dots")
+    thumb = page.wait_for_selector(f"#results-table tr:has(td.key:text-is('{key}')) td.c-img img")
+    page.wait_for_function("i => i.complete", arg=thumb)
+    assert thumb.evaluate("i => i.naturalWidth") > 0, thumb.get_attribute("src")
+
+
+def test_api_answers_name_the_ui_origin_not_any(page, scenario) -> None:
+    origin = scenario["state"]["ui_url"].rstrip("/")
+    answer = page.request.get(origin + "/results", headers={"Origin": origin})
+    assert answer.status == 401
+    assert answer.headers.get("access-control-allow-origin") == origin  # a 401 too, and never "*"
