@@ -2,7 +2,7 @@ import { api } from "./api.js";
 import { mayReview } from "./auth.js";
 import { $, el, notice, showError } from "./dom.js";
 import { overlayView } from "./inspect.js";
-import { loadResults, markSelected, verdictOf } from "./results.js";
+import { loadResults, markSelected, verdictOf, writeHash } from "./results.js";
 import { state } from "./state.js";
 
 // ------------------------------------------------------------------------------------------ detail
@@ -87,27 +87,30 @@ export function detailImages(item) {
   return side;
 }
 
-export async function openDetail(index) {
-  if (index < 0 || index >= state.items.length) return;
+// One result of the page (its index), or any result by its id (a link to it: no Previous / Next then).
+export async function openDetail(index, id = null) {
   const summary = state.items[index];
-  state.detailIndex = index;
-  state.selectedId = summary.inspection_id;
+  if (!summary && !id) return;
+  const inspectionId = summary ? summary.inspection_id : id;
+  state.detailIndex = summary ? index : -1;
+  state.selectedId = inspectionId;
   try {
-    const item = await api("/results/" + encodeURIComponent(summary.inspection_id));
+    const item = await api("/results/" + encodeURIComponent(inspectionId));
     const dialog = $("#detail");
     $("#detail-title").textContent = `${item.class_name} ${item.line ? "on " + item.line : ""}: ${verdictOf(item)}`;
     $("#detail-title").className = "v-" + verdictOf(item).toLowerCase();
     const body = [metaList(item)];
     if (item.status === "INSPECTED") {
       body.push(detailImages(item), regionsTable(item.regions), el("h3", { text: "Review" }),
-        reviewForm(item, () => { openDetail(index); loadResults(state.token, { refresh: true }); }), historyList(item.reviews));
+        reviewForm(item, () => { openDetail(index, id); loadResults(state.token, { refresh: true }); }), historyList(item.reviews));
     }
     $("#detail-body").replaceChildren(...body);
-    $("#detail-prev").disabled = index === 0 && state.tokens.length === 0;
-    $("#detail-next").disabled = index === state.items.length - 1 && !state.nextToken;
+    $("#detail-prev").disabled = !summary || (index === 0 && state.tokens.length === 0);
+    $("#detail-next").disabled = !summary || (index === state.items.length - 1 && !state.nextToken);
     if (!dialog.open) dialog.showModal();
     state.detailOpen = true;
     markSelected();
+    writeHash();
   } catch (err) {
     showError(err.message);
   }
@@ -127,6 +130,11 @@ export async function stepDetail(delta) {
     return openDetail(state.items.length - 1);
   }
   return null;
+}
+
+export function openDetailById(id) {
+  const index = state.items.findIndex((item) => item.inspection_id === id);
+  return openDetail(index, id);
 }
 
 export function closeDetail() {

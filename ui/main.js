@@ -7,7 +7,8 @@ import { SESSION_KEY, applyGroups, beginSession, signInStep, signOut, storedSess
 import { $, el, setupMessages, showError } from "./dom.js";
 import { inspect, setupDrop } from "./inspect.js";
 import { loadModels } from "./models.js";
-import { applyFilters, fillDimensions, setupResults } from "./results.js";
+import { openDetailById } from "./detail.js";
+import { applyFilters, fillDimensions, formFromHash, setupResults } from "./results.js";
 import { loadAgreement, loadQueue, setupQueue } from "./review.js";
 import { state } from "./state.js";
 
@@ -22,9 +23,19 @@ export function selectTab(name) {
     $("#tab-" + tab).tabIndex = on ? 0 : -1;
     $("#view-" + tab).hidden = !on;
   }
-  if (name === "results") applyFilters();
+  if (name !== "results") history.replaceState(null, "", "#" + name); // the view survives a reload
   if (name === "review") { loadAgreement(); if ($("#q-class").value) loadQueue(); }
   if (name === "models") loadModels();
+  return name === "results" ? applyFilters() : null;
+}
+
+// The view the page's address names (#results?<filter>&id=<result>, #review, #models), as the user left it.
+async function restoreView() {
+  const [view, query] = location.hash.slice(1).split("?");
+  if (!TABS.includes(view) || $("#tab-" + view).hidden) return;
+  const id = view === "results" ? formFromHash(query || "") : null;
+  await selectTab(view);
+  if (id) await openDetailById(id);
 }
 
 export async function start() {
@@ -77,6 +88,7 @@ export async function enterApp() {
     $("#class").replaceChildren(...options);
     state.classes = classes.classes;
     fillDimensions();
+    await restoreView();
     document.body.dataset.ready = "true";
   } catch (err) {
     if (!state.session) return; // signed out on the way (401): the sign-in form says why

@@ -15,7 +15,41 @@ export function localInputToIso(value) {
 // What the filter form says, taken when it is applied: a refresh or the next page never picks up a half-edited form.
 export function readForm() {
   return { class_name: $("#f-class").value, line: $("#f-line").value, anomalous: $("#f-anomalous").checked,
-           review: $("#f-reviewed").value, window: $("#f-window").value, since: $("#f-since").value, until: $("#f-until").value };
+           review: $("#f-reviewed").value, window: $("#f-window").value, since: $("#f-since").value, until: $("#f-until").value,
+           size: $("#f-size").value };
+}
+
+const pageSize = () => Number((state.applied || readForm()).size) || PAGE_SIZE;
+
+// The results view's address: #results?<the applied filter>[&id=<the result open>]. It is kept in the page's URL
+// (replaced, not pushed), so a reload or a link someone shares opens the same filter and result.
+const FORM_FIELDS = { class_name: "#f-class", line: "#f-line", window: "#f-window", since: "#f-since", until: "#f-until",
+                      review: "#f-reviewed", size: "#f-size" };
+
+export function writeHash() {
+  if ($("#view-results").hidden) return;
+  const form = state.applied || readForm();
+  const custom = form.window === "custom";
+  history.replaceState(null, "", "#results?" + qs({ ...form, since: custom ? form.since : "", until: custom ? form.until : "",
+    anomalous: form.anomalous ? "1" : "", size: Number(form.size) === PAGE_SIZE ? "" : form.size,
+    id: state.detailOpen ? state.selectedId : "" }));
+}
+
+// Sets the filter form from such an address; returns the id of the result it names, if any.
+export function formFromHash(query) {
+  const params = new URLSearchParams(query);
+  for (const [name, selector] of Object.entries(FORM_FIELDS)) {
+    const value = params.get(name);
+    if (value === null) continue;
+    const box = $(selector);
+    if (box.tagName === "SELECT" && ![...box.options].some((o) => o.value === value)) {
+      box.append(el("option", { value, text: value })); // a line or class the filters offer once /stats answers
+    }
+    box.value = value;
+  }
+  $("#f-anomalous").checked = params.get("anomalous") === "1";
+  $("#custom-range").hidden = $("#f-window").value !== "custom";
+  return params.get("id");
 }
 
 // The time range the filter asks for, as ISO times the API takes (any start and end); presets move with the clock.
@@ -78,7 +112,7 @@ export async function loadResults(token, { refresh = false } = {}) {
   if (!refresh) clearError();
   const seq = (state.resultsSeq = state.resultsSeq + 1);
   try {
-    const page = await api("/results?" + qs({ ...filterParams(), limit: String(PAGE_SIZE), next_token: token }));
+    const page = await api("/results?" + qs({ ...filterParams(), limit: String(pageSize()), next_token: token }));
     if (seq !== state.resultsSeq) return; // a newer request (another filter, page or refresh) owns the table
     const focused = document.activeElement && document.activeElement.closest("#results-table tbody tr");
     const focusedId = focused ? focused.dataset.id : null; // where the focus is now, not when the request left
@@ -90,7 +124,7 @@ export async function loadResults(token, { refresh = false } = {}) {
     $("#page-info").textContent = `page ${state.tokens.length + 1}, ${page.items.length} result(s)`;
     const short = $("#short-page");
     short.hidden = !page.short;
-    short.textContent = page.short ? `This page came back short (${page.items.length} of ${PAGE_SIZE}): the review filter ` +
+    short.textContent = page.short ? `This page came back short (${page.items.length} of ${pageSize()}): the review filter ` +
       "skipped many results on the way. Older goes on from where it stopped." : "";
     $("#results-table tbody").replaceChildren(...page.items.map(resultRow));
     if (!page.items.length) {
@@ -109,9 +143,11 @@ export async function loadResults(token, { refresh = false } = {}) {
 export function applyFilters() {
   state.applied = readForm();
   state.tokens = [];
-  loadResults(null);
+  const loaded = loadResults(null);
   loadCounts();
   $("#export-result").replaceChildren();
+  writeHash();
+  return loaded;
 }
 
 // ------------------------------------------------------------------------------------------ counts and chart
@@ -291,6 +327,7 @@ export function setupResults() {
   $("#detail-next").addEventListener("click", () => stepDetail(1));
   $("#detail").addEventListener("close", () => {
     state.detailOpen = false;
+    writeHash();
     markSelected();
     const row = document.querySelector(`#results-table tbody tr[data-id="${state.selectedId}"]`);
     if (row) row.focus();

@@ -689,3 +689,23 @@ def test_api_answers_name_the_ui_origin_not_any(page, scenario) -> None:
     answer = page.request.get(origin + "/results", headers={"Origin": origin})
     assert answer.status == 401
     assert answer.headers.get("access-control-allow-origin") == origin  # a 401 too, and never "*"
+
+
+def test_a_link_to_a_filter_and_a_result_survives_a_reload(page, scenario) -> None:
+    _batch_on_two_lines(scenario)
+    _open_results(page, "ui-a")
+    page.select_option("#f-size", "50")
+    page.click("#filters button[type=submit]")
+    page.wait_for_function("() => location.hash.includes('size=50') && location.hash.includes('line=ui-a')")
+    first = page.get_attribute("#results-table tbody tr[data-id] >> nth=0", "data-id")
+    page.click("#results-table tbody tr[data-id] >> nth=0")
+    page.wait_for_selector("dialog#detail[open]")
+    page.wait_for_function("id => location.hash.includes('id=' + id)", arg=first)
+    page.reload()  # the session is this tab's: the same view comes back, the result open
+    page.wait_for_selector("body[data-ready='true']", timeout=30_000)
+    page.wait_for_selector("dialog#detail[open]")
+    page.wait_for_selector(f"#results-table tr[data-id='{first}'][aria-selected=true]")
+    assert page.get_attribute("#tab-results", "aria-selected") == "true"
+    assert page.input_value("#f-line") == "ui-a" and page.input_value("#f-size") == "50"
+    page.keyboard.press("Escape")
+    page.wait_for_function("() => !location.hash.includes('id=') && location.hash.includes('line=ui-a')")
