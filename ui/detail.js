@@ -1,6 +1,6 @@
 import { api } from "./api.js";
 import { mayReview } from "./auth.js";
-import { $, el, notice, showError } from "./dom.js";
+import { $, el, notice, showError, when } from "./dom.js";
 import { overlayView } from "./inspect.js";
 import { loadResults, markSelected, verdictOf, writeHash } from "./results.js";
 import { state } from "./state.js";
@@ -9,7 +9,7 @@ import { state } from "./state.js";
 
 export function metaList(item) {
   const dl = el("dl", { class: "meta" });
-  const rows = [["Time", new Date(item.created_at).toLocaleString()], ["Class", item.class_name], ["Line", item.line || "-"],
+  const rows = [["Time", when(item.created_at)], ["Class", item.class_name], ["Line", item.line || "-"],
     ["Model", item.model], ["Version", item.model_version || "-"], ["Key", item.key]];
   if (item.status === "INSPECTED") {
     rows.push(["Score", `${item.normalized_score.toFixed(3)} (threshold 0.5); raw ${item.anomaly_score.toFixed(2)} vs ${item.threshold.toFixed(2)}`]);
@@ -68,7 +68,7 @@ export function historyList(reviews) {
   if (!reviews || !reviews.length) return el("p", { class: "muted", text: "Not reviewed yet." });
   const ol = el("ol", { class: "history" });
   for (const r of reviews) {
-    ol.append(el("li", { text: `${r.reviewed_at}: ${r.verdict}${r.defect_type ? " (" + r.defect_type + ")" : ""} by ${r.reviewer}` +
+    ol.append(el("li", { text: `${when(r.reviewed_at)}: ${r.verdict}${r.defect_type ? " (" + r.defect_type + ")" : ""} by ${r.reviewer}` +
       `${r.reviewer_verified ? "" : " (unverified)"}${r.note ? ' - "' + r.note + '"' : ""}` }));
   }
   return ol;

@@ -63,5 +63,8 @@ export function el(tag, attrs = {}, ...children) {
 
 export const qs = (params) => new URLSearchParams(Object.entries(params).filter(([, v]) => v !== null && v !== undefined && v !== "")).toString();
 
+// Every time the console shows, in one format: the browser's locale and time zone, to the second.
+export const when = (iso) => (iso ? new Date(iso).toLocaleString(undefined, { dateStyle: "medium", timeStyle: "medium" }) : "-");
+
 export const fmt = (v) => (v === null || v === undefined ? "-" : Number(v).toFixed(4));
 export const pct = (v) => (v === null || v === undefined ? "-" : (100 * v).toFixed(1) + " %");

@@ -1,6 +1,6 @@
 import { api } from "./api.js";
 import { closeDetail, openDetail, stepDetail } from "./detail.js";
-import { $, clearError, el, pct, qs, showError } from "./dom.js";
+import { $, clearError, el, pct, qs, showError, when } from "./dom.js";
 import { state } from "./state.js";
 
 // ------------------------------------------------------------------------------------------ results
@@ -84,13 +84,13 @@ export function reviewCell(item) {
   const r = item.review;
   if (!r) return el("td", { class: "c-review", text: "" });
   return el("td", { class: "c-review " + (r.agrees ? "agrees" : "disagrees"),
-    text: r.verdict + (r.agrees ? "" : " (disagrees)"), title: `${r.reviewer}, ${r.reviewed_at}` });
+    text: r.verdict + (r.agrees ? "" : " (disagrees)"), title: `${r.reviewer}, ${when(r.reviewed_at)}` });
 }
 
 export function resultRow(item, index) {
   const tr = el("tr", { tabindex: "0", "data-id": item.inspection_id, "data-verdict": verdictOf(item).toLowerCase() });
   const thumb = item.thumbnail_url ? el("img", { src: item.thumbnail_url, alt: "thumbnail of " + item.key }) : "";
-  tr.append(el("td", { class: "c-img" }, thumb), el("td", { text: new Date(item.created_at).toLocaleString() }),
+  tr.append(el("td", { class: "c-img" }, thumb), el("td", { text: when(item.created_at) }),
     el("td", { text: item.class_name }), el("td", { class: "c-line", text: item.line || "" }), verdictCell(item),
     el("td", { text: item.normalized_score != null ? item.normalized_score.toFixed(3) : "" }), reviewCell(item),
     el("td", { class: "c-model", text: item.model_version || item.model || "" }), el("td", { class: "c-key key", text: item.key }));

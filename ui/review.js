@@ -1,6 +1,6 @@
 import { api } from "./api.js";
 import { submitReview } from "./detail.js";
-import { $, clearError, el, pct, qs, showError } from "./dom.js";
+import { $, clearError, el, pct, qs, showError, when } from "./dom.js";
 import { overlayView } from "./inspect.js";
 import { fillDimensions, verdictOf } from "./results.js";
 import { state } from "./state.js";
@@ -42,7 +42,7 @@ export function showQueueItem() {
       el("button", { type: "button", id: "q-next", text: "Next (n)" })),
     el("h2", { text: `${item.class_name}${item.line ? " on " + item.line : ""}: model says ${verdictOf(item)}` }),
     el("p", { class: "score", text: `Score ${item.normalized_score.toFixed(3)}, ${Math.abs(item.normalized_score - 0.5).toFixed(3)} from the threshold; ` +
-      `${new Date(item.created_at).toLocaleString()}; ${item.model_version || item.model}` }),
+      `${when(item.created_at)}; ${item.model_version || item.model}` }),
     overlayView(item.thumbnail_url, item.heatmap_url, item.regions, [item.image_width, item.image_height], "queue"));
   box.replaceChildren(card);
   $("#q-good").addEventListener("click", () => reviewQueued("good"));

@@ -434,14 +434,30 @@ def test_models_view_lists_versions_and_records_a_decision(page, scenario, retra
     assert "deployed" in deployed.inner_text() and "bench passed" in deployed.inner_text()
     assert not deployed.query_selector("button")  # decided already
     pending = table.query_selector("tr[data-version='patchcore-2']")
-    assert pending.query_selector(".status").inner_text() == "PendingManualApproval"
+    status = pending.query_selector(".status")
+    assert status.inner_text() == "Awaiting approval"  # plain words, the registry's own in the tooltip
+    assert status.get_attribute("title") == "PendingManualApproval"
+    assert "ROC curve" in table.query_selector("th abbr.term:text('Image AUROC')").get_attribute("title")
+    asked: list[str] = []
+
+    def answer(dialog) -> None:  # noqa: ANN001
+        asked.append(dialog.message)
+        first_approval = (
+            dialog.message.startswith("Approve") and sum(a.startswith("Approve") for a in asked) == 1
+        )
+        dialog.dismiss() if first_approval else dialog.accept()
+
+    page.on("dialog", answer)
     pending.query_selector("button.reject").click()  # no reason given: refused in the page
     assert "Say why" in page.wait_for_selector("#error:not([hidden])").inner_text()
     page.screenshot(path=str(SHOTS / "models.png"), full_page=True)
     page.fill("#why-softpatch-1", "misses thin scratches")
     page.click("tr[data-version='softpatch-1'] button.reject")
     page.wait_for_selector("tr[data-version='softpatch-1'] .status:text('Rejected')", timeout=30_000)
+    assert asked and asked[-1].startswith("Reject softpatch-1?")  # every decision is confirmed first
     page.click("tr[data-version='patchcore-2'] button.approve")
+    assert page.get_attribute("tr[data-version='patchcore-2'] .status", "title") == "PendingManualApproval"
+    page.click("tr[data-version='patchcore-2'] button.approve")  # dismissed once: nothing was decided
     row = page.wait_for_selector(
         "tr[data-version='patchcore-2']:has(.status:text('Approved'))", timeout=30_000
     )
