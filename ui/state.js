@@ -21,5 +21,7 @@ export const state = Object.seal({
   queue: [], // the review queue's items
   queueAt: 0, // the one shown
   queueSeq: 0, // the latest queue request
+  queueMore: false, // the queue goes on past the items loaded
+  lastReviewed: null, // { item, verdict } of the last review made in the queue, to take up again (u)
   models: {}, // GET /models's models
 }); // sealed: a field not declared here cannot be added (modules are strict)

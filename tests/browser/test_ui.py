@@ -725,3 +725,37 @@ def test_a_link_to_a_filter_and_a_result_survives_a_reload(page, scenario) -> No
     assert page.input_value("#f-line") == "ui-a" and page.input_value("#f-size") == "50"
     page.keyboard.press("Escape")
     page.wait_for_function("() => !location.hash.includes('id=') && location.hash.includes('line=ui-a')")
+
+
+def test_review_shows_image_and_overlay_counts_down_and_takes_back(page, scenario) -> None:
+    _batch_on_two_lines(scenario)
+    page.set_viewport_size({"width": 1440, "height": 900})
+    page.click("#tab-review")
+    page.wait_for_function("() => document.querySelectorAll('#q-class option').length > 0")
+    page.select_option("#q-class", scenario["class"])
+    page.select_option("#q-line", "")
+    page.click("#queue-filters button[type=submit]")
+    page.wait_for_selector("#queue-item[data-id] #q-good")
+    assert page.is_visible("#queue-item figure img.plain") and page.is_visible("#queue-item .stack")
+    left = int(page.inner_text("#queue-remaining").split()[0])
+    before = page.query_selector("#q-good").bounding_box()
+    reviewed = page.get_attribute("#queue-item", "data-id")
+    page.focus("body")
+    page.keyboard.press("g")
+    page.wait_for_function("id => document.querySelector('#queue-item').dataset.id !== id", arg=reviewed)
+    assert int(page.inner_text("#queue-remaining").split()[0]) == left - 1
+    assert page.query_selector("#q-good").bounding_box() == before
+    page.keyboard.press("u")  # back to it: a new verdict corrects the review
+    page.wait_for_selector(f"#queue-item[data-id='{reviewed}'] h2:has-text('you said good')")
+    assert page.query_selector("#q-good").bounding_box() == before
+    page.eval_on_selector("#q-zoom", "s => { s.value = '2'; s.dispatchEvent(new Event('input')); }")
+    assert "scale(2)" in page.get_attribute("#queue-item figure img.plain", "style")
+    page.screenshot(path=str(SHOTS / "review-queue.png"), full_page=True)
+    page.keyboard.press("d")
+    page.wait_for_selector("#notice:has-text('Reviewed defect')")
+    table = boto3.resource("dynamodb").Table(scenario["state"]["resources"]["ResultsTable"])
+    item = table.get_item(Key={"inspection_id": reviewed}, ConsistentRead=True)["Item"]
+    assert item["review"]["verdict"] == "defect"
+    page.set_viewport_size({"width": 390, "height": 844})
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    page.screenshot(path=str(SHOTS / "review-phone.png"), full_page=True)
