@@ -1,9 +1,9 @@
 // Calls to the IVADAS API with the signed-in user's id token; a 401 signs out.
-import { signOut } from "./auth.js";
+import { refreshSession, signOut } from "./auth.js";
 import { state } from "./state.js";
 
 export async function api(path, options = {}) {
-  if (!state.session || state.session.expiresAt <= Date.now()) {
+  if (!state.session || (state.session.expiresAt <= Date.now() && !(await refreshSession()))) {
     signOut("Your sign-in has expired: sign in again.");
     throw new Error("Signed out: sign in again.");
   }

@@ -19,16 +19,23 @@ export function tokenClaims(token) {
   return JSON.parse(new TextDecoder().decode(bytes));
 }
 
-export function sessionFrom(idToken) {
+// A shift outlasts an id token (IdTokenMinutes): the refresh token Cognito hands out at sign-in gets a new one
+// (InitiateAuth REFRESH_TOKEN_AUTH) this long before the current one expires, for as long as the refresh token is
+// valid (the app client's RefreshTokenValidity); then the console asks to sign in again. It is kept with the id
+// token, for this tab only.
+export const REFRESH_MARGIN_MS = 5 * 60000;
+const RETRY_MS = 30000;
+
+export function sessionFrom(idToken, refreshToken = null) {
   const claims = tokenClaims(idToken);
-  return { idToken, username: claims["cognito:username"] || claims.sub, groups: claims["cognito:groups"] || [],
-           expiresAt: claims.exp * 1000 };
+  return { idToken, refreshToken, username: claims["cognito:username"] || claims.sub,
+           groups: claims["cognito:groups"] || [], expiresAt: claims.exp * 1000 };
 }
 
 export function storedSession() {
   try {
     const session = JSON.parse(sessionStorage.getItem(SESSION_KEY) || "null");
-    return session && session.expiresAt > Date.now() ? session : null;
+    return session && (session.expiresAt > Date.now() || session.refreshToken) ? session : null;
   } catch (err) {
     return null;
   }
@@ -91,7 +98,7 @@ export async function signInStep(event) {
     state.challenge = null;
     $("#si-step").hidden = true;
     $("#si-password").value = "";
-    beginSession(sessionFrom(answer.AuthenticationResult.IdToken));
+    beginSession(sessionFrom(answer.AuthenticationResult.IdToken, answer.AuthenticationResult.RefreshToken || null));
     await enterApp();
   } catch (err) {
     $("#signin-reason").textContent = err.message;
@@ -104,8 +111,40 @@ export function beginSession(session) {
   state.session = session;
   sessionStorage.setItem(SESSION_KEY, JSON.stringify(session));
   clearTimeout(state.expiryTimer);
-  state.expiryTimer = setTimeout(() => signOut("Your sign-in has expired: sign in again."),
-    Math.max(0, session.expiresAt - Date.now()));
+  const left = session.expiresAt - Date.now();
+  if (!session.refreshToken) {
+    state.expiryTimer = setTimeout(() => signOut("Your sign-in has expired: sign in again."), Math.max(0, left));
+    return;
+  }
+  state.expiryTimer = setTimeout(() => keepSession(session), Math.max(0, left - REFRESH_MARGIN_MS));
+}
+
+// Refreshes the session's id token; retries every 30 s while the old one is still valid, then signs out.
+async function keepSession(session) {
+  if (state.session !== session) return;
+  if (await refreshSession()) return;
+  if (state.session !== session) return;
+  if (session.expiresAt - Date.now() > 0) {
+    state.expiryTimer = setTimeout(() => keepSession(session), Math.min(RETRY_MS, session.expiresAt - Date.now()));
+  } else {
+    signOut("Your sign-in has expired: sign in again.");
+  }
+}
+
+// A new id token from the refresh token (the refresh token stays); false when Cognito refuses or cannot be reached.
+export async function refreshSession() {
+  const old = state.session;
+  if (!old || !old.refreshToken) return false;
+  try {
+    const answer = await cognito("InitiateAuth", { AuthFlow: "REFRESH_TOKEN_AUTH", ClientId: state.config.auth.clientId,
+      AuthParameters: { REFRESH_TOKEN: old.refreshToken } });
+    if (state.session !== old) return !!state.session; // signed out, or refreshed by another call, meanwhile
+    const result = answer.AuthenticationResult;
+    beginSession(sessionFrom(result.IdToken, result.RefreshToken || old.refreshToken));
+    return true;
+  } catch (err) {
+    return false;
+  }
 }
 
 export function signOut(reason) {

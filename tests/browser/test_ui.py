@@ -325,13 +325,18 @@ def test_auto_refresh_never_takes_the_keyboard_focus(page, scenario) -> None:
     assert page.evaluate("document.activeElement.id") == "f-line"
 
 
-def test_review_queue_with_keyboard_shortcuts(page, scenario) -> None:
-    _batch_on_two_lines(scenario)
+def _open_queue(page, class_name: str, line: str) -> None:  # noqa: ANN001
+    """The Review view's queue of a class on a line ("" for every line)."""
     page.click("#tab-review")
     page.wait_for_function("() => document.querySelectorAll('#q-class option').length > 0")
-    page.select_option("#q-class", scenario["class"])
-    page.select_option("#q-line", "ui-a")
+    page.select_option("#q-class", class_name)
+    page.select_option("#q-line", line)
     page.click("#queue-filters button[type=submit]")
+
+
+def test_review_queue_with_keyboard_shortcuts(page, scenario) -> None:
+    _batch_on_two_lines(scenario)
+    _open_queue(page, scenario["class"], "ui-a")
     item = page.wait_for_selector(f"#queue-item[data-id][data-query='{scenario['class']}/ui-a']")
     order = [item.get_attribute("data-id")] + page.eval_on_selector_all(
         "#queue-list li", "l => l.map(e => e.dataset.id)"
@@ -569,7 +574,8 @@ def test_an_operator_reviews_but_sees_no_decisions(signed_out, scenario) -> None
 
 _EDIT_SESSION = """how => {
   const s = JSON.parse(sessionStorage.getItem('ivadas.session'));
-  if (how === 'expire') s.expiresAt = Date.now() - 1000;
+  if (how === 'expire') { s.expiresAt = Date.now() - 1000; delete s.refreshToken; }  // and no way to renew it
+  if (how === 'near') s.expiresAt = Date.now() + 60000;  // a minute left: inside the refresh margin
   if (how === 'forge') {  // one signature character changed: the page still takes it for valid
     const t = s.idToken;
     s.idToken = t.slice(0, -2) + (t.at(-2) === 'A' ? 'B' : 'A') + t.at(-1);
@@ -589,6 +595,23 @@ def test_an_expired_or_forged_session_asks_to_sign_in_again(signed_out, scenario
     pg.reload()
     pg.wait_for_selector("#signin-reason:has-text('no longer valid')", timeout=30_000)
     assert pg.is_hidden("main")
+
+
+def test_a_session_is_refreshed_before_it_expires_and_a_reload_keeps_the_view(signed_out, scenario) -> None:
+    pg = signed_out
+    sign_in(pg, ENGINEER)
+    pg.click("#tab-models")
+    pg.wait_for_selector("table.models", timeout=30_000)
+    before = pg.evaluate("JSON.parse(sessionStorage.getItem('ivadas.session'))")
+    assert before["refreshToken"], "no refresh token kept"
+    pg.wait_for_timeout(1100)  # a new id token differs from the old one by its issue time
+    pg.evaluate(_EDIT_SESSION, "near")
+    pg.reload()
+    pg.wait_for_selector("body[data-ready='true']", timeout=30_000)
+    after = pg.evaluate("JSON.parse(sessionStorage.getItem('ivadas.session'))")
+    assert after["idToken"] != before["idToken"] and after["expiresAt"] > time.time() * 1000 + 10 * 60_000
+    assert pg.get_attribute("#tab-models", "aria-selected") == "true"  # the same view, still signed in
+    pg.wait_for_selector("table.models", timeout=30_000)
 
 
 def test_first_sign_in_with_a_temporary_password_sets_a_new_one(signed_out, scenario) -> None:
@@ -667,11 +690,7 @@ def test_detail_panels_are_one_size_and_its_header_stays(page, scenario, tmp_pat
 def test_one_notice_at_a_time_and_the_review_buttons_never_move(page, scenario) -> None:
     _batch_on_two_lines(scenario)
     page.set_viewport_size({"width": 1440, "height": 900})
-    page.click("#tab-review")
-    page.wait_for_function("() => document.querySelectorAll('#q-class option').length > 0")
-    page.select_option("#q-class", scenario["class"])
-    page.select_option("#q-line", "ui-b")
-    page.click("#queue-filters button[type=submit]")
+    _open_queue(page, scenario["class"], "ui-b")
     page.wait_for_selector("#queue-item[data-id] #q-good")
     before = page.query_selector("#q-good").bounding_box()
     page.route("**/results/*/review", lambda route: route.fulfill(status=503, body='{"message": "busy"}'))
@@ -730,11 +749,7 @@ def test_a_link_to_a_filter_and_a_result_survives_a_reload(page, scenario) -> No
 def test_review_shows_image_and_overlay_counts_down_and_takes_back(page, scenario) -> None:
     _batch_on_two_lines(scenario)
     page.set_viewport_size({"width": 1440, "height": 900})
-    page.click("#tab-review")
-    page.wait_for_function("() => document.querySelectorAll('#q-class option').length > 0")
-    page.select_option("#q-class", scenario["class"])
-    page.select_option("#q-line", "")
-    page.click("#queue-filters button[type=submit]")
+    _open_queue(page, scenario["class"], "")
     page.wait_for_selector("#queue-item[data-id] #q-good")
     assert page.is_visible("#queue-item figure img.plain") and page.is_visible("#queue-item .stack")
     left = int(page.inner_text("#queue-remaining").split()[0])
