@@ -145,6 +145,7 @@ export function applyFilters() {
   state.tokens = [];
   const loaded = loadResults(null);
   loadCounts();
+  loadHistograms();
   $("#export-result").replaceChildren();
   writeHash();
   return loaded;
@@ -207,17 +208,23 @@ function byDay(series) {
   return [...days.values()].map((d) => ({ ...d, anomaly_rate: rate(d.anomalies, d.inspected) }));
 }
 
-// Totals and a per-minute series from the results of the range (class, line and time as /stats takes them).
-async function minuteFigures(scope) {
+// The results of a scope, newest first, 200 a page, up to `pages` pages; `more`: some were left.
+async function resultsOf(scope, pages) {
   const items = [];
   let token = null;
-  for (let page = 0; page < MAX_MINUTE_PAGES; page += 1) {
+  for (let page = 0; page < pages; page += 1) {
     const got = await api("/results?" + qs({ ...scope, limit: "200", next_token: token }));
     items.push(...got.items);
     token = got.next_token;
     if (!token) break;
   }
-  if (token) return null; // too many for one chart: hours instead
+  return { items, more: !!token };
+}
+
+// Totals and a per-minute series from the results of the range (class, line and time as /stats takes them).
+async function minuteFigures(scope) {
+  const { items, more } = await resultsOf(scope, MAX_MINUTE_PAGES);
+  if (more) return null; // too many for one chart: hours instead
   const total = { inspected: 0, anomalies: 0, rejected: 0, reviewed: 0, agreed: 0 };
   const minutes = new Map();
   for (const item of items) {
@@ -273,6 +280,80 @@ export function drawChart(series, interval) {
   label(`defect rate max ${pct(maxRate)}`, W - 2, pad - 8, "end");
   $("#chart-caption").textContent = `Images inspected (bars) and defect rate (red line) per ${interval}`;
   $("#chart-svg").replaceChildren(svg);
+}
+
+// ------------------------------------------------------------------------------------------ score distribution
+
+// Per class, the normalised scores of the filter's results (class, line and time; up to 1,000, newest first) in
+// 0.05-wide bins, 0.5 the threshold, each bar split by review: reviewed good, reviewed defect, not reviewed.
+const HIST_PAGES = 5;
+const BINS = 24; // 0 to 1.2; higher scores go in the last bin
+
+async function loadHistograms() {
+  const params = filterParams();
+  const scope = { class_name: params.class_name, line: params.line, since: params.since, until: params.until };
+  const seq = (state.histSeq = state.histSeq + 1);
+  try {
+    const { items, more } = await resultsOf(scope, HIST_PAGES);
+    if (seq !== state.histSeq) return;
+    const byClass = new Map();
+    for (const item of items.filter((i) => i.status === "INSPECTED" && i.normalized_score != null)) {
+      if (!byClass.has(item.class_name)) byClass.set(item.class_name, []);
+      byClass.get(item.class_name).push(item);
+    }
+    const box = $("#histograms");
+    box.hidden = !byClass.size;
+    box.replaceChildren(...[...byClass.entries()].sort().map(([cls, list]) => histogram(cls, list, more)));
+  } catch (err) {
+    showError(err.message);
+  }
+}
+
+function histogram(cls, items, partial) {
+  const W = 420, H = 150, pad = 24, ns = "http://www.w3.org/2000/svg";
+  const bins = Array.from({ length: BINS }, () => ({ good: 0, defect: 0, open: 0 }));
+  for (const item of items) {
+    const b = bins[Math.min(BINS - 1, Math.floor(item.normalized_score * 20))];
+    b[item.review ? (item.review.verdict === "defect" ? "defect" : "good") : "open"] += 1;
+  }
+  const top = Math.max(1, ...bins.map((b) => b.good + b.defect + b.open));
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
+  svg.setAttribute("role", "img");
+  svg.dataset.class = cls;
+  svg.dataset.n = String(items.length);
+  const reviewed = items.filter((i) => i.review);
+  svg.setAttribute("aria-label", `${cls}: ${items.length} scores, ${items.filter((i) => i.is_anomaly).length} above the threshold; ` +
+    `${reviewed.length} reviewed (${reviewed.filter((i) => i.review.verdict === "defect").length} defect)`);
+  const add = (tag, attrs, text) => {
+    const e = document.createElementNS(ns, tag);
+    for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
+    if (text) e.textContent = text;
+    svg.append(e);
+    return e;
+  };
+  const bw = (W - 2 * pad) / BINS;
+  const xOf = (score) => pad + score * 20 * bw;
+  bins.forEach((b, i) => {
+    let y = H - pad;
+    for (const part of ["open", "good", "defect"]) {
+      if (!b[part]) continue;
+      const h = (H - 2 * pad) * b[part] / top;
+      y -= h;
+      const rect = add("rect", { x: pad + i * bw + 1, y, width: bw - 2, height: h, class: "h-" + part, "data-n": b[part] });
+      const t = document.createElementNS(ns, "title");
+      t.textContent = `score ${(i / 20).toFixed(2)}${i === BINS - 1 ? " and up" : "-" + ((i + 1) / 20).toFixed(2)}: ${b[part]} ` +
+        { open: "not reviewed", good: "reviewed good", defect: "reviewed defect" }[part];
+      rect.append(t);
+    }
+  });
+  add("line", { x1: xOf(0.5), y1: pad - 6, x2: xOf(0.5), y2: H - pad, class: "threshold" });
+  add("text", { x: xOf(0.5) + 3, y: pad - 8, class: "tick" }, "threshold 0.5");
+  add("line", { x1: pad, y1: H - pad, x2: W - pad, y2: H - pad, class: "axis" });
+  for (const s of [0, 0.5, 1]) add("text", { x: xOf(s), y: H - 8, "text-anchor": "middle", class: "tick" }, String(s));
+  add("text", { x: 2, y: 12, class: "tick" }, `${top} max`);
+  return el("figure", { class: "histogram" }, el("figcaption", { text: `${cls}: ${items.length} scores` +
+    (partial ? " (the newest 1,000)" : "") + "; grey not reviewed, green reviewed good, red reviewed defect" }), svg);
 }
 
 export function fillSelect(select, values, allLabel) {

@@ -14,6 +14,7 @@ export const state = Object.seal({
   tokens: [], // the tokens of the newer pages, to go back
   resultsSeq: 0, // the latest results request (older answers are dropped)
   countsSeq: 0, // the latest counts request
+  histSeq: 0, // the latest score distribution request
   timer: null, // the results' auto-refresh
   detailOpen: false, // the detail dialog is open
   detailIndex: -1, // the result shown in it, as an index into items

@@ -652,6 +652,24 @@ def _small_wide_image(scenario, tmp_path: Path) -> Path:  # noqa: ANN001
 
 
 @pytest.mark.parametrize("width,height", [(1440, 900), (390, 844)])
+def test_results_show_the_score_distribution_per_class(page, scenario, width, height) -> None:
+    keys = _batch_on_two_lines(scenario)
+    page.set_viewport_size({"width": width, "height": height})
+    _open_results(page, "ui-a")
+    hist = page.wait_for_selector(f"#histograms svg[data-class='{scenario['class']}']")
+    page.wait_for_function(
+        "h => [...h.querySelectorAll('rect')].reduce((a, r) => a + Number(r.dataset.n), 0) "
+        "=== Number(h.dataset.n)",
+        arg=hist,
+    )
+    assert int(hist.get_attribute("data-n")) >= len(
+        keys["ui-a"]
+    )  # every score of the filter, reviewed or not
+    assert hist.query_selector("line.threshold") and "reviewed" in hist.get_attribute("aria-label")
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+
+
+@pytest.mark.parametrize("width,height", [(1440, 900), (390, 844)])
 def test_detail_panels_are_one_size_and_its_header_stays(page, scenario, tmp_path, width, height) -> None:
     key = f"ui-small/{scenario['class']}/small-{width}.png"
     boto3.client("s3").put_object(
