@@ -36,9 +36,20 @@ $(CHECKOV_STAMP):
 	$(CHECKOV_VENV)/bin/pip install -q 'checkov==$(CHECKOV_VERSION)'
 	touch $@
 
+# eslint for the web console's JavaScript (ui/*.js): the versions pinned exactly in package.json and
+# package-lock.json, installed by npm ci into node_modules/ (gitignored, never shipped: ui/ holds no package file).
+NPM_STAMP := node_modules/.installed
+
+$(NPM_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+lint-js: $(NPM_STAMP)
+	node_modules/.bin/eslint ui eslint.config.js
+
 # Static checks: ruff; bandit on the Python (each finding left has its `# nosec` reason); checkov on the
 # templates (each finding left has its reason in the resource's Metadata). Any new finding fails the build.
-lint: install $(CHECKOV_STAMP)
+lint: install $(CHECKOV_STAMP) lint-js
 	$(VENV)/bin/ruff check model_server functions infra tests
 	$(VENV)/bin/ruff format --check model_server functions infra tests
 	$(VENV)/bin/bandit -q -c pyproject.toml -r functions infra model_server

@@ -244,8 +244,13 @@ def test_line_filter_time_range_counts_chart_and_export(page, scenario) -> None:
     counts = page.inner_text("#counts")
     assert "inspected" in counts and "defect rate" in counts
     page.wait_for_selector("#chart svg rect.vol")
-    label = page.get_attribute("#chart svg", "aria-label")  # any time: a point per day
-    assert re.match(r"\d+ day\(s\); volume up to \d+ images; highest defect rate", label), label
+    label = page.get_attribute("#chart svg", "aria-label")  # any time, results of the last hours: per hour
+    assert re.match(r"\d+ hour\(s\); up to \d+ inspected; highest defect rate", label), label
+    _chart_agrees_with_the_counts(page)
+    page.select_option("#f-window", "60")  # the last hour: a point per minute
+    page.click("#filters button[type=submit]")
+    page.wait_for_function("() => /minute/.test(document.querySelector('#chart svg').ariaLabel)")
+    _chart_agrees_with_the_counts(page)
     # a custom range that ends before the batch: nothing; one that holds it: the same rows
     page.select_option("#f-window", "custom")
     page.fill("#f-since", "2020-01-01T00:00")
@@ -264,6 +269,19 @@ def test_line_filter_time_range_counts_chart_and_export(page, scenario) -> None:
     assert rows[0][:3] == ["inspection_id", "created_at", "class_name"] and len(rows) == len(keys["ui-b"]) + 1
     assert {r[rows[0].index("image_key")] for r in rows[1:]} == set(keys["ui-b"])
     page.screenshot(path=str(SHOTS / "results.png"), full_page=True)
+
+
+def _chart_agrees_with_the_counts(page) -> None:  # noqa: ANN001
+    """The bars add up to the inspected count; the defect rate is drawn where it can be seen."""
+    page.wait_for_function(
+        """() => { const n = [...document.querySelectorAll('#chart svg rect.vol')]
+                     .reduce((a, r) => a + Number(r.dataset.inspected), 0);
+                   const c = document.querySelector('#counts .count .n');
+                   return c && n === Number(c.innerText); }"""
+    )
+    bars = len(page.query_selector_all("#chart svg rect.vol"))
+    dots = page.query_selector_all("#chart svg circle.rate")
+    assert len(dots) == bars and all(d.bounding_box()["width"] >= 4 for d in dots)
 
 
 def test_detail_view_is_a_dialog_with_images_regions_and_next(page, scenario) -> None:
@@ -307,13 +325,18 @@ def test_auto_refresh_never_takes_the_keyboard_focus(page, scenario) -> None:
     assert page.evaluate("document.activeElement.id") == "f-line"
 
 
-def test_review_queue_with_keyboard_shortcuts(page, scenario) -> None:
-    _batch_on_two_lines(scenario)
+def _open_queue(page, class_name: str, line: str) -> None:  # noqa: ANN001
+    """The Review view's queue of a class on a line ("" for every line)."""
     page.click("#tab-review")
     page.wait_for_function("() => document.querySelectorAll('#q-class option').length > 0")
-    page.select_option("#q-class", scenario["class"])
-    page.select_option("#q-line", "ui-a")
+    page.select_option("#q-class", class_name)
+    page.select_option("#q-line", line)
     page.click("#queue-filters button[type=submit]")
+
+
+def test_review_queue_with_keyboard_shortcuts(page, scenario) -> None:
+    _batch_on_two_lines(scenario)
+    _open_queue(page, scenario["class"], "ui-a")
     item = page.wait_for_selector(f"#queue-item[data-id][data-query='{scenario['class']}/ui-a']")
     order = [item.get_attribute("data-id")] + page.eval_on_selector_all(
         "#queue-list li", "l => l.map(e => e.dataset.id)"
@@ -416,14 +439,30 @@ def test_models_view_lists_versions_and_records_a_decision(page, scenario, retra
     assert "deployed" in deployed.inner_text() and "bench passed" in deployed.inner_text()
     assert not deployed.query_selector("button")  # decided already
     pending = table.query_selector("tr[data-version='patchcore-2']")
-    assert pending.query_selector(".status").inner_text() == "PendingManualApproval"
+    status = pending.query_selector(".status")
+    assert status.inner_text() == "Awaiting approval"  # plain words, the registry's own in the tooltip
+    assert status.get_attribute("title") == "PendingManualApproval"
+    assert "ROC curve" in table.query_selector("th abbr.term:text('Image AUROC')").get_attribute("title")
+    asked: list[str] = []
+
+    def answer(dialog) -> None:  # noqa: ANN001
+        asked.append(dialog.message)
+        first_approval = (
+            dialog.message.startswith("Approve") and sum(a.startswith("Approve") for a in asked) == 1
+        )
+        dialog.dismiss() if first_approval else dialog.accept()
+
+    page.on("dialog", answer)
     pending.query_selector("button.reject").click()  # no reason given: refused in the page
     assert "Say why" in page.wait_for_selector("#error:not([hidden])").inner_text()
     page.screenshot(path=str(SHOTS / "models.png"), full_page=True)
     page.fill("#why-softpatch-1", "misses thin scratches")
     page.click("tr[data-version='softpatch-1'] button.reject")
     page.wait_for_selector("tr[data-version='softpatch-1'] .status:text('Rejected')", timeout=30_000)
+    assert asked and asked[-1].startswith("Reject softpatch-1?")  # every decision is confirmed first
     page.click("tr[data-version='patchcore-2'] button.approve")
+    assert page.get_attribute("tr[data-version='patchcore-2'] .status", "title") == "PendingManualApproval"
+    page.click("tr[data-version='patchcore-2'] button.approve")  # dismissed once: nothing was decided
     row = page.wait_for_selector(
         "tr[data-version='patchcore-2']:has(.status:text('Approved'))", timeout=30_000
     )
@@ -431,6 +470,25 @@ def test_models_view_lists_versions_and_records_a_decision(page, scenario, retra
     assert page.query_selector("#agreement-table")
     versions = {v.name: v for v in _registry_versions(scenario)}
     assert versions["softpatch-1"].metadata["decision_note"] == "misses thin scratches"
+
+
+def test_models_view_fits_a_phone(page, scenario) -> None:
+    def one_pending(route) -> None:  # noqa: ANN001
+        """The registry's answer with its newest version still pending (the buttons to check)."""
+        view = route.fetch().json()
+        newest = next(v for m in view["models"].values() for v in m["versions"])
+        newest.update(status="PendingManualApproval", decided_at=None)
+        route.fulfill(json=view)
+
+    page.route("**/models", one_pending)
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.click("#tab-models")
+    approve = page.wait_for_selector("#models button.approve", timeout=30_000)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390, "sideways scrolling on a phone"
+    for button in (approve, page.query_selector("#models button.reject")):
+        box = button.bounding_box()
+        assert box["x"] >= 0 and box["x"] + box["width"] <= 390, box
+    page.screenshot(path=str(SHOTS / "models-phone.png"), full_page=True)
 
 
 def _registry_versions(scenario: dict) -> list:
@@ -516,7 +574,8 @@ def test_an_operator_reviews_but_sees_no_decisions(signed_out, scenario) -> None
 
 _EDIT_SESSION = """how => {
   const s = JSON.parse(sessionStorage.getItem('ivadas.session'));
-  if (how === 'expire') s.expiresAt = Date.now() - 1000;
+  if (how === 'expire') { s.expiresAt = Date.now() - 1000; delete s.refreshToken; }  // and no way to renew it
+  if (how === 'near') s.expiresAt = Date.now() + 60000;  // a minute left: inside the refresh margin
   if (how === 'forge') {  // one signature character changed: the page still takes it for valid
     const t = s.idToken;
     s.idToken = t.slice(0, -2) + (t.at(-2) === 'A' ? 'B' : 'A') + t.at(-1);
@@ -538,6 +597,23 @@ def test_an_expired_or_forged_session_asks_to_sign_in_again(signed_out, scenario
     assert pg.is_hidden("main")
 
 
+def test_a_session_is_refreshed_before_it_expires_and_a_reload_keeps_the_view(signed_out, scenario) -> None:
+    pg = signed_out
+    sign_in(pg, ENGINEER)
+    pg.click("#tab-models")
+    pg.wait_for_selector("table.models", timeout=30_000)
+    before = pg.evaluate("JSON.parse(sessionStorage.getItem('ivadas.session'))")
+    assert before["refreshToken"], "no refresh token kept"
+    pg.wait_for_timeout(1100)  # a new id token differs from the old one by its issue time
+    pg.evaluate(_EDIT_SESSION, "near")
+    pg.reload()
+    pg.wait_for_selector("body[data-ready='true']", timeout=30_000)
+    after = pg.evaluate("JSON.parse(sessionStorage.getItem('ivadas.session'))")
+    assert after["idToken"] != before["idToken"] and after["expiresAt"] > time.time() * 1000 + 10 * 60_000
+    assert pg.get_attribute("#tab-models", "aria-selected") == "true"  # the same view, still signed in
+    pg.wait_for_selector("table.models", timeout=30_000)
+
+
 def test_first_sign_in_with_a_temporary_password_sets_a_new_one(signed_out, scenario) -> None:
     idp = boto3.client("cognito-idp")
     pool = scenario["state"]["resources"]["UserPool"]
@@ -555,3 +631,164 @@ def test_first_sign_in_with_a_temporary_password_sets_a_new_one(signed_out, scen
     pg.click("#si-submit")
     pg.wait_for_selector("body[data-ready='true']", timeout=30_000)
     assert "newbie" in pg.inner_text("#whoami")
+
+
+def _inspected(scenario, keys: list[str]) -> None:  # noqa: ANN001
+    table = boto3.resource("dynamodb").Table(scenario["state"]["resources"]["ResultsTable"])
+    for _ in range(120):
+        stored = {i["key"] for i in table.scan(ConsistentRead=True)["Items"]}
+        if set(keys) <= stored:
+            return
+        time.sleep(1)
+    raise AssertionError(f"not inspected: {set(keys) - stored}")
+
+
+def _small_wide_image(scenario, tmp_path: Path) -> Path:  # noqa: ANN001
+    from PIL import Image
+
+    small = tmp_path / "small-wide.png"
+    Image.open(scenario["defect"]).convert("RGB").resize((240, 150)).save(small)
+    return small
+
+
+@pytest.mark.parametrize("width,height", [(1440, 900), (390, 844)])
+def test_results_show_the_score_distribution_per_class(page, scenario, width, height) -> None:
+    keys = _batch_on_two_lines(scenario)
+    page.set_viewport_size({"width": width, "height": height})
+    _open_results(page, "ui-a")
+    hist = page.wait_for_selector(f"#histograms svg[data-class='{scenario['class']}']")
+    page.wait_for_function(
+        "h => [...h.querySelectorAll('rect')].reduce((a, r) => a + Number(r.dataset.n), 0) "
+        "=== Number(h.dataset.n)",
+        arg=hist,
+    )
+    assert int(hist.get_attribute("data-n")) >= len(
+        keys["ui-a"]
+    )  # every score of the filter, reviewed or not
+    assert hist.query_selector("line.threshold") and "reviewed" in hist.get_attribute("aria-label")
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+
+
+@pytest.mark.parametrize("width,height", [(1440, 900), (390, 844)])
+def test_detail_panels_are_one_size_and_its_header_stays(page, scenario, tmp_path, width, height) -> None:
+    key = f"ui-small/{scenario['class']}/small-{width}.png"
+    boto3.client("s3").put_object(
+        Bucket=scenario["state"]["resources"]["InboxBucket"],
+        Key=key,
+        Body=_small_wide_image(scenario, tmp_path).read_bytes(),
+    )
+    _inspected(scenario, [key])
+    page.set_viewport_size({"width": width, "height": height})
+    _open_results(page, "ui-small")
+    page.click(f"#results-table tr:has(td.key:text-is('{key}'))")
+    page.wait_for_selector("dialog#detail[open] .side-by-side figure")
+    panels = "#detail .side-by-side img.plain, #detail .side-by-side .stack img:not(.heat)"
+    page.wait_for_function(f"[...document.querySelectorAll('{panels}')].every(i => i.complete && i.width)")
+    boxes = page.eval_on_selector_all(
+        panels, "imgs => imgs.map(i => { const r = i.getBoundingClientRect(); return [r.width, r.height]; })"
+    )
+    assert len(boxes) == 3
+    for w, h in boxes:  # image, heatmap and overlay: the same size
+        assert abs(w - boxes[0][0]) <= 2 and abs(h - boxes[0][1]) <= 2, boxes
+    page.eval_on_selector("dialog#detail", "d => { d.scrollTop = d.scrollHeight; }")
+    page.wait_for_timeout(200)
+    for button in ("#detail-prev", "#detail-next", "#detail-close"):
+        on_top = page.eval_on_selector(
+            button,
+            """b => { const r = b.getBoundingClientRect();
+                      return r.top >= 0 && r.bottom <= innerHeight &&
+                             document.elementFromPoint(r.x + r.width / 2, r.y + r.height / 2) === b; }""",
+        )
+        assert on_top, f"{button} scrolled out of view"
+    if width < 700:
+        page.screenshot(path=str(SHOTS / "detail-phone.png"), full_page=False)
+    page.keyboard.press("Escape")
+
+
+def test_one_notice_at_a_time_and_the_review_buttons_never_move(page, scenario) -> None:
+    _batch_on_two_lines(scenario)
+    page.set_viewport_size({"width": 1440, "height": 900})
+    _open_queue(page, scenario["class"], "ui-b")
+    page.wait_for_selector("#queue-item[data-id] #q-good")
+    before = page.query_selector("#q-good").bounding_box()
+    page.route("**/results/*/review", lambda route: route.fulfill(status=503, body='{"message": "busy"}'))
+    page.focus("body")
+    page.keyboard.press("g")
+    page.wait_for_selector("#error:not([hidden])")
+    assert page.query_selector("#q-good").bounding_box() == before  # an error moves nothing
+    page.unroute("**/results/*/review")
+    first = page.get_attribute("#queue-item", "data-id")
+    page.keyboard.press("g")
+    page.wait_for_selector("#notice:has-text('Reviewed good')")
+    page.wait_for_function("id => document.querySelector('#queue-item').dataset.id !== id", arg=first)
+    assert page.is_hidden("#error"), "the error stayed beside the newer notice"
+    assert page.query_selector("#q-good").bounding_box() == before  # nor does a notice
+
+
+def test_keys_with_dot_segments_keep_their_thumbnails(page, scenario) -> None:
+    key = f"ui-dots/{scenario['class']}/sub/../dots-0.png"
+    boto3.client("s3").put_object(
+        Bucket=scenario["state"]["resources"]["InboxBucket"], Key=key, Body=scenario["good"].read_bytes()
+    )
+    _inspected(scenario, [key])
+    _open_results(page, "ui-dots")
+    thumb = page.wait_for_selector(f"#results-table tr:has(td.key:text-is('{key}')) td.c-img img")
+    page.wait_for_function("i => i.complete", arg=thumb)
+    assert thumb.evaluate("i => i.naturalWidth") > 0, thumb.get_attribute("src")
+
+
+def test_api_answers_name_the_ui_origin_not_any(page, scenario) -> None:
+    origin = scenario["state"]["ui_url"].rstrip("/")
+    answer = page.request.get(origin + "/results", headers={"Origin": origin})
+    assert answer.status == 401
+    assert answer.headers.get("access-control-allow-origin") == origin  # a 401 too, and never "*"
+
+
+def test_a_link_to_a_filter_and_a_result_survives_a_reload(page, scenario) -> None:
+    _batch_on_two_lines(scenario)
+    _open_results(page, "ui-a")
+    page.select_option("#f-size", "50")
+    page.click("#filters button[type=submit]")
+    page.wait_for_function("() => location.hash.includes('size=50') && location.hash.includes('line=ui-a')")
+    first = page.get_attribute("#results-table tbody tr[data-id] >> nth=0", "data-id")
+    page.click("#results-table tbody tr[data-id] >> nth=0")
+    page.wait_for_selector("dialog#detail[open]")
+    page.wait_for_function("id => location.hash.includes('id=' + id)", arg=first)
+    page.reload()  # the session is this tab's: the same view comes back, the result open
+    page.wait_for_selector("body[data-ready='true']", timeout=30_000)
+    page.wait_for_selector("dialog#detail[open]")
+    page.wait_for_selector(f"#results-table tr[data-id='{first}'][aria-selected=true]")
+    assert page.get_attribute("#tab-results", "aria-selected") == "true"
+    assert page.input_value("#f-line") == "ui-a" and page.input_value("#f-size") == "50"
+    page.keyboard.press("Escape")
+    page.wait_for_function("() => !location.hash.includes('id=') && location.hash.includes('line=ui-a')")
+
+
+def test_review_shows_image_and_overlay_counts_down_and_takes_back(page, scenario) -> None:
+    _batch_on_two_lines(scenario)
+    page.set_viewport_size({"width": 1440, "height": 900})
+    _open_queue(page, scenario["class"], "")
+    page.wait_for_selector("#queue-item[data-id] #q-good")
+    assert page.is_visible("#queue-item figure img.plain") and page.is_visible("#queue-item .stack")
+    left = int(page.inner_text("#queue-remaining").split()[0])
+    before = page.query_selector("#q-good").bounding_box()
+    reviewed = page.get_attribute("#queue-item", "data-id")
+    page.focus("body")
+    page.keyboard.press("g")
+    page.wait_for_function("id => document.querySelector('#queue-item').dataset.id !== id", arg=reviewed)
+    assert int(page.inner_text("#queue-remaining").split()[0]) == left - 1
+    assert page.query_selector("#q-good").bounding_box() == before
+    page.keyboard.press("u")  # back to it: a new verdict corrects the review
+    page.wait_for_selector(f"#queue-item[data-id='{reviewed}'] h2:has-text('you said good')")
+    assert page.query_selector("#q-good").bounding_box() == before
+    page.eval_on_selector("#q-zoom", "s => { s.value = '2'; s.dispatchEvent(new Event('input')); }")
+    assert "scale(2)" in page.get_attribute("#queue-item figure img.plain", "style")
+    page.screenshot(path=str(SHOTS / "review-queue.png"), full_page=True)
+    page.keyboard.press("d")
+    page.wait_for_selector("#notice:has-text('Reviewed defect')")
+    table = boto3.resource("dynamodb").Table(scenario["state"]["resources"]["ResultsTable"])
+    item = table.get_item(Key={"inspection_id": reviewed}, ConsistentRead=True)["Item"]
+    assert item["review"]["verdict"] == "defect"
+    page.set_viewport_size({"width": 390, "height": 844})
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    page.screenshot(path=str(SHOTS / "review-phone.png"), full_page=True)

@@ -4,11 +4,14 @@ sign in to, and no credential (the API key never goes to the browser)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import boto3
 from moto import mock_aws
 
 from infra.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @mock_aws
@@ -33,7 +36,12 @@ def test_publish_from_stack_outputs(monkeypatch, capsys) -> None:
     monkeypatch.setattr(publish_ui, "stack_outputs", lambda name: outputs)
     assert main(["publish-ui", "--stack-name", "ivadas-dev"]) == 0
     objects = {o["Key"] for o in s3.list_objects_v2(Bucket="ui-bucket")["Contents"]}
-    assert {"index.html", "app.js", "style.css", "config.json"} <= objects
+    # every ES module index.html loads (main.js imports the rest), and nothing of the JavaScript linter's
+    shipped = {p.name for p in (ROOT / "ui").iterdir() if p.is_file()} - {"config.json"}
+    assert {"index.html", "main.js", "state.js", "api.js", "style.css"} <= shipped
+    assert objects == shipped | {"config.json"}
+    assert not any(k.startswith("node_modules") or k.startswith("package") for k in objects)
+    assert s3.get_object(Bucket="ui-bucket", Key="main.js")["ContentType"] == "text/javascript"
     raw = s3.get_object(Bucket="ui-bucket", Key="config.json")["Body"].read().decode()
     assert json.loads(raw) == {
         "apiBaseUrl": "https://api.example/dev",
