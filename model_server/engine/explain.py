@@ -56,7 +56,8 @@ def nearest_good(model: ClassModel, bank_index: int, distance: float) -> dict:
     """The bank patch `bank_index`: its training image, cell, box in that image and a crop of it."""
     cfg = model.config.features
     provenance = model.provenance
-    assert provenance is not None  # noqa: S101 - explain() checks
+    if provenance is None:  # explain() asks only models that have it
+        raise ValueError("the model keeps no bank provenance")
     image, row, col = (int(v) for v in provenance.patches[bank_index])
     out: dict = {"bank_index": bank_index, "distance": round(float(distance), 5), "row": row, "col": col}
     if image == UNKNOWN:
