@@ -139,12 +139,18 @@ def page(signed_out):
     return signed_out
 
 
-def test_inspect_shows_verdict_heatmap_and_regions(page, scenario) -> None:
+def _inspect_the_defect(page, scenario):  # noqa: ANN001, ANN202
+    """Inspect the scenario's defective image with PatchCore: its result card, flagged."""
     page.set_input_files("#file", str(scenario["defect"]))
     page.select_option("#class", scenario["class"])
     page.click("#run")
     card = page.wait_for_selector(".card[data-model='patchcore']", timeout=60_000)
     assert card.query_selector(".verdict").inner_text() == "DEFECT"
+    return card
+
+
+def test_inspect_shows_verdict_heatmap_and_regions(page, scenario) -> None:
+    card = _inspect_the_defect(page, scenario)
     heat = card.query_selector("img.heat")
     assert heat and heat.is_visible() and heat.get_attribute("src").startswith("data:image/png;base64,")
     assert card.query_selector_all(".box"), "no region boxes drawn"
@@ -153,6 +159,24 @@ def test_inspect_shows_verdict_heatmap_and_regions(page, scenario) -> None:
     assert heat.evaluate("e => e.style.opacity") == "0.8"
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / "inspect.png"), full_page=True)
+
+
+@pytest.mark.parametrize("width,height", [(1440, 900), (390, 844)])
+def test_inspect_explains_a_defect_with_its_nearest_good_patch(page, scenario, width, height) -> None:
+    page.set_viewport_size({"width": width, "height": height})
+    card = _inspect_the_defect(page, scenario)
+    pair = card.wait_for_selector(".explanations .explanation")
+    assert re.fullmatch(r"train/good/\d+\.png", pair.query_selector(".image-id").inner_text())
+    assert re.search(r"distance \d+\.\d\d", pair.inner_text())
+    crops = ".card[data-model='patchcore'] .explanation:first-of-type img.crop"
+    page.wait_for_function("sel => [...document.querySelectorAll(sel)].every(i => i.complete)", arg=crops)
+    widths = page.eval_on_selector_all(crops, "imgs => imgs.map(i => [i.className, i.naturalWidth])")
+    assert sorted(c for c, _ in widths) == ["crop defect-crop", "crop good-crop"], widths
+    assert all(w > 0 for _, w in widths), widths  # both crops decoded
+    assert page.evaluate("document.documentElement.scrollWidth") <= width, "sideways scrolling"
+    name = "explanation.png" if width > 700 else "explanation-phone.png"
+    card.query_selector(".explanations").scroll_into_view_if_needed()
+    card.screenshot(path=str(SHOTS / name))
 
 
 def test_compare_both_models_side_by_side(page, scenario) -> None:
