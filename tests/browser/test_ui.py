@@ -496,6 +496,42 @@ def test_models_view_lists_versions_and_records_a_decision(page, scenario, retra
     assert versions["softpatch-1"].metadata["decision_note"] == "misses thin scratches"
 
 
+def test_models_view_reopens_a_rejected_version_with_its_history(page, scenario, tmp_path: Path) -> None:
+    import gzip
+
+    where = ["--state-dir", scenario["state"]["state_dir"]]
+    before = {v.name for v in _registry_versions(scenario)}
+    artifact = tmp_path / "softpatch-again.tar.gz"  # the same model in other bytes: a new version to decide
+    with gzip.open(scenario["artifacts"]["softpatch"]) as src, gzip.GzipFile(artifact, "wb", mtime=1) as out:
+        out.write(src.read())
+    assert ivadas(["register", "--artifact", str(artifact), "--model", "softpatch", *where]) == 0
+    (version,) = {v.name for v in _registry_versions(scenario)} - before
+    page.on("dialog", lambda dialog: dialog.accept())
+    page.click("#tab-models")
+    row = f"tr[data-version='{version}']"
+    page.wait_for_selector(f"{row} button.approve", timeout=30_000)
+    page.fill(f"#why-{version}", "blurry on the new camera")
+    page.click(f"{row} button.reject")
+    page.wait_for_selector(f"{row} .status:text('Rejected')", timeout=30_000)
+    assert not page.query_selector_all(f"{row} button.approve, {row} button.reject")  # decided: none again
+    page.click(f"{row} details.history summary")
+    assert page.inner_text(f"{row} details.history summary") == "History (1)"
+    entry = page.inner_text(f"{row} details.history li[data-what='Rejected']")
+    assert "blurry on the new camera" in entry and ENGINEER in entry
+    page.click(f"{row} button.reopen")  # no reason given: refused in the page
+    assert "Say why" in page.wait_for_selector("#error:not([hidden])").inner_text()
+    page.fill(f"#why-{version}", "camera refocused")
+    page.click(f"{row} button.reopen")
+    page.wait_for_selector(f"{row} .status:text('Awaiting approval')", timeout=30_000)
+    assert page.query_selector(f"{row} button.approve") and not page.query_selector(f"{row} button.reopen")
+    assert page.inner_text(f"{row} details.history summary") == "History (2)"
+    page.click(f"{row} details.history summary")
+    what = page.eval_on_selector_all(f"{row} details.history li", "l => l.map(e => e.dataset.what)")
+    assert what == ["Rejected", "Reopened"]
+    assert "camera refocused" in page.inner_text(f"{row} details.history li[data-what='Reopened']")
+    page.screenshot(path=str(SHOTS / "models-history.png"), full_page=True)
+
+
 def test_models_view_fits_a_phone(page, scenario) -> None:
     def one_pending(route) -> None:  # noqa: ANN001
         """The registry's answer with its newest version still pending (the buttons to check)."""
