@@ -28,7 +28,7 @@ export async function api(path, options = {}) {
   }
   if (!resp.ok) {
     const detail = body && (body.error || body.message);
-    const kinds = { 400: "Bad request", 403: "Not allowed for your group", 404: "Not found", 413: "Image too large",
+    const kinds = { 400: "Bad request", 403: "Not allowed for your group", 404: "Not found", 409: "Conflict", 413: "Image too large",
                     422: "The model cannot use this image", 429: "Too many requests", 503: "Model unavailable" };
     throw new Error((kinds[resp.status] || "Error " + resp.status) + (detail ? ": " + detail : ""));
   }

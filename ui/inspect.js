@@ -81,7 +81,47 @@ export function overlayView(imageSrc, heatmapSrc, regions, size, label) {
   return wrap;
 }
 
-export function resultCard(result, imageSrc, title) {
+// The defect side of an explanation: the uploaded image cut to `box` (the API's pixels: the image it was sent,
+// scaled here if the browser holds it at another size), as a PNG data URL.
+export function cropOf(img, box, size) {
+  const sx = img.naturalWidth / (size[0] || img.naturalWidth);
+  const sy = img.naturalHeight / (size[1] || img.naturalHeight);
+  const canvas = document.createElement("canvas");
+  canvas.width = Math.max(1, Math.round(box.width * sx));
+  canvas.height = Math.max(1, Math.round(box.height * sy));
+  canvas.getContext("2d").drawImage(img, box.x * sx, box.y * sy, box.width * sx, box.height * sy,
+    0, 0, canvas.width, canvas.height);
+  return canvas.toDataURL("image/png");
+}
+
+// "Why the model says so": per flagged region (strongest first), the defect crop beside the nearest good
+// training patch, named by its training image and distance; the API's note when there are none or no crops.
+export function explanationsView(result, img, title) {
+  const list = result.explanations || [];
+  if (!list.length && !result.explanations_note) return null;
+  const section = el("section", { class: "explanations", "aria-label": title + ": why the model says so" });
+  section.append(el("h3", { text: "Why the model says so" }));
+  if (result.explanations_note) section.append(el("p", { class: "muted explanations-note", text: result.explanations_note }));
+  const size = [result.image_width, result.image_height];
+  list.forEach((x, i) => {
+    const good = x.nearest_good || {};
+    const id = good.image_id || "an unknown training image";
+    const defect = el("img", { class: "crop defect-crop", src: cropOf(img, x.patch_box, size),
+      alt: `region ${i + 1}: the inspected image around its peak` });
+    const nearest = good.crop_png_base64
+      ? el("img", { class: "crop good-crop", src: "data:image/png;base64," + good.crop_png_base64,
+        alt: `region ${i + 1}: the nearest good patch, from ${id}` })
+      : el("span", { class: "crop no-crop", text: "no crop kept" });
+    section.append(el("figure", { class: "explanation", "data-region": String(x.region) },
+      el("div", { class: "crops" }, el("span", { class: "side" }, defect, el("span", { text: "this image" })),
+        el("span", { class: "side" }, nearest, el("span", { text: "nearest good" }))),
+      el("figcaption", {}, `Region ${i + 1} (peak ${Number(x.peak_score).toFixed(2)}): nearest good patch from `,
+        el("span", { class: "image-id", text: id }), `, distance ${Number(good.distance).toFixed(2)}`)));
+  });
+  return section;
+}
+
+export function resultCard(result, imageSrc, title, img) {
   const anomalous = result.is_anomaly;
   const card = el("article", { class: "card", "data-model": result.model });
   card.append(el("h2", { text: title }));
@@ -98,6 +138,8 @@ export function resultCard(result, imageSrc, title) {
   card.append(overlayView(imageSrc, heat, result.regions, [result.image_width, result.image_height], title));
   card.append(el("p", { class: "muted", text: `${(result.regions || []).length} region(s); model ${result.model_version}; ` +
     `endpoint ${result.endpoint_latency_ms.toFixed(0)} ms` }));
+  const why = img ? explanationsView(result, img, title) : null;
+  if (why) card.append(why);
   return card;
 }
 
@@ -126,7 +168,7 @@ export async function inspect(event) {
     const pairs = model === "both"
       ? [["PatchCore (baseline)", body.patchcore], ["SoftPatch (candidate)", body.softpatch]]
       : [[model === "patchcore" ? "PatchCore (baseline)" : "SoftPatch (candidate)", body]];
-    for (const [title, result] of pairs) outcome.append(resultCard(result, upload.dataUrl, title));
+    for (const [title, result] of pairs) outcome.append(resultCard(result, upload.dataUrl, title, upload.img));
     outcome.append(el("p", { class: "muted latency", text: `Request latency ${body.latency_ms.toFixed(0)} ms` }));
   } catch (err) {
     showError(err.message);

@@ -16,18 +16,48 @@ const GLOSSARY = {
   "Recall at threshold": "Share of the defective test images the version calls DEFECT at its threshold (normalised score 0.5).",
 };
 
-export function decisionCell(version, enabled) {
+// The registry's history entries (decision: a status decided, or Reopened) in plain words.
+const HISTORY_WORDS = { Approved: "Approved", Rejected: "Rejected", Reopened: "Re-opened" };
+
+// Every decision and re-open of a version, oldest first, folded away under its count.
+export function historyList(version) {
+  const entries = version.history || [];
+  if (!entries.length) return null;
+  const list = el("ol", { class: "history" });
+  for (const h of entries) {
+    list.append(el("li", { "data-what": h.decision, text: `${HISTORY_WORDS[h.decision] || h.decision} ${when(h.at)} by ${h.by}` +
+      (h.note ? ` ("${h.note}")` : "") }));
+  }
+  return el("details", { class: "history" }, el("summary", { text: `History (${entries.length})` }), list);
+}
+
+export function decisionCell(version, enabled, deployed) {
   const cell = el("td", { class: "decision", "data-label": "Decision" });
   if (version.decided_at) {
     cell.append(el("span", { text: `${when(version.decided_at)} by ${version.decided_by}${version.decided_by_verified ? "" : " (unverified)"}` +
       (version.decision_note ? ` ("${version.decision_note}")` : "") }));
   }
-  if (version.status !== "PendingManualApproval" || !enabled) return cell;
+  const history = historyList(version);
+  if (history) cell.append(history);
+  if (!enabled) return cell;
   const id = "why-" + version.version;
+  if (version.status !== "PendingManualApproval") {
+    // A decided version stands until it is re-opened, with a reason; a deployed one cannot be (the API refuses).
+    if (deployed) return cell;
+    const why = el("input", { id, type: "text", placeholder: "the reason to re-open" });
+    const reopen = el("button", { type: "button", class: "reopen", text: "Re-open" });
+    reopen.addEventListener("click", () => {
+      if (!why.value.trim()) { showError("Say why " + version.version + " is re-opened (the reason field)."); return; }
+      if (!confirm(`Re-open ${version.version}? Its decision is undone (the history keeps it). Reason: ${why.value.trim()}`)) return;
+      decide(version.version, "reopen", { why: why.value });
+    });
+    cell.append(el("label", { for: id, class: "sr-only", text: "Reason to re-open " + version.version }), why, reopen);
+    return cell;
+  }
   const why = el("input", { id, type: "text", placeholder: "note, or the reason to reject" });
   const approve = el("button", { type: "button", class: "approve", text: "Approve" });
   const reject = el("button", { type: "button", class: "reject", text: "Reject" });
-  // Every decision asks first: it is recorded under this user's name and cannot be taken back here.
+  // Every decision asks first: it is recorded under this user's name and stands until someone re-opens it.
   approve.addEventListener("click", () => {
     if (!confirm(`Approve ${version.version}? It may then be deployed to its endpoint.`)) return;
     decide(version.version, "approve", { note: why.value || null });
@@ -61,7 +91,7 @@ export function modelTable(model, info, enabled) {
       td("Image AUROC", fmt(v.metrics.image_auroc)), td("Pixel AUROC", fmt(v.metrics.pixel_auroc)),
       td("AUPRO", fmt(v.metrics.aupro)), td("Recall at threshold", fmt(v.metrics.recall_at_threshold)),
       td("Deployed", deployed ? "deployed" : ""), td("Created", when(v.created)),
-      decisionCell(v, enabled));
+      decisionCell(v, enabled, deployed));
     body.append(tr);
   }
   if (!info.versions.length) body.append(el("tr", {}, el("td", { colspan: "10", text: "no versions registered" })));
@@ -76,7 +106,8 @@ export async function loadModels() {
     state.models = view.models;
     const canDecide = view.can_decide && mayDecide();
     $("#approvals-note").textContent = canDecide
-      ? `Pending versions can be approved or rejected here; the decision is recorded as ${state.session.username}.`
+      ? `Pending versions can be approved or rejected here, and decided ones that are not deployed re-opened with a reason; ` +
+        `each is recorded as ${state.session.username}.`
       : "Approving and rejecting a version takes the ml-engineers group (or ivadas approve / reject).";
     $("#models").replaceChildren(...Object.entries(view.models).map(([m, info]) => modelTable(m, info, canDecide)));
     $("#agreement-table tbody").replaceChildren(...view.agreement.map((a) => el("tr", {},
@@ -92,7 +123,8 @@ export async function decide(version, action, body) {
   clearError();
   try {
     const decided = await api(`/models/${encodeURIComponent(version)}/${action}`, { method: "POST", body: JSON.stringify(body) });
-    notice(`${decided.version}: ${(STATUS_WORDS[decided.status] || decided.status).toLowerCase()}`);
+    const word = action === "reopen" ? "re-opened, awaiting approval" : (STATUS_WORDS[decided.status] || decided.status).toLowerCase();
+    notice(`${decided.version}: ${word}`);
     await loadModels();
   } catch (err) {
     showError(err.message);

@@ -139,12 +139,18 @@ def page(signed_out):
     return signed_out
 
 
-def test_inspect_shows_verdict_heatmap_and_regions(page, scenario) -> None:
+def _inspect_the_defect(page, scenario):  # noqa: ANN001, ANN202
+    """Inspect the scenario's defective image with PatchCore: its result card, flagged."""
     page.set_input_files("#file", str(scenario["defect"]))
     page.select_option("#class", scenario["class"])
     page.click("#run")
     card = page.wait_for_selector(".card[data-model='patchcore']", timeout=60_000)
     assert card.query_selector(".verdict").inner_text() == "DEFECT"
+    return card
+
+
+def test_inspect_shows_verdict_heatmap_and_regions(page, scenario) -> None:
+    card = _inspect_the_defect(page, scenario)
     heat = card.query_selector("img.heat")
     assert heat and heat.is_visible() and heat.get_attribute("src").startswith("data:image/png;base64,")
     assert card.query_selector_all(".box"), "no region boxes drawn"
@@ -153,6 +159,24 @@ def test_inspect_shows_verdict_heatmap_and_regions(page, scenario) -> None:
     assert heat.evaluate("e => e.style.opacity") == "0.8"
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / "inspect.png"), full_page=True)
+
+
+@pytest.mark.parametrize("width,height", [(1440, 900), (390, 844)])
+def test_inspect_explains_a_defect_with_its_nearest_good_patch(page, scenario, width, height) -> None:
+    page.set_viewport_size({"width": width, "height": height})
+    card = _inspect_the_defect(page, scenario)
+    pair = card.wait_for_selector(".explanations .explanation")
+    assert re.fullmatch(r"train/good/\d+\.png", pair.query_selector(".image-id").inner_text())
+    assert re.search(r"distance \d+\.\d\d", pair.inner_text())
+    crops = ".card[data-model='patchcore'] .explanation:first-of-type img.crop"
+    page.wait_for_function("sel => [...document.querySelectorAll(sel)].every(i => i.complete)", arg=crops)
+    widths = page.eval_on_selector_all(crops, "imgs => imgs.map(i => [i.className, i.naturalWidth])")
+    assert sorted(c for c, _ in widths) == ["crop defect-crop", "crop good-crop"], widths
+    assert all(w > 0 for _, w in widths), widths  # both crops decoded
+    assert page.evaluate("document.documentElement.scrollWidth") <= width, "sideways scrolling"
+    name = "explanation.png" if width > 700 else "explanation-phone.png"
+    card.query_selector(".explanations").scroll_into_view_if_needed()
+    card.screenshot(path=str(SHOTS / name))
 
 
 def test_compare_both_models_side_by_side(page, scenario) -> None:
@@ -470,6 +494,42 @@ def test_models_view_lists_versions_and_records_a_decision(page, scenario, retra
     assert page.query_selector("#agreement-table")
     versions = {v.name: v for v in _registry_versions(scenario)}
     assert versions["softpatch-1"].metadata["decision_note"] == "misses thin scratches"
+
+
+def test_models_view_reopens_a_rejected_version_with_its_history(page, scenario, tmp_path: Path) -> None:
+    import gzip
+
+    where = ["--state-dir", scenario["state"]["state_dir"]]
+    before = {v.name for v in _registry_versions(scenario)}
+    artifact = tmp_path / "softpatch-again.tar.gz"  # the same model in other bytes: a new version to decide
+    with gzip.open(scenario["artifacts"]["softpatch"]) as src, gzip.GzipFile(artifact, "wb", mtime=1) as out:
+        out.write(src.read())
+    assert ivadas(["register", "--artifact", str(artifact), "--model", "softpatch", *where]) == 0
+    (version,) = {v.name for v in _registry_versions(scenario)} - before
+    page.on("dialog", lambda dialog: dialog.accept())
+    page.click("#tab-models")
+    row = f"tr[data-version='{version}']"
+    page.wait_for_selector(f"{row} button.approve", timeout=30_000)
+    page.fill(f"#why-{version}", "blurry on the new camera")
+    page.click(f"{row} button.reject")
+    page.wait_for_selector(f"{row} .status:text('Rejected')", timeout=30_000)
+    assert not page.query_selector_all(f"{row} button.approve, {row} button.reject")  # decided: none again
+    page.click(f"{row} details.history summary")
+    assert page.inner_text(f"{row} details.history summary") == "History (1)"
+    entry = page.inner_text(f"{row} details.history li[data-what='Rejected']")
+    assert "blurry on the new camera" in entry and ENGINEER in entry
+    page.click(f"{row} button.reopen")  # no reason given: refused in the page
+    assert "Say why" in page.wait_for_selector("#error:not([hidden])").inner_text()
+    page.fill(f"#why-{version}", "camera refocused")
+    page.click(f"{row} button.reopen")
+    page.wait_for_selector(f"{row} .status:text('Awaiting approval')", timeout=30_000)
+    assert page.query_selector(f"{row} button.approve") and not page.query_selector(f"{row} button.reopen")
+    assert page.inner_text(f"{row} details.history summary") == "History (2)"
+    page.click(f"{row} details.history summary")
+    what = page.eval_on_selector_all(f"{row} details.history li", "l => l.map(e => e.dataset.what)")
+    assert what == ["Rejected", "Reopened"]
+    assert "camera refocused" in page.inner_text(f"{row} details.history li[data-what='Reopened']")
+    page.screenshot(path=str(SHOTS / "models-history.png"), full_page=True)
 
 
 def test_models_view_fits_a_phone(page, scenario) -> None:
