@@ -828,7 +828,7 @@ def test_review_shows_image_and_overlay_counts_down_and_takes_back(page, scenari
     _batch_on_two_lines(scenario)
     page.set_viewport_size({"width": 1440, "height": 900})
     _open_queue(page, scenario["class"], "")
-    page.wait_for_selector("#queue-item[data-id] #q-good")
+    page.wait_for_selector(f"#queue-item[data-id][data-query='{scenario['class']}/'] #q-good")  # this queue's
     assert page.is_visible("#queue-item figure img.plain") and page.is_visible("#queue-item .stack")
     left = int(page.inner_text("#queue-remaining").split()[0])
     before = page.query_selector("#q-good").bounding_box()
