@@ -829,7 +829,8 @@ def test_review_shows_image_and_overlay_counts_down_and_takes_back(page, scenari
     page.set_viewport_size({"width": 1440, "height": 900})
     _open_queue(page, scenario["class"], "")
     page.wait_for_selector(f"#queue-item[data-id][data-query='{scenario['class']}/'] #q-good")  # this queue's
-    assert page.is_visible("#queue-item figure img.plain") and page.is_visible("#queue-item .stack")
+    for shown in ("#queue-item figure img.plain", "#queue-item .stack"):  # image and overlay, loaded
+        page.wait_for_selector(shown, state="visible")
     left = int(page.inner_text("#queue-remaining").split()[0])
     before = page.query_selector("#q-good").bounding_box()
     reviewed = page.get_attribute("#queue-item", "data-id")
