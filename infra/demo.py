@@ -5,8 +5,10 @@ what comes next.
 Work that waits on nothing else runs side by side where a core would idle: each class trains in a process
 of its own, as many at once as there are cores (a training spends stretches on one thread, such as its
 Python between the network's passes and its report's figures, that leave a core idle for another class's
-training), and while SoftPatch trains, the local stack starts, PatchCore is registered and deployed, and
-the test images are inspected by it. Each model is evaluated once, by its training (`ivadas train
+training); a class's SoftPatch starts on the core its PatchCore training frees, not once every PatchCore
+class is done (on 2 cores the last SoftPatch class otherwise trained alone on one thread for two minutes at
+the end); and while SoftPatch trains, the local stack starts, PatchCore is registered and deployed, and the
+test images are inspected by it. Each model is evaluated once, by its training (`ivadas train
 --report-dir`, one report per class); the classes' artifacts are joined into one per model, as one endpoint
 serves every class. A trained artifact whose classes are the ones asked for is reused; delete it to train
 again.
@@ -23,10 +25,10 @@ import re
 import shlex
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from contextlib import redirect_stderr, redirect_stdout
-from dataclasses import dataclass
 from pathlib import Path
 
 from infra.local.args import DEFAULT_STATE_DIR
@@ -76,57 +78,82 @@ def _train_class(argv: list[str], log: Path) -> int:
         ).returncode
 
 
-@dataclass
 class Trainings:
-    """Every class's `ivadas train` of one model, each in a process of its own, at most one per core at
-    once; `join` waits for them and writes the model's artifact. The classes' own artifacts are steps on the
-    way, never reused: deleting the model's artifact trains every class again."""
+    """Every class's `ivadas train` of both models, each in a process of its own, one per core: a class's
+    SoftPatch training (on its PatchCore configuration) starts on the core its PatchCore training frees, so
+    no core idles while another class still trains, and SoftPatch goes on while the stack starts and the
+    test images are inspected. `join(model, artifact)` waits for a model's classes and writes its artifact.
+    The classes' own artifacts are steps on the way, never reused: deleting the model's artifact trains every
+    class again."""
 
-    model: str
-    parts: dict[str, Path]  # class -> its own artifact
-    logs: dict[str, Path]
-    running: dict[str, Future]
-
-    @classmethod
-    def start(
-        cls, args: argparse.Namespace, model: str, classes: list[str], cores: int, *extra: str
-    ) -> Trainings:
-        out = Path(args.out)
-        (out / "logs").mkdir(parents=True, exist_ok=True)
+    def __init__(self, args: argparse.Namespace, classes: list[str], cores: int) -> None:
+        self.args, self.classes, self.out = args, classes, Path(args.out)
+        (self.out / "logs").mkdir(parents=True, exist_ok=True)
         slots = max(1, min(cores, len(classes)))
-        threads = str(max(1, cores // slots))
-        pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix=f"train-{model}")
-        parts = {name: out / "classes" / f"{model}_{name}.tar.gz" for name in classes}
-        logs = {name: out / "logs" / f"train_{model}_{name}.log" for name in classes}
-        running = {}
-        for name in classes:
-            report = out / f"report_{model}" / name
-            argv = ["train", "--data-root", args.data_root, "--classes", name, "--model", model,
-                    *shlex.split(args.train_args), *extra, "--threads", threads, "--quiet",
-                    "--report-dir", str(report), "--out", str(parts[name])]  # fmt: skip
-            running[name] = pool.submit(_train_class, argv, logs[name])
-        pool.shutdown(wait=False)  # the submitted trainings still run; join waits for them
-        return cls(model, parts, logs, running)
+        self.threads = str(max(1, cores // slots))  # one class alone gets every core
+        self._pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="train")
+        self._running: dict[tuple[str, str], Future] = {}
+        self._guard = threading.Lock()
+        self._joined: dict[str, str] = {}  # model -> the version of its joined artifact
+        self._part_versions: dict[str, str] = {}  # class -> the version of its PatchCore class artifact
 
-    def join(self, artifact: Path) -> None:
-        failed = []
-        for done in as_completed(self.running.values()):
-            name = next(n for n, f in self.running.items() if f is done)
+    def part(self, model: str, name: str) -> Path:
+        return self.out / "classes" / f"{model}_{name}.tar.gz"
+
+    def log(self, model: str, name: str) -> Path:
+        return self.out / "logs" / f"train_{model}_{name}.log"
+
+    def start(self, model: str, *extra: str, then_softpatch: bool = False) -> None:
+        """Queue `model`'s training of every class; with `then_softpatch`, each class's SoftPatch follows its
+        PatchCore training on the same core, configured from it."""
+        for name in self.classes:
+            self._submit(model, name, list(extra), then_softpatch)
+
+    def _submit(self, model: str, name: str, extra: list[str], then_softpatch: bool) -> None:
+        report = self.out / f"report_{model}" / name
+        argv = ["train", "--data-root", self.args.data_root, "--classes", name, "--model", model,
+                *shlex.split(self.args.train_args), *extra, "--threads", self.threads, "--quiet",
+                "--report-dir", str(report), "--out", str(self.part(model, name))]  # fmt: skip
+
+        def train() -> int:
+            code = _train_class(argv, self.log(model, name))
+            if code == 0 and then_softpatch:
+                self._submit("softpatch", name, ["--config-from", str(self.part(model, name))], False)
+            return code
+
+        with self._guard:
+            self._running[(model, name)] = self._pool.submit(train)
+
+    def join(self, model: str, artifact: Path) -> None:
+        with self._guard:
+            running = {name: f for (m, name), f in self._running.items() if m == model}
+        failed = [name for name in self.classes if name not in running]  # its PatchCore training failed
+        for done in as_completed(running.values()):
+            name = next(n for n, f in running.items() if f is done)
             if done.result():
                 failed.append(name)
                 continue
-            said = self.logs[name].read_text().splitlines()  # its summary: backbone, bank, threshold, AUROC
+            said = self.log(model, name).read_text().splitlines()  # its summary: backbone, bank, threshold
             lines = [s.strip() for s in said if s.strip().startswith(f"{name}: ") and " bank " in s]
-            summary = lines[0] if lines else name
-            print(f"{self.model} {summary}", flush=True)
+            print(f"{model} {lines[0] if lines else name}", flush=True)
         if failed:
-            raise DemoError(
-                f"training {self.model} failed: see {', '.join(str(self.logs[n]) for n in failed)}"
-            )
+            logs = ", ".join(str(self.log(model, n)) for n in sorted(failed))
+            raise DemoError(f"training {model} failed: see {logs}")
         from model_server.engine.artifact import load_artifact, save_artifact
 
-        models = {name: load_artifact(part).get(name) for name, part in self.parts.items()}
+        parts = {name: load_artifact(self.part(model, name)) for name in self.classes}
+        models = {name: part.get(name) for name, part in parts.items()}
+        if model == "patchcore":
+            self._part_versions = {name: part.model_version for name, part in parts.items()}
+        else:  # configured from a PatchCore class's own artifact: name the joined one, which is deployed
+            for name, m in models.items():
+                if (
+                    name in self._part_versions
+                    and m.card.get("configuration_from") == self._part_versions[name]
+                ):
+                    m.card["configuration_from"] = self._joined["patchcore"]
         saved = save_artifact(artifact, models)
+        self._joined[model] = saved.model_version
         print(f"{artifact}: {saved.model_version}, classes {', '.join(sorted(models))}", flush=True)
 
 
@@ -156,23 +183,23 @@ def run(args: argparse.Namespace) -> None:
     cores = len(os.sched_getaffinity(0))
     t0 = time.monotonic()
 
-    say(1, f"Training PatchCore on {', '.join(classes)}, the classes side by side: each class's "
-        f"configuration, memory bank, threshold and evaluation report (logs: {out / 'logs'})",
-        "SoftPatch trains on the same configurations while the local stack starts")  # fmt: skip
-    if trained(patchcore, classes):
+    trainings = Trainings(args, classes, cores)
+    reuse_patchcore, reuse_softpatch = trained(patchcore, classes), trained(softpatch, classes)
+    say(1, f"Training PatchCore on {', '.join(classes)}, one class per core: each class's configuration, "
+        f"memory bank, threshold and evaluation report; each class's SoftPatch follows on the core its "
+        f"PatchCore frees (logs: {out / 'logs'})", "the local stack starts with PatchCore")  # fmt: skip
+    if reuse_patchcore:
         print(f"{patchcore} holds these classes already: reused (delete it to train again)")
+        if not reuse_softpatch:
+            trainings.start("softpatch", "--config-from", str(patchcore))
     else:
-        Trainings.start(args, "patchcore", classes, cores).join(patchcore)
-
-    say(2, "Training SoftPatch on PatchCore's configurations in the background, the classes side by side; "
-        "starting the local stack meanwhile", "PatchCore is registered, approved and deployed")  # fmt: skip
-    background = None
-    if trained(softpatch, classes):
+        trainings.start("patchcore", then_softpatch=not reuse_softpatch)
+        trainings.join("patchcore", patchcore)
+    if reuse_softpatch:
         print(f"{softpatch} holds these classes already: reused (delete it to train again)")
-    else:  # the stack and the inspection take a core: SoftPatch shares the rest
-        background = Trainings.start(
-            args, "softpatch", classes, max(1, cores - 1), "--config-from", str(patchcore)
-        )
+
+    say(2, "Starting the local stack with PatchCore while SoftPatch trains",
+        "PatchCore is registered, approved and deployed")  # fmt: skip
     ivadas("local", "down")
     ivadas("local", "up", "--patchcore", str(patchcore), "--api-port", str(args.api_port), "--fresh")
 
@@ -186,8 +213,8 @@ def run(args: argparse.Namespace) -> None:
 
     say(5, "Registering, approving and deploying SoftPatch (the candidate beside the baseline)",
         "the console is yours")  # fmt: skip
-    if background is not None:
-        background.join(softpatch)
+    if not reuse_softpatch:
+        trainings.join("softpatch", softpatch)
     deploy("softpatch", softpatch, "make demo: the candidate")
 
     print(f"\nDone in {(time.monotonic() - t0) / 60:.1f} min.", flush=True)
