@@ -45,7 +45,7 @@ def recovery(
     in_flight = [r for r in rows if r["t0"] < over and ((t := result_time(r)) is None or t > fault.started)]
     waiting = [r for r in in_flight if result_time(r) is None]
     # the first image inspected from a call made after the fault began (not one answered just before it)
-    after = [result_time(r) for r in in_flight if r["item"] and r["item"]["status"] == "INSPECTED"
+    after = [result_time(r) for r in in_flight if (r.get("item") or {}).get("status") == "INSPECTED"
              and any(t > fault.started for t in reached(r))]  # fmt: skip
     last = max(result_time(r) for r in in_flight) if in_flight and not waiting else None
     return {
