@@ -65,7 +65,7 @@ def tables(result: dict) -> list[Table]:
             [
                 [
                     "inspected / rejected / lost",
-                    f"{result['inspected']} / {result['rejected']} / {result['missing']}",
+                    f"{result['inspected']} / {result['rejected']} / {result['lost']}",
                     "0 lost",
                 ],
                 [

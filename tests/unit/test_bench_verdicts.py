@@ -128,6 +128,21 @@ def test_bench_pipeline_names_each_missed_target(path: str, value: object, named
     assert named in missed
 
 
+def test_bench_pipeline_renders_its_tables_from_the_upload_summary() -> None:
+    """The record's table reads the keys `infra.uploads.summarise` makes (a renamed key had crashed the end
+    of a 500-image run)."""
+    from infra.uploads import summarise
+
+    rows = [{"key": f"k{i}", "item": {"status": "INSPECTED", "is_anomaly": i % 2}, "latency_ms": 10.0 + i}
+            for i in range(4)]  # fmt: skip
+    direct = {"throughput_img_s": 10.0}
+    result = {**summarise(rows), **PIPELINE, "worker_concurrency": 4, "wall_seconds": 0.5,
+              "pipeline_images_per_second": 8.1, "model_server_at_same_concurrency": direct,
+              "cpu_ms_per_image": {"model server": 50.0}}  # fmt: skip
+    (table,) = bench("bench_pipeline").tables(result)
+    assert any("4 / 0 / 0" in str(cell) for row in table.rows for cell in row)
+
+
 QUALITY = {
     "datasets": {
         "bottle": {"rows": {"default": {"image_auroc": 1.0, "pixel_auroc": 0.99, "aupro": 0.96}}},
