@@ -211,7 +211,7 @@ FIGURES = {
         "worker_concurrency": 4,
         "inspected": 500,
         "rejected": 0,
-        "missing": 0,
+        "lost": 0,
         "pipeline_images_per_second": 19.47,
         "wall_seconds": 25.7,
         "ratio_to_model_server": 0.45,
