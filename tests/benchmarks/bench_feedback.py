@@ -190,12 +190,46 @@ def train(study: Study) -> tuple[ClassModel, FeatureExtractor, list[Sample], Cla
     return model, extractor, held, split
 
 
+def unfooled(
+    study: Study,
+    model: ClassModel,
+    extractor: FeatureExtractor,
+    held: list,
+    split: ClassSplit,
+    pool,
+    t0: float,
+) -> dict:
+    """A study whose drift made no reviewed false alarm: there is nothing to learn from, so there is no
+    update; what the drift did to the evaluation part and the test split's figures are still recorded."""
+    (eval_before,) = score([model], extractor, pool.evaluation)
+    (test_before,) = score([model], extractor, split.test)
+    labels = np.array([s.label for s in split.test])
+    thr = model.calibration.threshold
+    return {
+        "configuration": study.label,
+        "n_train": study.n_train,
+        "held_out_sources": len(held),
+        "copies": COPIES,
+        "sources_reviewed_evaluation": list(pool.n_sources),
+        "reviewed_images": len(pool.reviewed),
+        "reviewed_false_alarms": 0,
+        "evaluation_images": len(pool.evaluation),
+        "threshold": [round(thr, 4)],
+        "false_alarms_before": _rate(int((eval_before > thr).sum()), len(pool.evaluation)),
+        "test_before": _quality(test_before, labels, thr),
+        "train_seconds": model.card["training"]["wall_seconds"],
+        "study_seconds": round(time.perf_counter() - t0, 1),
+    }
+
+
 def run_study(study: Study, threshold: str) -> dict:
     t0 = time.perf_counter()
     model, extractor, held, split = train(study)
     pool = make_pool(held)
     (before_reviewed,) = score([model], extractor, pool.reviewed)
     flagged = np.flatnonzero(before_reviewed > model.calibration.threshold)
+    if len(flagged) == 0:
+        return unfooled(study, model, extractor, held, split, pool, t0)
     with tempfile.TemporaryDirectory(prefix="bench-feedback-") as tmp:
         src, out = Path(tmp) / "model.tar.gz", Path(tmp) / "updated.tar.gz"
         save_artifact(src, {study.class_name: model})
@@ -255,6 +289,12 @@ def run_study(study: Study, threshold: str) -> dict:
 
 
 def verdicts(r: dict) -> list[tuple[str, bool]]:
+    if not r["reviewed_false_alarms"]:  # nothing was updated (unfooled): only the premise can be judged
+        fa0 = r["false_alarms_before"]["count"]
+        return [
+            (f">= {TARGETS['min_false_alarms']} false alarms before", fa0 >= TARGETS["min_false_alarms"]),
+            ("a reviewed false alarm to learn from", False),
+        ]
     fa0, fa1 = r["false_alarms_before"]["count"], r["false_alarms_after"]["count"]
     rec0, rec1 = r["test_before"]["recall"]["count"], r["test_after"]["recall"]["count"]
     auc0, auc1 = r["test_before"]["image_auroc"], r["test_after"]["image_auroc"]
@@ -271,6 +311,23 @@ def verdicts(r: dict) -> list[tuple[str, bool]]:
 
 
 def study_table(name: str, r: dict) -> Table:
+    if not r["reviewed_false_alarms"]:
+        return Table(
+            f"{name}, {r['configuration']}: trained on {r['n_train']} good images; {r['held_out_sources']} "
+            f"held-out sources x {r['copies']} drifted copies",
+            ["figure", "before"],
+            [
+                ("false alarms, evaluation part", rate(r["false_alarms_before"])),
+                ("recall, test defects", rate(r["test_before"]["recall"])),
+                ("image AUROC, test split", r["test_before"]["image_auroc"]),
+                ("threshold", r["threshold"][0]),
+            ],
+            notes=[
+                f"None of the {r['reviewed_images']} reviewed drifted images was a false alarm: nothing to "
+                "learn from, no update.",
+                *(f"{'met' if ok else 'MISSED'}: {what}" for what, ok in verdicts(r)),
+            ],
+        )
     before, after, pooled = r["test_before"], r["test_after"], r["pooled_test_after"]
     rows = [
         ("false alarms, evaluation part", rate(r["false_alarms_before"]), rate(r["false_alarms_after"])),

@@ -181,6 +181,7 @@ def test_bench_quality_names_each_missed_target(path: str, value: object, named:
 
 
 FEEDBACK = {
+    "reviewed_false_alarms": 12,
     "false_alarms_before": {"count": 40},
     "false_alarms_after": {"count": 8},
     "test_before": {"recall": {"count": 60}, "image_auroc": 0.990},
@@ -205,6 +206,22 @@ def test_bench_feedback_names_each_missed_target(path: str, value: object, named
     assert all(ok for _, ok in check(FEEDBACK))
     (missed,) = [what for what, ok in check(changed(FEEDBACK, path, value)) if not ok]
     assert named in missed
+
+
+def test_bench_feedback_records_a_drift_that_fooled_no_reviewed_image() -> None:
+    """No reviewed false alarm, no update: the study is recorded and its verdicts say why (not a crash)."""
+    feedback = bench("bench_feedback")
+    unfooled = {"configuration": "lite0@256", "n_train": 100, "held_out_sources": 40, "copies": 6,
+                "reviewed_images": 48, "reviewed_false_alarms": 0, "threshold": [30.1],
+                "false_alarms_before": {"count": 3, "n": 192, "rate": 0.0156, "wilson95": [0.005, 0.045]},
+                "test_before": {"recall": {"count": 60, "n": 63, "rate": 0.95, "wilson95": [0.87, 0.98]},
+                                "image_auroc": 0.99}}  # fmt: skip
+    assert [what for what, ok in feedback.verdicts(unfooled) if not ok] == [
+        ">= 20 false alarms before",
+        "a reviewed false alarm to learn from",
+    ]
+    (table,) = feedback.tables({"studies": {"elpv_mono": unfooled}})
+    assert "nothing to learn from" in table.notes[0]
 
 
 PEERS = {
