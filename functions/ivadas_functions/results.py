@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver
@@ -89,7 +90,20 @@ def _page(p: Plan, q: dict[str, str]) -> dict:
                 Params={"Bucket": settings.results_bucket, "Key": item["heatmap_key"]},
                 ExpiresIn=URL_SECONDS,
             )
+        _link_crops(s3, item)
     return {"items": page.items, "next_token": page.next_token, "short": page.short}
+
+
+def _link_crops(s3: Any, item: dict) -> None:
+    """A presigned link (`crop_url`) to each stored explanation's nearest-good crop (the worker put it beside
+    the heatmap), as for the heatmap: the console shows the crops without reading the bucket itself."""
+    for explanation in item.get("explanations") or []:
+        good = explanation.get("nearest_good") or {}
+        if good.get("crop_key"):
+            good["crop_url"] = s3.generate_presigned_url(
+                "get_object", Params={"Bucket": settings.results_bucket, "Key": good["crop_key"]},
+                ExpiresIn=URL_SECONDS,
+            )  # fmt: skip
 
 
 @app.get("/results")
@@ -150,6 +164,7 @@ def get_result(inspection_id: str) -> dict:
             Params={"Bucket": settings.results_bucket, "Key": item["heatmap_key"]},
             ExpiresIn=URL_SECONDS,
         )
+    _link_crops(s3, item)
     return item
 
 
