@@ -40,8 +40,8 @@ function lastReviewLine() {
 
 // Marking a defect asks for its type (the class's types, numbered: 1-9 picks one; or free text) and a note, all
 // by keyboard: d opens it, Enter saves, Esc cancels.
-function defectForm() {
-  const types = state.defectTypes[($("#q-class") || {}).value] || [];
+function defectForm(className) {
+  const types = state.defectTypes[className] || [];
   const type = el("input", { id: "q-type", type: "text", maxlength: "64", list: "q-types", autocomplete: "off",
     placeholder: types.length ? "defect type: 1-9 picks, or type one" : "defect type, e.g. crack" });
   const note = el("input", { id: "q-note", type: "text", maxlength: "1000", placeholder: "note (optional)" });
@@ -108,7 +108,7 @@ export function showQueueItem() {
   box.dataset.id = item.inspection_id;
   const size = [item.image_width, item.image_height];
   const why = explanationsView(item, (b, alt) => patchOf(item.thumbnail_url, b, size, alt), "This result");
-  const card = el("article", { class: "card queue-card" }, actions, lastReviewLine(), defectForm(),
+  const card = el("article", { class: "card queue-card" }, actions, lastReviewLine(), defectForm(item.class_name),
     el("h2", { text: `${item.class_name}${item.line ? " on " + item.line : ""}: model says ${verdictOf(item)}` }),
     el("p", { class: "score", text: `Score ${item.normalized_score.toFixed(3)}, ${Math.abs(item.normalized_score - 0.5).toFixed(3)} from the threshold; ` +
       `${when(item.created_at)}; ${item.model_version || item.model}; ${(item.regions || []).length} region(s)` }),

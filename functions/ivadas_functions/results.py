@@ -197,7 +197,7 @@ def review(inspection_id: str):  # noqa: ANN201 - dict or Response
         return api_errors.error_response(400, str(exc))
     record["image_copy"] = _keep_image(from_dynamo(item))
     table(settings.reviews_table).put_item(Item=to_dynamo(record))  # history first: never lost
-    if record.get("defect_type"):  # offered to the class's next reviewers
+    if record.get("defect_type") and record["verdict"] == "defect":  # offered to the class's next reviewers
         counters.remember_defect_type(settings, item["class_name"], record["defect_type"])
     shown = _shown(record)
     try:  # the newest review is shown on the result (and it leaves the queue); a late older one leaves it
