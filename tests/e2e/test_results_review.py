@@ -55,13 +55,13 @@ def _wait_all(state: dict, n: int, timeout: float = 240) -> list[dict]:
 
 def call(
     state: dict, method: str, path: str, query: dict | None = None, body: dict | None = None,
-    user: str = ENGINEER,
+    user: str = ENGINEER, group: str = "ml-engineers",
 ) -> tuple[int, dict]:  # fmt: skip
-    """A call as the signed-in `user` (an ML engineer unless named)."""
+    """A call as the signed-in `user` (made in `group` the first time: an ML engineer unless named)."""
     url = state["api_url"] + path + ("?" + urllib.parse.urlencode(query) if query else "")
     req = urllib.request.Request(
         url, method=method, data=json.dumps(body).encode() if body is not None else None,
-        headers={**auth_headers(state, user), "Content-Type": "application/json"},
+        headers={**auth_headers(state, user, group), "Content-Type": "application/json"},
     )  # fmt: skip
     try:
         with urllib.request.urlopen(req, timeout=60) as resp:
@@ -188,21 +188,6 @@ def test_results_command_filters_by_line_and_refuses_a_bad_time(loaded, capsys, 
     assert "since must be an ISO 8601 time" in capsys.readouterr().err
 
 
-def _as_operator(
-    state: dict, method: str, path: str, user: str, body: dict | None = None
-) -> tuple[int, dict]:
-    """A call as the signed-in operator `user` (made in the group operators the first time)."""
-    req = urllib.request.Request(
-        state["api_url"] + path, method=method, data=json.dumps(body).encode() if body is not None else None,
-        headers={**auth_headers(state, user, "operators"), "Content-Type": "application/json"},
-    )  # fmt: skip
-    try:
-        with urllib.request.urlopen(req, timeout=60) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read())
-
-
 def test_a_review_is_withdrawn_through_the_local_stack_and_the_result_is_queued_again(loaded) -> None:  # noqa: ANN001
     state, _ = loaded
     queue = {"class_name": "gadget", "line": "line1", "limit": "50"}
@@ -210,12 +195,12 @@ def test_a_review_is_withdrawn_through_the_local_stack_and_the_result_is_queued_
     first = before["items"][0]["inspection_id"]
     path = f"/results/{first}/review"
     body = {"verdict": "defect", "defect_type": "dent", "note": "left side"}
-    assert _as_operator(state, "POST", path, "olga", body)[0] == 200
+    assert call(state, "POST", path, body=body, user="olga", group="operators")[0] == 200
     _, during = call(state, "GET", "/review-queue", queue)
     assert first not in {i["inspection_id"] for i in during["items"]} and "dent" in during["defect_types"]
-    status, refused = _as_operator(state, "DELETE", path, "oskar")
+    status, refused = call(state, "DELETE", path, user="oskar", group="operators")
     assert (status, refused["type"]) == (403, "forbidden")  # another operator's review
-    status, done = _as_operator(state, "DELETE", path, "olga")
+    status, done = call(state, "DELETE", path, user="olga", group="operators")
     assert status == 200 and done["queued"] is True and done["withdrawn"]["withdrawn_by"] == "olga"
     _, after = call(state, "GET", "/review-queue", queue)
     assert [i["inspection_id"] for i in after["items"]] == [i["inspection_id"] for i in before["items"]]
