@@ -29,7 +29,14 @@ const RETRY_MS = 30000;
 export function sessionFrom(idToken, refreshToken = null) {
   const claims = tokenClaims(idToken);
   return { idToken, refreshToken, username: claims["cognito:username"] || claims.sub,
-           groups: claims["cognito:groups"] || [], expiresAt: claims.exp * 1000 };
+           groups: claims["cognito:groups"] || [], expiresAt: claims.exp * 1000, issuedAt: claims.iat * 1000 };
+}
+
+// How long before its end an id token is renewed: REFRESH_MARGIN_MS, or half its life when it lives shorter than
+// twice that (IdTokenMinutes may be 5: renewing 5 minutes early would renew every new token at once, forever).
+export function refreshMargin(session) {
+  if (!session.issuedAt) return REFRESH_MARGIN_MS;
+  return Math.min(REFRESH_MARGIN_MS, (session.expiresAt - session.issuedAt) / 2);
 }
 
 export function storedSession() {
@@ -116,7 +123,7 @@ export function beginSession(session) {
     state.expiryTimer = setTimeout(() => signOut("Your sign-in has expired: sign in again."), Math.max(0, left));
     return;
   }
-  state.expiryTimer = setTimeout(() => keepSession(session), Math.max(0, left - REFRESH_MARGIN_MS));
+  state.expiryTimer = setTimeout(() => keepSession(session), Math.max(0, left - refreshMargin(session)));
 }
 
 // Refreshes the session's id token; retries every 30 s while the old one is still valid, then signs out.

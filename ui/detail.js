@@ -1,7 +1,7 @@
 import { api } from "./api.js";
 import { mayReview } from "./auth.js";
 import { $, el, notice, showError, when } from "./dom.js";
-import { overlayView } from "./inspect.js";
+import { explanationsView, outlinedImage, overlayView, patchOf } from "./inspect.js";
 import { loadResults, markSelected, verdictOf, writeHash } from "./results.js";
 import { state } from "./state.js";
 
@@ -16,8 +16,15 @@ export function metaList(item) {
   } else {
     rows.push(["Reason", item.reason]);
   }
+  if (item.review) rows.push(["Review", reviewText(item.review)]);
   for (const [k, v] of rows) dl.append(el("dt", { text: k }), el("dd", { text: String(v) }));
   return dl;
+}
+
+// A review in one line: verdict, defect type, who, and the note.
+export function reviewText(r) {
+  return `${r.verdict}${r.defect_type ? " (" + r.defect_type + ")" : ""} by ${r.reviewer}` +
+    `${r.reviewer_verified === false ? " (unverified)" : ""}${r.note ? ' - "' + r.note + '"' : ""}`;
 }
 
 export function regionsTable(regions) {
@@ -37,7 +44,8 @@ export function regionsTable(regions) {
 export function reviewForm(item, onDone) {
   if (!mayReview()) return el("p", { class: "muted", text: "Your account's group may not review." });
   const form = el("form", { class: "review-form" });
-  const type = el("input", { id: "r-type", type: "text", placeholder: "defect type (optional)", maxlength: "64" });
+  const type = el("input", { id: "r-type", type: "text", placeholder: "defect type (optional)", maxlength: "64", list: "r-types" });
+  const known = el("datalist", { id: "r-types" }, ...(state.defectTypes[item.class_name] || []).map((t) => el("option", { value: t })));
   const note = el("input", { id: "r-note", type: "text", placeholder: "note (optional)", maxlength: "1000" });
   const good = el("button", { type: "button", class: "good", id: "r-good", text: "Good" });
   const defect = el("button", { type: "button", class: "bad", id: "r-defect", text: "Defect" });
@@ -50,7 +58,7 @@ export function reviewForm(item, onDone) {
   good.addEventListener("click", () => send("good"));
   defect.addEventListener("click", () => send("defect"));
   form.append(el("span", { class: "muted", text: "Review as " + state.session.username }),
-    el("label", { for: "r-type", class: "sr-only", text: "Defect type" }), type,
+    el("label", { for: "r-type", class: "sr-only", text: "Defect type" }), type, known,
     el("label", { for: "r-note", class: "sr-only", text: "Note" }), note, good, defect);
   return form;
 }
@@ -68,8 +76,8 @@ export function historyList(reviews) {
   if (!reviews || !reviews.length) return el("p", { class: "muted", text: "Not reviewed yet." });
   const ol = el("ol", { class: "history" });
   for (const r of reviews) {
-    ol.append(el("li", { text: `${when(r.reviewed_at)}: ${r.verdict}${r.defect_type ? " (" + r.defect_type + ")" : ""} by ${r.reviewer}` +
-      `${r.reviewer_verified ? "" : " (unverified)"}${r.note ? ' - "' + r.note + '"' : ""}` }));
+    const withdrawn = r.withdrawn_at ? ` - withdrawn by ${r.withdrawn_by} ${when(r.withdrawn_at)}` : "";
+    ol.append(el("li", { class: r.withdrawn_at ? "withdrawn" : "", text: `${when(r.reviewed_at)}: ${reviewText({ ...r, reviewer_verified: !!r.reviewer_verified })}${withdrawn}` }));
   }
   return ol;
 }
@@ -77,7 +85,7 @@ export function historyList(reviews) {
 export function detailImages(item) {
   const size = [item.image_width, item.image_height];
   const side = el("div", { class: "side-by-side" },
-    el("figure", {}, el("img", { src: item.image_url, alt: "inspected image", class: "plain" }), el("figcaption", { text: "Image" })));
+    el("figure", {}, outlinedImage(item.image_url, "inspected image", item.regions, size), el("figcaption", { text: "Image and regions" })));
   if (item.heatmap_url) {
     const map = el("img", { src: item.heatmap_url, alt: "anomaly heatmap", class: "plain map" });
     map.style.aspectRatio = `${size[0]} / ${size[1]}`; // the map's own resolution, drawn at the image's shape
@@ -101,7 +109,9 @@ export async function openDetail(index, id = null) {
     $("#detail-title").className = "v-" + verdictOf(item).toLowerCase();
     const body = [metaList(item)];
     if (item.status === "INSPECTED") {
-      body.push(detailImages(item), regionsTable(item.regions), el("h3", { text: "Review" }),
+      const size = [item.image_width, item.image_height];
+      const why = explanationsView(item, (box, alt) => patchOf(item.image_url, box, size, alt), "This result");
+      body.push(detailImages(item), regionsTable(item.regions), ...(why ? [why] : []), el("h3", { text: "Review" }),
         reviewForm(item, () => { openDetail(index, id); loadResults(state.token, { refresh: true }); }), historyList(item.reviews));
     }
     $("#detail-body").replaceChildren(...body);

@@ -53,6 +53,39 @@ export async function prepareUpload(file) {
   throw new Error("The image is too large to send even after scaling down.");
 }
 
+// One region's box over an image drawn at any size: placed in percent of the image's own pixels.
+export function regionBox(r, size, n = null) {
+  const peak = r.max_score != null ? `, peak ${Number(r.max_score).toFixed(2)}` : "";
+  const box = el("div", { class: "box", title: `region${n === null ? "" : " " + n}${peak}` });
+  box.style.left = (100 * r.x / size[0]) + "%";
+  box.style.top = (100 * r.y / size[1]) + "%";
+  box.style.width = (100 * r.width / size[0]) + "%";
+  box.style.height = (100 * r.height / size[1]) + "%";
+  if (n !== null) box.append(el("span", { class: "box-n", text: String(n) }));
+  return box;
+}
+
+// The plain image with each region outlined and numbered as in the regions table (the overlay shows the
+// heatmap; this one shows the part itself, where the boxes are easiest to judge).
+export function outlinedImage(src, alt, regions, size) {
+  const layer = el("div", { class: "outlines", "aria-hidden": "true" });
+  (regions || []).forEach((r, i) => layer.append(regionBox(r, size, i + 1)));
+  return el("div", { class: "outlined", "data-regions": String((regions || []).length) },
+    el("img", { src, alt, class: "plain" }), layer);
+}
+
+// The inspected image cut to `box` without a canvas (a presigned S3 link is another origin: a canvas drawn from
+// it could not be read): the image as a background, scaled and shifted so that `box` fills the square.
+export function patchOf(src, box, size, alt) {
+  const span = el("span", { class: "crop defect-crop", role: "img", "aria-label": alt });
+  const [w, h] = size;
+  span.style.backgroundImage = `url("${src}")`;
+  span.style.backgroundSize = `${(100 * w / box.width).toFixed(3)}% ${(100 * h / box.height).toFixed(3)}%`;
+  const at = (offset, whole, part) => (whole > part ? (100 * offset / (whole - part)).toFixed(3) : "0");
+  span.style.backgroundPosition = `${at(box.x, w, box.width)}% ${at(box.y, h, box.height)}%`;
+  return span;
+}
+
 export function overlayView(imageSrc, heatmapSrc, regions, size, label) {
   const stack = el("div", { class: "stack" });
   const base = el("img", { src: imageSrc, alt: label + ": inspected image" });
@@ -63,14 +96,7 @@ export function overlayView(imageSrc, heatmapSrc, regions, size, label) {
     heat.style.opacity = "0.5";
     stack.append(heat);
   }
-  for (const r of regions || []) {
-    const box = el("div", { class: "box", title: `region, peak ${r.max_score.toFixed(2)}` });
-    box.style.left = (100 * r.x / size[0]) + "%";
-    box.style.top = (100 * r.y / size[1]) + "%";
-    box.style.width = (100 * r.width / size[0]) + "%";
-    box.style.height = (100 * r.height / size[1]) + "%";
-    stack.append(box);
-  }
+  for (const r of regions || []) stack.append(regionBox(r, size));
   const wrap = el("div", {}, stack);
   if (heat) {
     const id = "opacity-" + Math.random().toString(36).slice(2);
@@ -96,26 +122,28 @@ export function cropOf(img, box, size) {
 
 // "Why the model says so": per flagged region (strongest first), the defect crop beside the nearest good
 // training patch, named by its training image and distance; the API's note when there are none or no crops.
-export function explanationsView(result, img, title) {
+// `defectSide(box, alt)` draws the inspected image around a region's peak: cut in the browser in the Inspect
+// view (cropOf), a background window of the stored image in the detail dialog and the review screen (patchOf).
+// The nearest good patch comes as base64 from /predict and as a presigned link (`crop_url`) in a stored result.
+export function explanationsView(result, defectSide, title) {
   const list = result.explanations || [];
   if (!list.length && !result.explanations_note) return null;
   const section = el("section", { class: "explanations", "aria-label": title + ": why the model says so" });
   section.append(el("h3", { text: "Why the model says so" }));
   if (result.explanations_note) section.append(el("p", { class: "muted explanations-note", text: result.explanations_note }));
-  const size = [result.image_width, result.image_height];
-  list.forEach((x, i) => {
+  list.forEach((x) => {
+    const n = Number(x.region) + 1; // as the regions table and the outlines number it
     const good = x.nearest_good || {};
     const id = good.image_id || "an unknown training image";
-    const defect = el("img", { class: "crop defect-crop", src: cropOf(img, x.patch_box, size),
-      alt: `region ${i + 1}: the inspected image around its peak` });
-    const nearest = good.crop_png_base64
-      ? el("img", { class: "crop good-crop", src: "data:image/png;base64," + good.crop_png_base64,
-        alt: `region ${i + 1}: the nearest good patch, from ${id}` })
+    const defect = defectSide(x.patch_box, `region ${n}: the inspected image around its peak`);
+    const goodSrc = good.crop_url || (good.crop_png_base64 ? "data:image/png;base64," + good.crop_png_base64 : null);
+    const nearest = goodSrc
+      ? el("img", { class: "crop good-crop", src: goodSrc, alt: `region ${n}: the nearest good patch, from ${id}` })
       : el("span", { class: "crop no-crop", text: "no crop kept" });
     section.append(el("figure", { class: "explanation", "data-region": String(x.region) },
       el("div", { class: "crops" }, el("span", { class: "side" }, defect, el("span", { text: "this image" })),
         el("span", { class: "side" }, nearest, el("span", { text: "nearest good" }))),
-      el("figcaption", {}, `Region ${i + 1} (peak ${Number(x.peak_score).toFixed(2)}): nearest good patch from `,
+      el("figcaption", {}, `Region ${n} (peak ${Number(x.peak_score).toFixed(2)}): nearest good patch from `,
         el("span", { class: "image-id", text: id }), `, distance ${Number(good.distance).toFixed(2)}`)));
   });
   return section;
@@ -138,7 +166,8 @@ export function resultCard(result, imageSrc, title, img) {
   card.append(overlayView(imageSrc, heat, result.regions, [result.image_width, result.image_height], title));
   card.append(el("p", { class: "muted", text: `${(result.regions || []).length} region(s); model ${result.model_version}; ` +
     `endpoint ${result.endpoint_latency_ms.toFixed(0)} ms` }));
-  const why = img ? explanationsView(result, img, title) : null;
+  const size = [result.image_width, result.image_height];
+  const why = img ? explanationsView(result, (box, alt) => el("img", { class: "crop defect-crop", src: cropOf(img, box, size), alt }), title) : null;
   if (why) card.append(why);
   return card;
 }

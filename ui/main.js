@@ -3,7 +3,7 @@
 // pool; it holds no credential. The API enforces every group; this page only hides what a group may not do.
 // Native ES modules, no build step: main.js (tabs, start) imports the others; state.js holds every state field.
 import { api } from "./api.js";
-import { REFRESH_MARGIN_MS, SESSION_KEY, applyGroups, beginSession, refreshSession, signInStep, signOut, storedSession } from "./auth.js";
+import { SESSION_KEY, applyGroups, beginSession, refreshMargin, refreshSession, signInStep, signOut, storedSession } from "./auth.js";
 import { $, el, setupMessages, showError } from "./dom.js";
 import { inspect, setupDrop } from "./inspect.js";
 import { loadModels } from "./models.js";
@@ -72,7 +72,7 @@ export async function start() {
   }
   beginSession(session);
   // a reload near or past the id token's expiry: a fresh one first, or sign in again
-  if (session.expiresAt - Date.now() < REFRESH_MARGIN_MS && !(await refreshSession()) && session.expiresAt <= Date.now()) {
+  if (session.expiresAt - Date.now() < refreshMargin(session) && !(await refreshSession()) && session.expiresAt <= Date.now()) {
     signOut("Your sign-in has expired: sign in again.");
     return;
   }

@@ -23,6 +23,7 @@ export const state = Object.seal({
   queueAt: 0, // the one shown
   queueSeq: 0, // the latest queue request
   queueMore: false, // the queue goes on past the items loaded
-  lastReviewed: null, // { item, verdict } of the last review made in the queue, to take up again (u)
+  reviewed: [], // { item, verdict, defectType, note } of the reviews made in the queue, newest last: u withdraws the last
+  defectTypes: {}, // per class, the defect types its reviews have used (GET /review-queue), offered when marking a defect
   models: {}, // GET /models's models
 }); // sealed: a field not declared here cannot be added (modules are strict)

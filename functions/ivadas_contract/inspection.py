@@ -67,6 +67,18 @@ def heatmap_key(class_name: str, iid: str) -> str:
     return f"heatmaps/{class_name}/{iid}.png"
 
 
+#: Explanations a stored result keeps (the model server sends at most this many, strongest first), and the
+#: largest nearest-good crop kept as an object (the model server's are a few KiB; a bigger one is left out).
+MAX_STORED_EXPLANATIONS = 5
+MAX_CROP_BYTES = 32 * 1024
+
+
+def explanation_crop_key(class_name: str, iid: str, n: int) -> str:
+    """Where the nearest good patch of a result's `n`th explanation is kept: beside its heatmap, under the
+    same prefix, so it lives as long (RetentionDays) and the worker's one grant covers it."""
+    return f"heatmaps/{class_name}/{iid}/nearest-{n}.png"
+
+
 def reviewed_image_key(class_name: str, iid: str) -> str:
     """Where a reviewed image is copied: the inbox expires its images, the reviews that teach the model
     (update-model) and the escapes that test a new version need them longer."""
@@ -121,6 +133,8 @@ def inspected_record(
         image_width=result.get("image_width"),
         image_height=result.get("image_height"),
         heatmap_key=heatmap,
+        explanations=result.get("explanations"),  # crops as keys (ivadas_functions.inspector); [] when good
+        explanations_note=result.get("explanations_note"),
         result_key=result_key(class_name, obj["inspection_id"]),
         endpoint_latency_ms=round(latency_ms, 3),
     )

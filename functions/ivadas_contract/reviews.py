@@ -47,3 +47,25 @@ def review_record(result: dict, body: Any, reviewer: dict[str, Any], reviewed_at
         "model_version": result.get("model_version"),
         "agrees": (verdict == "defect") == model_defect,
     }
+
+
+def withdrawal(withdrawer: dict[str, Any], withdrawn_at: str) -> dict[str, Any]:
+    """The fields a withdrawal adds to the review it takes back: the review stays in the history, marked, so
+    who decided what, and who took it back, is never lost. `withdrawer` is Identity.as_reviewer()."""
+    fields = {"withdrawn_at": withdrawn_at, "withdrawn_by": withdrawer.get("reviewer"),
+              "withdrawn_by_sub": withdrawer.get("reviewer_sub")}  # fmt: skip
+    return {k: v for k, v in fields.items() if v}
+
+
+def standing(history: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The newest review of a result's history that is not withdrawn (what the result shows), or None."""
+    live = [r for r in history if not r.get("withdrawn_at")]
+    return max(live, key=lambda r: r[SORT_KEY]) if live else None
+
+
+def made_by(review: dict[str, Any], caller: dict[str, Any]) -> bool:
+    """Whether `caller` (Identity.as_reviewer()) made `review`: the same sign-in subject, or the same username
+    for a review stored before subjects were kept."""
+    if review.get("reviewer_sub") and caller.get("reviewer_sub"):
+        return review["reviewer_sub"] == caller["reviewer_sub"]
+    return bool(review.get("reviewer")) and review.get("reviewer") == caller.get("reviewer")

@@ -19,6 +19,10 @@ TTL_ATTRIBUTE = "expires_at"
 #: CreateTable arguments besides the name and billing (template.yaml's StatsTable is held to them).
 SCHEMA: dict[str, Any] = hash_range_schema(PARTITION_KEY, SORT_KEY)
 #: Upper edges (ms) of the latency buckets; the last bucket is everything slower.
+#: The slot of a class's item that lists the defect types its reviews have used (a string set, no TTL). It
+#: sorts after every "<hour>#..." slot, so the readers of hour ranges never see it.
+DEFECT_TYPES_SLOT = "defect-types"
+DEFECT_TYPES_ATTRIBUTE = "defect_types"
 LATENCY_EDGES_MS = (25, 50, 100, 200, 400, 800, 1600, 3200, 6400, 12800)
 NO_LINE = "-"
 #: Reject reasons, by the words their messages carry (ivadas_functions.inspector and the model server).
@@ -86,9 +90,10 @@ def _review_tally(review: dict | None) -> dict[str, int]:
     }
 
 
-def review_counts(new: dict, old: dict | None) -> dict[str, int]:
+def review_counts(new: dict | None, old: dict | None) -> dict[str, int]:
     """What a review shown on a result changes in the result's slot when it replaces `old` (None for the
-    first): a corrected review moves the counts instead of adding a second one."""
+    first): a corrected review moves the counts instead of adding a second one; a withdrawn one (`new` None,
+    or the review before it) takes its counts back."""
     after, before = _review_tally(new), _review_tally(old)
     diff = {k: after.get(k, 0) - before.get(k, 0) for k in after.keys() | before.keys()}
     return {k: v for k, v in sorted(diff.items()) if v}

@@ -33,3 +33,28 @@ def add(settings: Settings, record: dict, counts: dict[str, int]) -> None:
         )
     except Exception:  # noqa: BLE001 - see above
         logger.exception("stats counters not updated", extra={"slot": key})
+
+
+def remember_defect_type(settings: Settings, class_name: str, defect_type: str) -> None:
+    """Add a review's defect type to the class's list (the stats table's defect-types item), which the review
+    queue offers the next reviewer: types stay consistent without a fixed catalogue. Logged, never raised."""
+    try:
+        table(settings.stats_table).update_item(
+            Key={stats.PARTITION_KEY: class_name, stats.SORT_KEY: stats.DEFECT_TYPES_SLOT},
+            UpdateExpression="ADD #t :t",
+            ExpressionAttributeNames={"#t": stats.DEFECT_TYPES_ATTRIBUTE},
+            ExpressionAttributeValues={":t": {defect_type}},
+        )
+    except Exception:  # noqa: BLE001 - the review itself is stored
+        logger.exception("defect type not remembered", extra={"class_name": class_name})
+
+
+def defect_types(settings: Settings, class_name: str, limit: int = 100) -> list[str]:
+    """The defect types the class's reviews have used, sorted (at most `limit`)."""
+    item = (
+        table(settings.stats_table)
+        .get_item(Key={stats.PARTITION_KEY: class_name, stats.SORT_KEY: stats.DEFECT_TYPES_SLOT})
+        .get("Item")
+        or {}
+    )
+    return sorted(item.get(stats.DEFECT_TYPES_ATTRIBUTE) or [])[:limit]

@@ -24,6 +24,7 @@ READ = "read"  # results, classes, stats, the review queue, exports, the model r
 PREDICT = "predict"  # synchronous scoring from the UI
 REVIEW = "review"  # confirm or override a verdict
 DECIDE = "decide"  # approve or reject a model version
+MODERATE = "moderate"  # withdraw another reviewer's review (one's own needs only REVIEW)
 MACHINE = "machine"  # the API-key routes: no person, no group
 
 GROUPS_FOR: dict[str, tuple[str, ...]] = {
@@ -31,6 +32,7 @@ GROUPS_FOR: dict[str, tuple[str, ...]] = {
     PREDICT: (OPERATORS, ML_ENGINEERS),
     REVIEW: (OPERATORS, ML_ENGINEERS),
     DECIDE: (ML_ENGINEERS,),
+    MODERATE: (ML_ENGINEERS,),  # the console's administrators
 }
 
 

@@ -14,9 +14,11 @@ item. A candidate failure never fails, retries or delays the baseline result.
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any
 from urllib.parse import unquote_plus
 
 from aws_lambda_powertools import Logger
@@ -25,8 +27,11 @@ from botocore.exceptions import ClientError
 
 from ivadas_contract.inspection import (
     CLASS_NAME_RULE,
+    MAX_CROP_BYTES,
+    MAX_STORED_EXPLANATIONS,
     class_from_key,
     class_from_metadata,
+    explanation_crop_key,
     heatmap_key,
     inspected_record,
     inspection_id,
@@ -108,7 +113,8 @@ def inspect(obj: dict, settings: Settings, window: RetryWindow | None = None) ->
         shadow = _shadow_pool.submit(invoke_endpoint, settings.endpoints[settings.shadow_model], class_name,
                                      image, False)  # fmt: skip
     try:
-        answer = call_with_retries(lambda: invoke_endpoint(endpoint, class_name, image), window)
+        # explain: a flagged image's regions with their nearest good patches; a good image gets [] at no cost
+        answer = call_with_retries(lambda: invoke_endpoint(endpoint, class_name, image, explain=True), window)
     except RejectedImage as exc:  # the model's decoder decides what is an image, whatever the key says
         return reject(obj, class_name, str(exc), settings)
     record = store(obj, class_name, model, endpoint, answer.result, answer.latency_ms, settings)
@@ -163,6 +169,7 @@ def store(
             Body=base64.b64decode(heatmap),
             ContentType="image/png",
         )
+    keep_explanations(s3, result, class_name, obj["inspection_id"], settings.results_bucket)
     record = inspected_record(obj, class_name, model, endpoint, (result, latency_ms), heatmap_at)
     s3.put_object(
         Bucket=settings.results_bucket,
@@ -174,3 +181,26 @@ def store(
     logger.info("result written", extra={"status": record["status"]})
     counters.add(settings, record, counts_for(record))
     return record
+
+
+def keep_explanations(s3: Any, result: dict, class_name: str, iid: str, bucket: str) -> None:
+    """Put each explanation's nearest-good crop into the results bucket and keep its key in `result` instead
+    of the bytes: the item stays small (its indexes copy every attribute), and the console shows the crop
+    through a presigned link, as it shows the heatmap. At most MAX_STORED_EXPLANATIONS; a crop that is
+    missing, not base64 or over MAX_CROP_BYTES leaves `crop_key` null, the patch's id and boxes stay."""
+    found = result.get("explanations")
+    if not isinstance(found, list):
+        return  # not asked for, or a model server that does not explain
+    kept = []
+    for n, explanation in enumerate(e for e in found[:MAX_STORED_EXPLANATIONS] if isinstance(e, dict)):
+        good = dict(explanation.get("nearest_good") or {})
+        crop, good["crop_key"] = good.pop("crop_png_base64", None), None
+        try:
+            data = base64.b64decode(crop, validate=True) if isinstance(crop, str) else b""
+        except (binascii.Error, ValueError):
+            data = b""
+        if 0 < len(data) <= MAX_CROP_BYTES:
+            good["crop_key"] = explanation_crop_key(class_name, iid, n)
+            s3.put_object(Bucket=bucket, Key=good["crop_key"], Body=data, ContentType="image/png")
+        kept.append({**explanation, "nearest_good": good})
+    result["explanations"] = kept

@@ -8,6 +8,9 @@
   in the results bucket, and a presigned link to it (ivadas_functions.exports).
 - `POST /results/{inspection_id}/review` `{"verdict": "good" | "defect", "defect_type": ..., "note": ...}`: a
   review by the signed-in user (ivadas_functions.identity), kept as history; the newest is shown on a result.
+- `DELETE /results/{inspection_id}/review`: the review shown on a result withdrawn, by its reviewer (or an ML
+  engineer): marked in the history, the newest review still standing shown instead, or the result back in
+  the review queue when none is left; the counters follow.
 - `GET /stats?class_name=&line=&since=ISO&until=ISO`: images inspected, anomaly rate, rejects by reason,
   endpoint latency percentiles and candidate agreement, from the stats table's counters; and the DLQ depth.
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver
@@ -28,7 +32,7 @@ from botocore.exceptions import ClientError
 from ivadas_contract import export, reviews, stats
 from ivadas_contract.inspection import INSPECTED, now_iso, reviewed_image_key
 from ivadas_contract.models import MODELS
-from ivadas_contract.results_table import QUEUE_ATTRIBUTES, from_dynamo, to_dynamo
+from ivadas_contract.results_table import QUEUE_ATTRIBUTES, QUEUE_RANK, from_dynamo, index_keys, to_dynamo
 from ivadas_functions import api_errors, counters, identity, request_checks
 from ivadas_functions.aws import (
     RejectedImage,
@@ -86,7 +90,20 @@ def _page(p: Plan, q: dict[str, str]) -> dict:
                 Params={"Bucket": settings.results_bucket, "Key": item["heatmap_key"]},
                 ExpiresIn=URL_SECONDS,
             )
+        _link_crops(s3, item)
     return {"items": page.items, "next_token": page.next_token, "short": page.short}
+
+
+def _link_crops(s3: Any, item: dict) -> None:
+    """A presigned link (`crop_url`) to each stored explanation's nearest-good crop (the worker put it beside
+    the heatmap), as for the heatmap: the console shows the crops without reading the bucket itself."""
+    for explanation in item.get("explanations") or []:
+        good = explanation.get("nearest_good") or {}
+        if good.get("crop_key"):
+            good["crop_url"] = s3.generate_presigned_url(
+                "get_object", Params={"Bucket": settings.results_bucket, "Key": good["crop_key"]},
+                ExpiresIn=URL_SECONDS,
+            )  # fmt: skip
 
 
 @app.get("/results")
@@ -103,7 +120,8 @@ def review_queue() -> dict:
     q = _query()
     if not q.get("class_name"):
         raise BadRequestError("class_name is required: the queue is kept per class (and line)")
-    return _page(queue_plan(q["class_name"], q.get("line") or None), q)
+    page = _page(queue_plan(q["class_name"], q.get("line") or None), q)
+    return {**page, "defect_types": counters.defect_types(settings, q["class_name"])}
 
 
 @app.post("/results/export")
@@ -146,14 +164,20 @@ def get_result(inspection_id: str) -> dict:
             Params={"Bucket": settings.results_bucket, "Key": item["heatmap_key"]},
             ExpiresIn=URL_SECONDS,
         )
+    _link_crops(s3, item)
     return item
 
 
 def _reviews(inspection_id: str) -> list[dict]:
     resp = table(settings.reviews_table).query(
-        KeyConditionExpression=Key(reviews.PARTITION_KEY).eq(inspection_id)
+        KeyConditionExpression=Key(reviews.PARTITION_KEY).eq(inspection_id), ConsistentRead=True
     )
     return [from_dynamo(i) for i in resp.get("Items", [])]
+
+
+def _shown(record: dict) -> dict:
+    """A review as the result shows it (without the table's partition key)."""
+    return {k: v for k, v in record.items() if k != reviews.PARTITION_KEY}
 
 
 @app.post("/results/<inspection_id>/review")
@@ -173,7 +197,9 @@ def review(inspection_id: str):  # noqa: ANN201 - dict or Response
         return api_errors.error_response(400, str(exc))
     record["image_copy"] = _keep_image(from_dynamo(item))
     table(settings.reviews_table).put_item(Item=to_dynamo(record))  # history first: never lost
-    shown = {k: record[k] for k in record if k not in (reviews.PARTITION_KEY,)}
+    if record.get("defect_type") and record["verdict"] == "defect":  # offered to the class's next reviewers
+        counters.remember_defect_type(settings, item["class_name"], record["defect_type"])
+    shown = _shown(record)
     try:  # the newest review is shown on the result (and it leaves the queue); a late older one leaves it
         replaced = table(settings.results_table).update_item(
             Key={"inspection_id": inspection_id},
@@ -191,6 +217,67 @@ def review(inspection_id: str):  # noqa: ANN201 - dict or Response
         logger.info("a newer review is already shown", extra={"inspection_id": inspection_id})
     history = _reviews(inspection_id)
     return {"review": shown, "reviews": len(history)}
+
+
+@app.delete("/results/<inspection_id>/review")
+@tracer.capture_method
+def withdraw_review(inspection_id: str):  # noqa: ANN201 - dict or Response
+    """Take back the review a result shows (an undo): only its reviewer, or an ML engineer, may."""
+    who = identity.require(app.current_event.raw_event, identity.REVIEW)
+    found = table(settings.results_table).get_item(Key={"inspection_id": inspection_id}, ConsistentRead=True)
+    if not found.get("Item"):
+        return api_errors.error_response(404, f"no inspection {inspection_id}")
+    item = from_dynamo(found["Item"])
+    shown = item.get("review")
+    if item.get("status") != INSPECTED or not shown:
+        return api_errors.error_response(409, "this result has no review to withdraw")
+    if not reviews.made_by(shown, who.as_reviewer()) and not who.may(identity.MODERATE):
+        raise identity.Forbidden(
+            f"{who.username} may withdraw only their own reviews (this one is {shown.get('reviewer')}'s); "
+            f"an ML engineer may withdraw anyone's"
+        )
+    marks = reviews.withdrawal(who.as_reviewer(), now_iso())
+    try:  # the withdrawal recorded on the review itself, once
+        table(settings.reviews_table).update_item(
+            Key={reviews.PARTITION_KEY: inspection_id, reviews.SORT_KEY: shown[reviews.SORT_KEY]},
+            UpdateExpression="SET " + ", ".join(f"#{k} = :{k}" for k in marks),
+            ConditionExpression="attribute_exists(review_id) AND attribute_not_exists(withdrawn_at)",
+            ExpressionAttributeNames={f"#{k}": k for k in marks},
+            ExpressionAttributeValues={f":{k}": v for k, v in marks.items()},
+        )
+    except ClientError as err:
+        if err.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+            raise
+        return api_errors.error_response(409, "this review was already withdrawn")
+    history = _reviews(inspection_id)
+    standing = reviews.standing(history)
+    restored = _shown(standing) if standing else None
+    if restored:  # the review before it shows again, and the result stays out of the queue
+        update, names, values = "SET #r = :r", {"#r": "review"}, {":r": to_dynamo(restored)}
+    else:  # nothing left standing: the result is unreviewed again, back in the queue (index_keys)
+        back = {
+            k: v
+            for k, v in index_keys({**item, "review": None}).items()
+            if k in (*QUEUE_ATTRIBUTES, QUEUE_RANK)
+        }
+        update = "REMOVE #r" + (" SET " + ", ".join(f"#{k} = :{k}" for k in back) if back else "")
+        names = {"#r": "review", **{f"#{k}": k for k in back}}
+        values = {f":{k}": to_dynamo(v) for k, v in back.items()}
+    try:  # only if the result still shows the review withdrawn (a newer one made meanwhile stays)
+        table(settings.results_table).update_item(
+            Key={"inspection_id": inspection_id},
+            UpdateExpression=update,
+            ConditionExpression="#r.review_id = :withdrawn",
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues={**values, ":withdrawn": shown[reviews.SORT_KEY]},
+        )
+        counters.add(settings, item, stats.review_counts(restored, shown))
+    except ClientError as err:
+        if err.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+            raise
+        logger.info("a newer review is shown: it stays", extra={"inspection_id": inspection_id})
+    return {"withdrawn": {**_shown(shown), **marks}, "review": restored, "queued": restored is None,
+            "reviews": len(history)}  # fmt: skip
 
 
 def _keep_image(item: dict) -> str | None:

@@ -19,6 +19,10 @@ update is instant here (AWS goes through `Updating`); the local model server fol
 4. CreateModel keeps EnableNetworkIsolation (moto records every model as without it), so DescribeModel says
    what SageMaker would run.
 
+5. Id and access tokens live as long as their app client says (IdTokenValidity, AccessTokenValidity in
+   TokenValidityUnits, as Cognito issues them): moto 5.2 gives every token an hour (`create_jwt`'s default
+   `expires_in`), whatever the client, so the console's refresh could never be tried on a token that expires.
+
 Installed only into the local stack's moto process (infra.local.moto_server).
 """
 
@@ -31,6 +35,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import xmltodict
+from moto.cognitoidp.models import CognitoIdpUserPool
 from moto.core.responses import ActionResult
 from moto.core.utils import utcnow
 from moto.dynamodb.models import DynamoDBBackend, dynamodb_backends
@@ -236,6 +241,32 @@ def restore(journal: Journal, buckets: set[str], tables: set[str]) -> dict[str, 
     return counts
 
 
+_UNIT_SECONDS = {"seconds": 1, "minutes": 60, "hours": 3600, "days": 86400}
+_TOKEN_NAMES = {"id": "IdToken", "access": "AccessToken"}
+
+
+def token_lifetime(client_config: dict[str, Any], token_use: str) -> int | None:
+    """Seconds an app client's `token_use` ("id", "access") tokens live, from its IdTokenValidity or
+    AccessTokenValidity and TokenValidityUnits (Cognito's default unit for both is hours); None when unset."""
+    name = _TOKEN_NAMES.get(token_use)
+    validity = client_config.get(f"{name}Validity") if name else None
+    if validity is None:
+        return None
+    unit = (client_config.get("TokenValidityUnits") or {}).get(name) or "hours"
+    return int(validity) * _UNIT_SECONDS[unit]
+
+
+def _client_lifetime(original):  # noqa: ANN001, ANN202 - wraps moto's method
+    @functools.wraps(original)
+    def create_jwt(self, client_id, username, token_use, expires_in=3600, extra_data=None):  # noqa: ANN001, ANN202, PLR0913
+        client = self.clients.get(client_id)
+        lifetime = token_lifetime(client.extended_config, token_use) if client else None
+        return original(self, client_id, username, token_use, lifetime or expires_in, extra_data)
+
+    create_jwt.ivadas_lifetime = True
+    return create_jwt
+
+
 def install(journal: Journal | None = None) -> None:
     """Patch moto's classes in this process (each part a no-op once done); with a journal, writes last."""
     global _journal
@@ -253,6 +284,8 @@ def install(journal: Journal | None = None) -> None:
     if not hasattr(SageMakerResponse, "update_endpoint"):
         SageMakerModelBackend.update_endpoint = _update_endpoint  # type: ignore[attr-defined]
         SageMakerResponse.update_endpoint = _update_endpoint_response  # type: ignore[attr-defined]
+    if not getattr(CognitoIdpUserPool.create_jwt, "ivadas_lifetime", False):
+        CognitoIdpUserPool.create_jwt = _client_lifetime(CognitoIdpUserPool.create_jwt)
     moto_jobs.install()
     for name in ("create_endpoint", "update_endpoint", "delete_endpoint"):
         if not getattr(getattr(SageMakerModelBackend, name), "ivadas_counted", False):

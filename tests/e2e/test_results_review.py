@@ -55,13 +55,13 @@ def _wait_all(state: dict, n: int, timeout: float = 240) -> list[dict]:
 
 def call(
     state: dict, method: str, path: str, query: dict | None = None, body: dict | None = None,
-    user: str = ENGINEER,
+    user: str = ENGINEER, group: str = "ml-engineers",
 ) -> tuple[int, dict]:  # fmt: skip
-    """A call as the signed-in `user` (an ML engineer unless named)."""
+    """A call as the signed-in `user` (made in `group` the first time: an ML engineer unless named)."""
     url = state["api_url"] + path + ("?" + urllib.parse.urlencode(query) if query else "")
     req = urllib.request.Request(
         url, method=method, data=json.dumps(body).encode() if body is not None else None,
-        headers={**auth_headers(state, user), "Content-Type": "application/json"},
+        headers={**auth_headers(state, user, group), "Content-Type": "application/json"},
     )  # fmt: skip
     try:
         with urllib.request.urlopen(req, timeout=60) as resp:
@@ -186,3 +186,24 @@ def test_results_command_filters_by_line_and_refuses_a_bad_time(loaded, capsys, 
     assert len(printed) == len(expected) and all("line2/gadget/" in row for row in printed)
     assert main(["results", "--since", "yesterday", *where]) == 2
     assert "since must be an ISO 8601 time" in capsys.readouterr().err
+
+
+def test_a_review_is_withdrawn_through_the_local_stack_and_the_result_is_queued_again(loaded) -> None:  # noqa: ANN001
+    state, _ = loaded
+    queue = {"class_name": "gadget", "line": "line1", "limit": "50"}
+    _, before = call(state, "GET", "/review-queue", queue)
+    first = before["items"][0]["inspection_id"]
+    path = f"/results/{first}/review"
+    body = {"verdict": "defect", "defect_type": "dent", "note": "left side"}
+    assert call(state, "POST", path, body=body, user="olga", group="operators")[0] == 200
+    _, during = call(state, "GET", "/review-queue", queue)
+    assert first not in {i["inspection_id"] for i in during["items"]} and "dent" in during["defect_types"]
+    status, refused = call(state, "DELETE", path, user="oskar", group="operators")
+    assert (status, refused["type"]) == (403, "forbidden")  # another operator's review
+    status, done = call(state, "DELETE", path, user="olga", group="operators")
+    assert status == 200 and done["queued"] is True and done["withdrawn"]["withdrawn_by"] == "olga"
+    _, after = call(state, "GET", "/review-queue", queue)
+    assert [i["inspection_id"] for i in after["items"]] == [i["inspection_id"] for i in before["items"]]
+    _, one = call(state, "GET", f"/results/{first}")
+    assert "review" not in one and one["reviews"][-1]["withdrawn_by"] == "olga"
+    assert call(state, "DELETE", path)[0] == 409  # nothing left to withdraw

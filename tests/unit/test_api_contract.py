@@ -295,6 +295,18 @@ def test_the_local_stack_allows_only_its_own_origin_on_every_answer() -> None:
     assert seen[0]["stageVariables"] == {"uiOrigin": origin}
 
 
+def test_the_local_preflight_allows_withdrawing_a_review() -> None:
+    """DELETE /results/{id}/review from the UI's origin: the preflight (the template's Cors) allows DELETE."""
+    from infra.local.api_shim import create_shim
+    from infra.local.supervisor import Supervisor, main_parser
+
+    supervisor = Supervisor(main_parser().parse_args(["--api-port", "8124"]))
+    app = create_shim(supervisor.stack, "the-key", {})
+    asked = {"origin": supervisor.origin, "access-control-request-method": "DELETE"}
+    status, headers, _ = _asgi(app, "OPTIONS", "/results/i1/review", headers=asked)
+    assert status == 200 and "DELETE" in headers.get("access-control-allow-methods", "")
+
+
 def test_the_largest_predict_image_fits_in_lambdas_request() -> None:
     """/predict's limit is what arrives: its base64 in a signed-in browser's event (both header maps, a
     Cognito id token, CloudFront's headers, the authorizer's claims) stays under Lambda's 6 MB."""

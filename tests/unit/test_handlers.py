@@ -141,7 +141,7 @@ def test_worker_skips_test_events_unquotes_keys_and_writes_results(aws, monkeypa
     worker = importlib.import_module("ivadas_functions.worker")
     calls = []
 
-    def invoke(endpoint, class_name, image, return_heatmap=True):
+    def invoke(endpoint, class_name, image, return_heatmap=True, explain=False):
         calls.append((endpoint, class_name, image))
         return fake_answer(aws)
 
@@ -168,7 +168,7 @@ def test_worker_skips_test_events_unquotes_keys_and_writes_results(aws, monkeypa
 def test_worker_rejects_without_retry(aws, monkeypatch) -> None:
     worker = importlib.import_module("ivadas_functions.worker")
 
-    def refuse(endpoint, class_name, image, return_heatmap=True):
+    def refuse(endpoint, class_name, image, return_heatmap=True, explain=False):
         raise aws.RejectedImage(f"class '{class_name}' is not in this patchcore model")
 
     monkeypatch.setattr(worker.inspector, "invoke_endpoint", refuse)
@@ -190,7 +190,7 @@ def test_worker_rejects_without_retry(aws, monkeypatch) -> None:
 def test_worker_fails_only_the_transient_record(aws, monkeypatch) -> None:
     worker = importlib.import_module("ivadas_functions.worker")
 
-    def flaky(endpoint, class_name, image, return_heatmap=True):
+    def flaky(endpoint, class_name, image, return_heatmap=True, explain=False):
         if image == b"down":
             raise aws.TransientFailure("endpoint unreachable")
         return fake_answer(aws, anomalous=False)
@@ -532,3 +532,50 @@ def test_reviews_keep_history_and_never_touch_the_model_fields(aws) -> None:
     assert post("i1", {"verdict": "good"}, "eve", "visitors")[0] == 403  # a group that may not review
     assert post("nope", {"verdict": "good"})[0] == 404
     assert post("r1", {"verdict": "good"})[0] == 409
+
+
+def _explained(aws_plumbing, anomalous: bool, crops: list[str | None]):  # noqa: ANN001, ANN202
+    """An endpoint answer with the model server's explanations (none for a good image)."""
+    answer = fake_answer(aws_plumbing, anomalous)
+    answer.result["explanations"] = [
+        {"region": n, "peak": {"x": 5, "y": 5}, "peak_score": 3.0, "row": 1, "col": 1,
+         "patch_box": {"x": 0, "y": 0, "width": 8, "height": 8},
+         "nearest_good": {"bank_index": 7, "distance": 3.1, "image_id": f"train/good/00{n}.png", "row": 2,
+                          "col": 2, "box": {"x": 1, "y": 1, "width": 8, "height": 8}, "crop_png_base64": crop,
+                          "crop_width": 8, "crop_height": 8}}
+        for n, crop in enumerate(crops if anomalous else [])
+    ]  # fmt: skip
+    return answer
+
+
+def test_worker_stores_a_flagged_results_explanations_with_crops_as_objects(aws, monkeypatch) -> None:
+    worker = importlib.import_module("ivadas_functions.worker")
+    results = importlib.import_module("ivadas_functions.results")
+    asked = []
+    crop = base64.b64encode(b"\x89PNG nearest good patch").decode()
+    too_big = base64.b64encode(b"x" * (64 * 1024)).decode()
+
+    def invoke(endpoint, class_name, image, return_heatmap=True, explain=False):
+        asked.append(explain)
+        return _explained(aws, image == b"flagged", [crop, too_big, "not base64!"] * 3)
+
+    monkeypatch.setattr(worker.inspector, "invoke_endpoint", invoke)
+    bodies = [s3_body(f"l/bottle/{n}.png", put(f"l/bottle/{n}.png", n.encode())) for n in ("flagged", "fine")]
+    assert worker.handler(sqs_event(*bodies), Context()) == {"batchItemFailures": []}
+    assert asked == [True, True]  # a good image's answer is [] at no cost: asking is free
+    stored = {i["key"]: i for i in items()}
+    assert stored["l/bottle/fine.png"]["explanations"] == []
+    kept = stored["l/bottle/flagged.png"]["explanations"]
+    assert len(kept) == 5  # bounded, strongest first as sent
+    keys = [e["nearest_good"].get("crop_key") for e in kept]  # no key where no crop was kept
+    assert keys[0].startswith("heatmaps/bottle/") and keys[1:3] == [None, None] and keys[3]
+    assert all("crop_png_base64" not in e["nearest_good"] for e in kept)
+    s3 = boto3.client("s3")
+    assert s3.get_object(Bucket=RESULTS, Key=keys[0])["Body"].read() == b"\x89PNG nearest good patch"
+    doc = s3.get_object(Bucket=RESULTS, Key=stored["l/bottle/flagged.png"]["result_key"])["Body"].read()
+    assert crop not in doc.decode()  # the result JSON keeps keys, not bytes
+    iid = stored["l/bottle/flagged.png"]["inspection_id"]
+    shown = json.loads(results.handler(api_event("GET", f"/results/{iid}"), Context())["body"])
+    first = shown["explanations"][0]["nearest_good"]
+    assert first["image_id"] == "train/good/000.png" and "X-Amz-Signature" in first["crop_url"]
+    assert "crop_url" not in shown["explanations"][1]["nearest_good"]

@@ -27,8 +27,14 @@ def claims(groups: str = "operators", **extra: str) -> dict:
     ("groups", "allowed"),
     [
         ("operators", {identity.READ, identity.PREDICT, identity.REVIEW}),
-        ("ml-engineers", {identity.READ, identity.PREDICT, identity.REVIEW, identity.DECIDE}),
-        ("operators,ml-engineers", {identity.READ, identity.PREDICT, identity.REVIEW, identity.DECIDE}),
+        (
+            "ml-engineers",
+            {identity.READ, identity.PREDICT, identity.REVIEW, identity.DECIDE, identity.MODERATE},
+        ),
+        (
+            "operators,ml-engineers",
+            {identity.READ, identity.PREDICT, identity.REVIEW, identity.DECIDE, identity.MODERATE},
+        ),
         ("visitors", set()),
         ("", set()),
     ],

@@ -14,7 +14,7 @@ import boto3
 import pytest
 
 from ivadas_contract import export, results_table
-from tests.unit.test_handlers import INBOX, RESULTS, STATS, TABLE, Context, api_event, aws  # noqa: F401
+from tests.unit.test_handlers import INBOX, RESULTS, STATS, TABLE, Context, api_event, aws, claims_of  # noqa: F401
 
 CLASSES, LINES = ("bottle", "cell"), ("line1", "line2")
 
@@ -368,3 +368,65 @@ def test_a_range_from_long_ago_walks_only_the_months_a_result_can_be_in() -> Non
     p = plan(ResultFilter(since="0368-02-26T15:03:52.400000+00:00"), retention_days=90)
     assert p.partitions[-1] == FIRST_MONTH
     assert len(p.partitions) < 12 * 10
+
+
+def _call(results, method: str, iid: str, body: dict | None = None, user: str = "ana",
+          groups: str = "ml-engineers") -> tuple[int, dict]:  # fmt: skip  # noqa: ANN001
+    event = api_event(method, f"/results/{iid}/review", body, params={"inspection_id": iid},
+                      claims=claims_of(user, groups))  # fmt: skip
+    event["resource"] = "/results/{inspection_id}/review"
+    resp = results.handler(event, Context())
+    return resp["statusCode"], json.loads(resp["body"])
+
+
+def _queued(results, rec: dict) -> list[str]:  # noqa: ANN001
+    _, page = _get(
+        results, "/review-queue", {"class_name": rec["class_name"], "line": rec["line"], "limit": "200"}
+    )
+    return [i["inspection_id"] for i in page["items"]]
+
+
+def test_a_withdrawn_review_puts_the_result_back_in_the_queue_and_takes_its_counts_back(seeded) -> None:  # noqa: ANN001
+    results, records, _ = seeded
+    rec = next(r for r in records if r["is_anomaly"] and r["class_name"] == "bottle" and r["line"] == "line1")
+    iid = rec["inspection_id"]
+    body = {"verdict": "defect", "defect_type": "crack", "note": "at the neck"}
+    status, _ = _call(results, "POST", iid, body, user="oli", groups="operators")
+    assert status == 200 and iid not in _queued(results, rec)
+    assert _get(results, "/stats", {"class_name": "bottle"})[1]["total"]["reviewed"] == 1
+    _, queue = _get(results, "/review-queue", {"class_name": "bottle"})
+    assert queue["defect_types"] == ["crack"]  # offered to the class's next reviewer
+
+    status, body = _call(results, "DELETE", iid, user="pia", groups="operators")
+    assert (status, body["type"]) == (403, "forbidden")  # another operator's review is not theirs
+    status, body = _call(results, "DELETE", iid, user="oli", groups="operators")
+    assert status == 200, body
+    assert body["queued"] is True and body["review"] is None and body["withdrawn"]["withdrawn_by"] == "oli"
+    assert iid in _queued(results, rec)  # back in the queue, at its place
+    assert _get(results, "/stats", {"class_name": "bottle"})[1]["total"]["reviewed"] == 0
+    _, shown = _get(results, f"/results/{iid}", {})
+    assert "review" not in shown
+    (kept,) = shown["reviews"]  # the history keeps the review, marked
+    assert (kept["defect_type"], kept["withdrawn_by"]) == ("crack", "oli") and kept["withdrawn_at"]
+    status, body = _call(results, "DELETE", iid, user="oli", groups="operators")
+    assert (status, body["type"]) == (409, "conflict")  # nothing left to withdraw
+
+
+def test_withdrawing_a_correction_shows_the_review_before_it(seeded) -> None:  # noqa: ANN001
+    results, records, _ = seeded
+    rec = next(r for r in records if r["is_anomaly"] and r["class_name"] == "cell")
+    iid = rec["inspection_id"]
+    assert _call(results, "POST", iid, {"verdict": "good"}, user="oli", groups="operators")[0] == 200
+    assert _call(results, "POST", iid, {"verdict": "defect"}, user="oli", groups="operators")[0] == 200
+    status, body = _call(results, "DELETE", iid)  # an ML engineer may withdraw anyone's review
+    assert status == 200, body
+    assert body["review"]["verdict"] == "good" and body["queued"] is False
+    assert iid not in _queued(results, rec)
+    total = _get(results, "/stats", {"class_name": "cell"})[1]["total"]
+    assert (total["reviewed"], total["false_alarms"]) == (1, 1)  # the good review counts again
+
+
+def test_a_review_cannot_be_withdrawn_from_what_has_none(seeded) -> None:  # noqa: ANN001
+    results, records, _ = seeded
+    assert _call(results, "DELETE", records[0]["inspection_id"])[0] == 409
+    assert _call(results, "DELETE", "nope")[0] == 404

@@ -66,6 +66,7 @@ def test_outputs_and_local_names() -> None:
         ("GET", "/classes", "ResultsFunction"),
         ("GET", "/stats", "ResultsFunction"),
         ("POST", "/results/{inspection_id}/review", "ResultsFunction"),
+        ("DELETE", "/results/{inspection_id}/review", "ResultsFunction"),
         ("GET", "/review-queue", "ResultsFunction"),
         ("POST", "/results/export", "ResultsFunction"),
         ("GET", "/models", "ModelsFunction"),
