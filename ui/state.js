@@ -25,4 +25,5 @@ export const state = Object.seal({
   queueMore: false, // the queue goes on past the items loaded
   lastReviewed: null, // { item, verdict } of the last review made in the queue, to take up again (u)
   models: {}, // GET /models's models
+  modelsTimer: null, // asks GET /models again while an endpoint updates
 }); // sealed: a field not declared here cannot be added (modules are strict)
