@@ -42,6 +42,10 @@ WILDCARDS = {
             ("DescribeModel", "model"),
             ("CreateModel", "model"),
             ("DeleteModel", "model"),
+            ("AddTags", "model"),
+            ("AddTags", "endpoint-config"),
+            ("ListTags", "model"),
+            ("ListTags", "endpoint-config"),
         )
     },  # fmt: skip
     **{
@@ -64,6 +68,8 @@ ON_BEHALF = {
         "sagemaker:DeleteEndpointConfig": "the replaced config",
         "sagemaker:UpdateEndpoint": "the endpoint onto the replacement config",
         "iam:PassRole": "CreateModel hands SageMaker the endpoints' execution role",
+        "sagemaker:AddTags": "the stack's tags on the replacement model and config",
+        "sagemaker:ListTags": "CloudFormation reads back the tags of what it created",
     }
 }
 
