@@ -190,6 +190,11 @@ def test_a_rolled_back_update_shows_failed(deployments) -> None:  # noqa: ANN001
     _finish("UPDATE_ROLLBACK_COMPLETE", "ModelError: the container failed its ping")
     failed = state()["state"]
     assert failed["state"] == "failed" and "ModelError" in failed["reason"]
+    status, back = call("POST", "/deployments/patchcore/rollback", {"model": "patchcore"})  # what serves
+    assert status == 202 and back["deployment"]["version"] == "patchcore-1"
+    _finish()
+    assert state()["state"]["state"] == "in_service"
+    assert call("POST", "/models/patchcore-2/deploy", {"version": "patchcore-2"})[0] == 202  # and again
 
 
 def test_rollback_goes_to_the_previous_deployment_and_refuses_when_there_is_none(deployments) -> None:  # noqa: ANN001
