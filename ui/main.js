@@ -55,6 +55,7 @@ export async function start() {
   setupQueue();
   $("#signin-form").addEventListener("submit", signInStep);
   $("#signout").addEventListener("click", () => signOut("Signed out."));
+  $("#promote-cancel").addEventListener("click", () => $("#promote-dialog").close());
   try {
     const resp = await fetch("config.json");
     if (!resp.ok) throw new Error("config.json: " + resp.status);

@@ -26,4 +26,5 @@ export const state = Object.seal({
   reviewed: [], // { item, verdict, defectType, note } of the reviews made in the queue, newest last: u withdraws the last
   defectTypes: {}, // per class, the defect types its reviews have used (GET /review-queue), offered when marking a defect
   models: {}, // GET /models's models
+  modelsTimer: null, // asks GET /models again while an endpoint updates
 }); // sealed: a field not declared here cannot be added (modules are strict)

@@ -7,6 +7,10 @@
   anyone else gets 403 `forbidden`. A decided version answers another decision with 409 `conflict`.
 - `POST /models/{version}/reopen` `{"why": ...}`: make a decided version pending again (an ML engineer, with
   the reason); every decision and re-open stays in the version's `history`.
+
+Deploy, roll back and promote are the Deployments function's (deployments_api.py, narrower callers and wider
+rights); `GET /models` shows where each endpoint stands (`state`: updating, in service or failed): how the
+console follows a deployment it started.
 Every route needs a signed-in operator or ML engineer.
 """
 
@@ -24,7 +28,7 @@ from ivadas_contract import stats
 from ivadas_contract.errors import TYPES
 from ivadas_contract.limits import MAX_NOTE_CHARS
 from ivadas_contract.models import MODELS, endpoint_name
-from ivadas_functions import api_errors, identity, registry, request_checks
+from ivadas_functions import api_errors, deployments, identity, registry, request_checks
 from ivadas_functions.aws import Settings, client, cors_config
 from ivadas_functions.stats_query import read_slots
 
@@ -36,6 +40,7 @@ api_errors.install(app, logger)  # the one error shape (ivadas_contract.errors)
 app.use(middlewares=[identity.required(identity.READ)])  # signed-in operators and ML engineers
 settings = Settings.from_env()
 STAGE = os.environ.get("STAGE", "dev")
+STACK_NAME = os.environ.get("STACK_NAME", f"ivadas-{STAGE}")
 AGREEMENT_DAYS = 7
 
 
@@ -61,13 +66,16 @@ def _agreement() -> list[dict]:
 @app.get("/models")
 @tracer.capture_method
 def list_models() -> dict:
-    sagemaker, ssm = client("sagemaker"), client("ssm")
+    sagemaker, ssm, cfn = client("sagemaker"), client("ssm"), client("cloudformation")
     models = {}
     for model in MODELS:
-        record = registry.deployment(ssm, STAGE, model) or {}
+        record = registry.deployment(ssm, STAGE, model)
+        deployed = {k: (record or {}).get(k) for k in ("version", "deployed_at", "deployed_by", "promoted")}
+        previous = (record or {}).get("previous") or []
         models[model] = {
             "endpoint": endpoint_name(STAGE, model),
-            "deployed": {k: record.get(k) for k in ("version", "deployed_at", "deployed_by", "promoted")},
+            "deployed": {**deployed, "previous": previous[0] if previous else None},
+            "state": deployments.endpoint_state(sagemaker, cfn, STACK_NAME, STAGE, model, record),
             "versions": [v.to_dict() for v in reversed(registry.versions(sagemaker, STAGE, model))],
         }
     caller = identity.caller(app.current_event.raw_event)

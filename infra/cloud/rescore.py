@@ -20,14 +20,11 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 from infra.lifecycle.context import Context
+from ivadas_functions.promotion import read_json, rescore_key
+from ivadas_functions.promotion import rescore_summary as summary
 from model_server.errors import IvadasError
 
 ENDED = ("Completed", "Failed", "Stopped")
-
-
-def rescore_key(stage: str, class_name: str, version: str) -> str:
-    """Where the latest re-scoring of `class_name`'s backlog by `version` is kept."""
-    return f"{stage}/comparisons/rescore/{class_name}/{version}.json"
 
 
 def stored_results(ctx: Context, class_name: str | None, since: str, until: str | None) -> list[dict]:
@@ -217,25 +214,10 @@ def rescore(args: argparse.Namespace) -> int:
     return 0
 
 
-def summary(doc: dict) -> str:
-    """One line of a stored re-scoring, for `compare` and `promote`."""
-    changed, anomalies = len(doc["disagreements"]), (doc["baseline_anomalies"], doc["candidate_anomalies"])
-    return (
-        f"{doc['class_name']}: {doc['images']} stored results since {doc['since']} re-scored with "
-        f"{doc['version']}: verdicts agree on {doc['agreement']:.1%}, {changed} would change; score "
-        f"correlation Pearson {doc['pearson']}, Spearman {doc['spearman']}; anomalies {anomalies[0]} stored, "
-        f"{anomalies[1]} re-scored"
-    )
-
-
 def _says(answer: dict) -> str:
     return f"{'NG' if answer['is_anomaly'] else 'OK'} {float(answer['normalized_score']):.3f}"
 
 
 def stored(ctx: Context, class_name: str, version: str) -> dict | None:
     """The latest re-scoring of `class_name` by `version`, if any."""
-    try:
-        got = ctx.s3.get_object(Bucket=ctx.model_bucket, Key=rescore_key(ctx.stage, class_name, version))
-    except ctx.s3.exceptions.NoSuchKey:
-        return None
-    return json.loads(got["Body"].read())
+    return read_json(ctx.s3, ctx.model_bucket, rescore_key(ctx.stage, class_name, version))

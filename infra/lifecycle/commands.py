@@ -8,7 +8,8 @@ from pathlib import Path
 
 from infra.lifecycle import registry, rollout
 from infra.lifecycle.context import context_from_args
-from ivadas_contract.models import MODELS
+from ivadas_contract.models import BASELINE, MODELS
+from ivadas_functions import promotion
 from model_server.errors import IvadasError
 
 
@@ -169,6 +170,10 @@ def _compare_reviewed(ctx, class_name: str, names: list[str]) -> int:  # noqa: A
     for name in names:
         paths[name] = download(get_version(ctx, name).model_data_url, ctx.cache_dir)
     doc = escape_check(ctx, class_name, paths)
+    production = (rollout.deployment(ctx, BASELINE) or {}).get("version")
+    for name in names if production else []:  # kept for the promotion gate the API runs (it cannot score)
+        key = promotion.escapes_key(ctx.stage, class_name, production, name)
+        ctx.s3.put_object(Bucket=ctx.model_bucket, Key=key, Body=json.dumps(doc).encode())
     print(f"{class_name}: {doc['escapes']} reviewed escapes ({doc['without_image']} without an image left)")
     for name, v in doc["versions"].items():
         print(

@@ -16,10 +16,10 @@ from infra.lifecycle.context import Context
 from infra.lifecycle.rollout import deployment
 from ivadas_contract.models import BASELINE, CANDIDATE
 from ivadas_contract.results_table import BY_CLASS_INDEX, SORT_KEY, from_dynamo
+from ivadas_functions.promotion import METRICS, comparison_key
 from model_server.errors import IvadasError
 
-#: Metrics compared per class (model cards, labelled comparisons, promotion).
-METRICS = ("image_auroc", "pixel_auroc", "aupro", "recall_at_threshold")
+__all__ = ["METRICS", "agreement", "comparison_key", "labelled", "shadowed_results"]
 
 
 def shadowed_results(ctx: Context, class_name: str, since: str | None, until: str | None) -> list[dict]:
@@ -77,10 +77,6 @@ def agreement(items: list[dict]) -> dict:
         "candidate_anomalies": sum(bool(i["shadow"]["is_anomaly"]) for i in items),
         "disagreements": rows,
     }
-
-
-def comparison_key(stage: str, class_name: str, baseline: str, candidate: str) -> str:
-    return f"{stage}/comparisons/{class_name}/{baseline}--{candidate}.json"
 
 
 def deployed_artifact(ctx: Context, model: str, cache: Path) -> tuple[str, Path]:

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -71,6 +72,21 @@ class Context:
         from infra.local.endpoints import local_role
 
         return local_role(self.stage)
+
+
+@contextmanager
+def as_cli_error() -> Iterator[None]:
+    """A refusal of the shared lifecycle code (ivadas_functions: a RegistryError with its kind) as the CLI's
+    IvadasError: one line and exit 2, and `--json` reports the same type the API answers. Known by its class's
+    name, as cli_errors knows kinds: the training image imports this module and has no ivadas_functions."""
+    try:
+        yield
+    except Exception as exc:
+        if "RegistryError" not in {cls.__name__ for cls in type(exc).__mro__}:
+            raise
+        err = IvadasError(str(exc))
+        err.kind = exc.kind  # type: ignore[attr-defined]
+        raise err from None
 
 
 def add_context_arguments(p: argparse.ArgumentParser) -> None:

@@ -18,18 +18,15 @@ them and leaves the endpoints alone; nothing but CloudFormation ever creates the
 
 from __future__ import annotations
 
-import time
-
-from botocore.exceptions import ClientError, WaiterError
+from botocore.exceptions import WaiterError
 
 from infra import deployed_stack
-from infra.lifecycle.context import Context
-from infra.template import LOGICAL_PREFIX
-from ivadas_contract.models import deployed_url_parameter, endpoint_name
+from infra.lifecycle.context import Context, as_cli_error
+from ivadas_contract.models import endpoint_name
+from ivadas_functions.deployments import CAPABILITIES, start_stack_update
 from model_server.errors import IvadasError
 
-#: What a stack with the SAM transform and IAM roles needs to be updated.
-CAPABILITIES = ["CAPABILITY_IAM", "CAPABILITY_AUTO_EXPAND"]
+__all__ = ["CAPABILITIES", "apply", "update_stack"]
 _POLL_S = 15
 
 
@@ -45,20 +42,10 @@ def apply(ctx: Context, model: str, timeout_s: float) -> str:
 def update_stack(ctx: Context, timeout_s: float) -> None:
     """The stage's stack updated with its current template and parameters (SSM values fetched anew)."""
     cfn, name = ctx.cloudformation, ctx.stack_name
-    stack = deployed_stack.describe(cfn, name)
-    if stack is None:
-        raise IvadasError(
-            f"stack {name} does not exist: deploy the stage first (make deploy STAGE={ctx.stage})"
-        )
-    keep = [{"ParameterKey": key, "UsePreviousValue": True} for key in deployed_stack.parameters(stack)]
-    try:
-        cfn.update_stack(StackName=name, UsePreviousTemplate=True, Parameters=keep, Capabilities=CAPABILITIES)
-    except ClientError as exc:
-        if "No updates are to be performed" in str(exc):
-            return  # the parameter already named this artifact when CloudFormation last applied it
-        raise IvadasError(
-            f"CloudFormation refused to update {name}: {exc.response['Error']['Message']}"
-        ) from None
+    with as_cli_error():  # the start the Deployments API makes too
+        started = start_stack_update(cfn, name, ctx.stage)
+    if not started:  # the parameter already named this artifact when CloudFormation last applied it
+        return
     try:
         cfn.get_waiter("stack_update_complete").wait(
             StackName=name, WaiterConfig={"Delay": _POLL_S, "MaxAttempts": max(1, int(timeout_s // _POLL_S))}
@@ -72,43 +59,7 @@ def update_stack(ctx: Context, timeout_s: float) -> None:
         ) from None
 
 
-def _serves(ctx: Context, config_name: str) -> str:
-    config = ctx.sagemaker.describe_endpoint_config(EndpointConfigName=config_name)
-    model = ctx.sagemaker.describe_model(ModelName=config["ProductionVariants"][0]["ModelName"])
-    return model["PrimaryContainer"]["ModelDataUrl"]
-
-
 def _apply_locally(ctx: Context, model: str, timeout_s: float) -> None:
-    from infra.local.endpoints import create_config
+    from infra.local.endpoints import apply_locally
 
-    sm, name = ctx.sagemaker, endpoint_name(ctx.stage, model)
-    url = ctx.ssm.get_parameter(Name=deployed_url_parameter(ctx.stage, model))["Parameter"]["Value"]
-    try:
-        old = sm.describe_endpoint(EndpointName=name)["EndpointConfigName"]
-    except sm.exceptions.ClientError:
-        old = None
-    if old is not None and _serves(ctx, old) == url:
-        return  # nothing changed: CloudFormation would not touch the endpoint either
-    config = create_config(ctx.stack, model, url)
-    if old is None:  # the local stack's first endpoint of this model: what the stack's create makes on AWS
-        sm.create_endpoint(EndpointName=name, EndpointConfigName=config)
-    else:
-        retain = ctx.stack.props(f"{LOGICAL_PREFIX[model]}Endpoint").get("RetainAllVariantProperties", False)
-        sm.update_endpoint(EndpointName=name, EndpointConfigName=config, RetainAllVariantProperties=retain)
-    _wait(ctx, name, timeout_s)
-    if old is not None:  # CloudFormation deletes what it replaced
-        old_model = sm.describe_endpoint_config(EndpointConfigName=old)["ProductionVariants"][0]["ModelName"]
-        sm.delete_endpoint_config(EndpointConfigName=old)
-        sm.delete_model(ModelName=old_model)
-
-
-def _wait(ctx: Context, name: str, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        status = ctx.sagemaker.describe_endpoint(EndpointName=name)["EndpointStatus"]
-        if status == "InService":
-            return
-        if status == "Failed":
-            raise IvadasError(f"endpoint {name} failed to update; the previous config keeps serving")
-        time.sleep(5)
-    raise IvadasError(f"endpoint {name} still updating after {timeout_s:.0f} s")
+    apply_locally(ctx.stack, model, timeout_s)

@@ -10,14 +10,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from boto3.dynamodb.conditions import Attr
 from botocore.exceptions import ClientError
 
 from infra.lifecycle.context import Context
-from ivadas_functions.results_query import ResultFilter, every_item, plan
+from ivadas_functions.promotion import ESCAPE, FALSE_ALARM, reviewed_items
 from model_server.errors import IvadasError
 
-FALSE_ALARM, ESCAPE = "false_alarm", "escape"
+__all__ = ["ESCAPE", "FALSE_ALARM", "NoResults", "Reviewed", "escape_check", "reviewed"]
 
 
 class NoResults(IvadasError):
@@ -38,14 +37,7 @@ def _items(ctx: Context, class_name: str, kind: str, since: str | None) -> Itera
     import boto3
 
     table = boto3.resource("dynamodb").Table(ctx.stack.ref("ResultsTable"))
-    flagged = kind == FALSE_ALARM
-    # a class is one partition of its index: there are no months to walk, whatever the retention
-    p = plan(ResultFilter(class_name=class_name, anomalous=flagged, since=since), retention_days=0)
-    verdict = "good" if flagged else "defect"
-    p.filter = Attr("review.verdict").eq(verdict)
-    if not flagged:
-        p.filter &= Attr("is_anomaly").eq(False)
-    yield from every_item(table, p)
+    yield from reviewed_items(table, class_name, kind, since)
 
 
 def _image(ctx: Context, item: dict) -> bytes | None:

@@ -5,6 +5,9 @@ but runs nothing, so this module does what SageMaker's fleet would:
   model and endpoint config (`create_config`): serving the artifact given to `ivadas local up` (uploaded to
   the model bucket, its URI written to the SSM parameter the template resolves, as `make deploy` does), else
   what that parameter names since an `ivadas deploy`;
+- `apply_locally` is CloudFormation's part of a deployment: the endpoint's model and config replaced by ones
+  serving what the SSM parameter names, the endpoint updated, the replaced ones deleted. `ivadas deploy` runs
+  it itself; the follower runs it for an update of the stack's stand-in (the Deployments API's);
 - while the stack runs, `EndpointFollower` waits for the local moto's next endpoint change (a long-polled
   count, infra/local/moto_server.py) and, when an endpoint was updated to a new config, downloads that
   config's artifact and swaps the model server's endpoint to it (PUT /endpoints/NAME/artifact), which keeps
@@ -17,6 +20,7 @@ import hashlib
 import json
 import logging
 import threading
+import time
 import urllib.request
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,7 +29,9 @@ from pathlib import Path
 import boto3
 
 from infra.template import ACCOUNT, LOCAL_IMAGE, LOGICAL_PREFIX, Stack
-from ivadas_contract.models import deployed_url_parameter, endpoint_name
+from ivadas_contract.models import MODELS, deployed_url_parameter, endpoint_name
+from ivadas_functions.deployments import serves
+from model_server.errors import IvadasError
 
 log = logging.getLogger("ivadas.local")
 
@@ -90,6 +96,47 @@ def create_config(stack: Stack, model: str, url: str) -> str:
     return name
 
 
+class ApplyFailed(IvadasError):
+    """The endpoint did not take the new config (the old one keeps serving)."""
+
+
+def apply_locally(stack: Stack, model: str, timeout_s: float) -> None:
+    """What a stack update does to `model`'s endpoint when its SSM parameter changed: a new model and config
+    from the template, the endpoint updated (created the first time), the replaced ones deleted."""
+    sm, stage = boto3.client("sagemaker"), stack.values["Stage"]
+    name = endpoint_name(stage, model)
+    url = boto3.client("ssm").get_parameter(Name=deployed_url_parameter(stage, model))["Parameter"]["Value"]
+    try:
+        old = sm.describe_endpoint(EndpointName=name)["EndpointConfigName"]
+    except sm.exceptions.ClientError:
+        old = None
+    if old is not None and serves(sm, old) == url:
+        return  # nothing changed: CloudFormation would not touch the endpoint either
+    config = create_config(stack, model, url)
+    if old is None:  # the local stack's first endpoint of this model: what the stack's create makes on AWS
+        sm.create_endpoint(EndpointName=name, EndpointConfigName=config)
+    else:
+        retain = stack.props(f"{LOGICAL_PREFIX[model]}Endpoint").get("RetainAllVariantProperties", False)
+        sm.update_endpoint(EndpointName=name, EndpointConfigName=config, RetainAllVariantProperties=retain)
+    _wait(sm, name, timeout_s)
+    if old is not None:  # CloudFormation deletes what it replaced
+        old_model = sm.describe_endpoint_config(EndpointConfigName=old)["ProductionVariants"][0]["ModelName"]
+        sm.delete_endpoint_config(EndpointConfigName=old)
+        sm.delete_model(ModelName=old_model)
+
+
+def _wait(sm: object, name: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status = sm.describe_endpoint(EndpointName=name)["EndpointStatus"]  # type: ignore[attr-defined]
+        if status == "InService":
+            return
+        if status == "Failed":
+            raise ApplyFailed(f"endpoint {name} failed to update; the previous config keeps serving")
+        time.sleep(5)
+    raise ApplyFailed(f"endpoint {name} still updating after {timeout_s:.0f} s")
+
+
 def artifact_url(config_name: str) -> str:
     sm = boto3.client("sagemaker")
     config = sm.describe_endpoint_config(EndpointConfigName=config_name)
@@ -151,10 +198,13 @@ class EndpointFollower(threading.Thread):
     """Swaps the model server's endpoints to the artifacts their moto endpoints were updated to."""
 
     def __init__(
-        self, served: list[Served], endpoints: list[str], model_url: str, cache: Path, moto_url: str
-    ) -> None:
+        self, served: list[Served], endpoints: list[str], model_url: str, cache: Path, moto_url: str,
+        stack: Stack | None = None,
+    ) -> None:  # fmt: skip
         super().__init__(name="endpoint-follower", daemon=True)
         self.moto_url = moto_url
+        #: the template whose stand-in stack's updates this follower applies (None: it applies none)
+        self.stack = stack
         self.seen = {s.endpoint: s.config for s in served}
         #: what each endpoint serves now: a replaced model server starts with these
         self.artifacts: dict[str, Path] = {s.endpoint: s.artifact for s in served}
@@ -173,7 +223,44 @@ class EndpointFollower(threading.Thread):
         with urllib.request.urlopen(request, timeout=600) as resp:  # noqa: S310 - the local model server  # nosec B310
             return json.loads(resp.read())
 
+    def apply_stack_update(self) -> None:
+        """An update of the stack's stand-in (the Deployments API starts them) applied as CloudFormation
+        would: each endpoint whose SSM parameter changed, its model server swapped, then the update ended, or
+        rolled back (the old config keeps serving) with why."""
+        if self.stack is None:
+            return
+        name = str(self.stack.values["AWS::StackName"])
+        try:
+            status = boto3.client("cloudformation").describe_stacks(StackName=name)["Stacks"][0][
+                "StackStatus"
+            ]
+        except Exception:  # noqa: BLE001 - no stand-in (a test's stack): nothing to apply
+            return
+        if status != "UPDATE_IN_PROGRESS":
+            return
+        done, reason = "UPDATE_COMPLETE", None
+        try:
+            for model in MODELS:
+                apply_locally(self.stack, model, timeout_s=600)
+            self.swap_changed()
+        except Exception as exc:  # noqa: BLE001 - CloudFormation rolls a failed update back, with its reason
+            log.exception("stack %s: update failed", name)
+            done, reason = "UPDATE_ROLLBACK_COMPLETE", f"{type(exc).__name__}: {exc}"
+        request = urllib.request.Request(
+            f"{self.moto_url}/_ivadas/stacks/finish",
+            data=json.dumps({"name": name, "status": done, "reason": reason}).encode(),
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as resp:  # noqa: S310 - the local moto  # nosec B310
+            resp.read()
+
     def check(self) -> None:
+        self.apply_stack_update()
+        self.swap_changed()
+
+    def swap_changed(self) -> None:
+        """Swap each endpoint the model server serves to its moto endpoint's config, where that changed."""
         sm = boto3.client("sagemaker")
         for endpoint in self.endpoints:
             try:

@@ -22,6 +22,11 @@ update is instant here (AWS goes through `Updating`); the local model server fol
 5. Id and access tokens live as long as their app client says (IdTokenValidity, AccessTokenValidity in
    TokenValidityUnits, as Cognito issues them): moto 5.2 gives every token an hour (`create_jwt`'s default
    `expires_in`), whatever the client, so the console's refresh could never be tried on a token that expires.
+6. UpdateStack of the stack's stand-in (infra.local.provision.create_stand_in_stack): moto has the stack's
+   parameters but none of its resources, so an update is accepted as CloudFormation accepts it (SSM values are
+   fetched anew, so it is never "no updates"), refused while one is under way, and left UPDATE_IN_PROGRESS
+   with a count of endpoint changes: the local stack's endpoint follower applies it to the endpoints as
+   CloudFormation would, then ends it (`finish_stack_update`).
 
 Installed only into the local stack's moto process (infra.local.moto_server).
 """
@@ -35,6 +40,9 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import xmltodict
+from moto.cloudformation.exceptions import ValidationError as StackValidationError
+from moto.cloudformation.models import CloudFormationBackend
+from moto.cloudformation.responses import CloudFormationResponse
 from moto.cognitoidp.models import CognitoIdpUserPool
 from moto.core.responses import ActionResult
 from moto.core.utils import utcnow
@@ -132,6 +140,36 @@ def _counted(method):  # noqa: ANN001, ANN202 - wraps moto's method
 
     change.ivadas_counted = True
     return change
+
+
+#: The Description of the stack stand-in's template (infra.local.provision): the stacks updated as above.
+STAND_IN = "ivadas local stand-in: the stack's parameters; the local stack applies its updates"
+
+
+def _stand_in_update(original):  # noqa: ANN001, ANN202 - wraps moto's response
+    @functools.wraps(original)
+    def respond(self: CloudFormationResponse) -> ActionResult:
+        stack = self.cloudformation_backend.get_stack(self._get_param("StackName"))
+        if stack.description != STAND_IN:
+            return original(self)
+        if stack.status.endswith("_IN_PROGRESS"):
+            raise StackValidationError(
+                stack.stack_id,
+                message=f"Stack:{stack.stack_id} is in {stack.status} state and can not be updated.",
+            )
+        stack.status, stack.status_reason = "UPDATE_IN_PROGRESS", "User Initiated"
+        endpoint_changes.bump()
+        return ActionResult({"StackId": stack.stack_id})
+
+    respond.ivadas_stand_in = True
+    return respond
+
+
+def finish_stack_update(backend: CloudFormationBackend, name: str, status: str, reason: str | None) -> None:
+    """End a stand-in's update as CloudFormation does: UPDATE_COMPLETE or UPDATE_ROLLBACK_COMPLETE (why)."""
+    stack = backend.get_stack(name)
+    stack.status, stack.status_reason = status, reason
+    endpoint_changes.bump()
 
 
 #: One lock for every item write (moto's put, update and delete; a transaction's writes nest inside it).
@@ -286,6 +324,8 @@ def install(journal: Journal | None = None) -> None:
         SageMakerResponse.update_endpoint = _update_endpoint_response  # type: ignore[attr-defined]
     if not getattr(CognitoIdpUserPool.create_jwt, "ivadas_lifetime", False):
         CognitoIdpUserPool.create_jwt = _client_lifetime(CognitoIdpUserPool.create_jwt)
+    if not getattr(CloudFormationResponse.update_stack, "ivadas_stand_in", False):
+        CloudFormationResponse.update_stack = _stand_in_update(CloudFormationResponse.update_stack)
     moto_jobs.install()
     for name in ("create_endpoint", "update_endpoint", "delete_endpoint"):
         if not getattr(getattr(SageMakerModelBackend, name), "ivadas_counted", False):

@@ -8,7 +8,8 @@ write durable before it answers (moto_extensions.py, journal.py). Routes of its 
 POST /_ivadas/journal/restore {"buckets": [...], "tables": [...]} (put the journal's state back, once the
 resources exist), POST /_ivadas/journal/compact, GET /_ivadas/journal/status, and
 GET /_ivadas/endpoints/changes?after=N&wait=S (the count of SageMaker endpoint changes once it is not N, or
-after S seconds: the local stack's endpoint follower waits on it). It also
+after S seconds: the local stack's endpoint follower waits on it), POST /_ivadas/stacks/finish {"name",
+"status", "reason"} (the follower ends the stack stand-in's update it applied). It also
 answers the browser's CORS preflight for the JSON-protocol APIs (the UI signs in straight to cognito-idp, as
 on AWS): moto routes an OPTIONS without X-Amz-Target to S3, which fails it.
 Run: python -m infra.local.moto_server --port PORT [--host 127.0.0.1] [--journal-dir DIR]
@@ -28,6 +29,7 @@ from urllib.parse import parse_qs
 
 ROUTES = "/_ivadas/journal/"
 CHANGES = "/_ivadas/endpoints/changes"
+FINISH = "/_ivadas/stacks/finish"
 #: the longest an endpoint-changes request waits
 MAX_WAIT_S = 300.0
 WsgiApp = Callable[[dict, Callable], Iterable[bytes]]
@@ -66,6 +68,19 @@ def _endpoint_changes(environ: dict, start_response: Callable) -> Iterable[bytes
     return [json.dumps({"generation": generation}).encode()]
 
 
+def _finish_stack(environ: dict, start_response: Callable) -> Iterable[bytes]:
+    from moto.cloudformation.models import cloudformation_backends
+
+    from infra.local.moto_extensions import finish_stack_update
+    from infra.template import ACCOUNT, REGION
+
+    body = json.loads(environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0)) or b"{}")
+    backend = cloudformation_backends[ACCOUNT][REGION]
+    finish_stack_update(backend, body["name"], body["status"], body.get("reason"))
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [json.dumps({"name": body["name"], "status": body["status"]}).encode()]
+
+
 def journal_routes(app: WsgiApp, journal: object | None) -> WsgiApp:
     """moto's WSGI application with the journal's routes and the JSON APIs' CORS preflight in front of it."""
     from infra.local import moto_extensions
@@ -78,6 +93,8 @@ def journal_routes(app: WsgiApp, journal: object | None) -> WsgiApp:
             return [b""]
         if path == CHANGES and environ["REQUEST_METHOD"] == "GET":
             return _endpoint_changes(environ, start_response)
+        if path == FINISH and environ["REQUEST_METHOD"] == "POST":
+            return _finish_stack(environ, start_response)
         if not path.startswith(ROUTES):
             return app(environ, start_response)
         action, method = path[len(ROUTES) :], environ["REQUEST_METHOD"]

@@ -143,6 +143,23 @@ def create_user_pools(stack: Stack) -> dict[str, str]:
     return ids
 
 
+def create_stand_in_stack(stack: Stack) -> str:
+    """The stack as CloudFormation would describe it, in moto: its parameters (as given: an SSM parameter type
+    by the parameter's name) and no resources. The Deployments API updates it as it updates the real stack;
+    the local stack applies the update to the endpoints (moto_extensions, endpoints.EndpointFollower)."""
+    from infra.local.moto_extensions import STAND_IN
+
+    declared = stack.template.get("Parameters", {})
+    template = {"Description": STAND_IN, "Parameters": {name: {"Type": "String"} for name in declared},
+                "Resources": {}}  # fmt: skip
+    given = [{"ParameterKey": k, "ParameterValue": stack.values[k]} for k in declared]
+    name = str(stack.values["AWS::StackName"])
+    boto3.client("cloudformation").create_stack(
+        StackName=name, TemplateBody=json.dumps(template), Parameters=given
+    )
+    return name
+
+
 def provision(
     stack: Stack, before_notifications: Callable[[dict[str, str]], None] | None = None
 ) -> dict[str, str]:

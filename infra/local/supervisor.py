@@ -27,7 +27,7 @@ from infra.local.authorizer import UserPool
 from infra.local.health import HealthCheck
 from infra.local.poller import Poller
 from infra.local.processes import free_port, spawn, wait_http
-from infra.local.provision import provision
+from infra.local.provision import create_stand_in_stack, provision
 from infra.local.state import aws_environment, state_path, write_state
 from infra.publish_ui import ui_config
 from infra.template import REGION, Stack, load_template
@@ -112,6 +112,7 @@ class Supervisor:
         self._start_moto()
         wait_http(f"http://127.0.0.1:{self.moto_port}/moto-api/", 60, self.moto)
         self.names = provision(self.stack, self._restore)
+        create_stand_in_stack(self.stack)  # what the Deployments API updates (its endpoints follow)
         self.env.update(self.stack.functions_environment())  # now with the queues' URLs
         os.environ.update(self.env)
         stage = self.stack.values["Stage"]
@@ -124,7 +125,12 @@ class Supervisor:
         wait_http(f"http://127.0.0.1:{self.model_port}/ping", 300, self.model_server, ok=lambda s: s == 200)
         names = [endpoint_name(stage, model) for model in MODELS]
         self.follower = endpoints.EndpointFollower(
-            served, names, f"http://127.0.0.1:{self.model_port}", cache, f"http://127.0.0.1:{self.moto_port}"
+            served,
+            names,
+            f"http://127.0.0.1:{self.model_port}",
+            cache,
+            f"http://127.0.0.1:{self.moto_port}",
+            self.stack,
         )
         self.follower.start()
         moto_url, work = f"http://127.0.0.1:{self.moto_port}", self.state_dir / "jobs"

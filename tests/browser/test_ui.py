@@ -1061,3 +1061,124 @@ def test_a_defect_is_marked_with_a_type_and_a_note_by_keyboard(page, scenario, w
     page.click("#tab-review")
     page.keyboard.press("u")  # withdrawn again: the flagged bottle stays queued for the other tests
     page.wait_for_selector("#notice:has-text('withdrawn')")
+
+
+def _new_version(scenario: dict, model: str, tmp_path: Path, tag: int) -> str:
+    """A new approved version of `model`: its scenario artifact in other gzip bytes (the same model)."""
+    import gzip
+
+    where = ["--state-dir", scenario["state"]["state_dir"]]
+    before = {v.name for v in _registry_versions(scenario)}
+    artifact = tmp_path / f"{model}-{tag}.tar.gz"
+    with gzip.open(scenario["artifacts"][model]) as src, gzip.GzipFile(artifact, "wb", mtime=tag) as out:
+        out.write(src.read())
+    assert ivadas(["register", "--artifact", str(artifact), "--model", model, *where]) == 0
+    (version,) = {v.name for v in _registry_versions(scenario)} - before
+    assert ivadas(["approve", version, "--note", "for the deploy buttons", *where]) == 0
+    return version
+
+
+def _in_service(page, model: str, version: str) -> None:  # noqa: ANN001
+    """Wait until the Models view shows `model`'s endpoint updating, then in service with `version`."""
+    page.wait_for_selector(f".endpoint-state[data-model='{model}'][data-state='updating']", timeout=30_000)
+    page.wait_for_selector(f".endpoint-state[data-model='{model}'][data-state='in_service']", timeout=180_000)
+    caption = page.inner_text(f"table.models[data-model='{model}'] caption")
+    assert f"serving {version}" in caption, caption
+
+
+def _card_of(version) -> tuple[str, str]:  # noqa: ANN001
+    bucket, key = version.metrics_url.removeprefix("s3://").split("/", 1)
+    return bucket, key
+
+
+@pytest.mark.parametrize("width,height", [(1440, 900), (390, 844)])
+def test_models_view_deploys_rolls_back_and_promotes_with_confirmation(
+    page, scenario, tmp_path: Path, width: int, height: int
+) -> None:
+    import json
+
+    page.set_viewport_size({"width": width, "height": height})
+    phone = width < 700
+    first = _new_version(scenario, "patchcore", tmp_path, 11 + width)
+    second = _new_version(scenario, "patchcore", tmp_path, 12 + width)
+    asked: list[str] = []
+
+    def answer(dialog) -> None:  # noqa: ANN001 - the first question of each kind is declined: nothing happens
+        asked.append(dialog.message)
+        kind = dialog.message.split(" ", 1)[0]
+        dialog.dismiss() if sum(a.startswith(kind) for a in asked) == 1 else dialog.accept()
+
+    page.on("dialog", answer)
+    page.click("#tab-models")
+    endpoint = "ivadas-local-patchcore"
+    for version in (first, second):  # each deploy asks first, naming the version and the endpoint
+        deploy = page.wait_for_selector(f"tr[data-version='{version}'] button.deploy", timeout=30_000)
+        deploy.click()  # (declined the first time)
+        assert asked and asked[-1].startswith(f"Deploy {version} to endpoint {endpoint}?"), asked
+        if sum(a.startswith("Deploy") for a in asked) == 1:  # declined: nothing started
+            assert not page.query_selector(".endpoint-state[data-state='updating']")
+            deploy.click()
+        _in_service(page, "patchcore", version)
+    assert page.evaluate("document.documentElement.scrollWidth") <= width, "sideways scrolling"
+    if phone:
+        page.screenshot(path=str(SHOTS / "models-deploy-phone.png"), full_page=True)
+    else:
+        page.screenshot(path=str(SHOTS / "models-deploy.png"), full_page=True)
+    back = page.wait_for_selector(".endpoint-state[data-model='patchcore'] button.rollback", timeout=30_000)
+    assert back.inner_text() == f"Roll back to {first}"
+    box = back.bounding_box()
+    assert box["x"] >= 0 and box["x"] + box["width"] <= width, box
+    back.click()  # declined
+    assert asked[-1] == f"Roll endpoint {endpoint} back from {second} to {first}?"
+    page.click(".endpoint-state[data-model='patchcore'] button.rollback")
+    _in_service(page, "patchcore", first)
+
+    # Promote: the gate's verdict first, Confirm only when it passes. The candidates' evidence is arranged:
+    # one card no worse than production's, one with recall dropped, every reviewed escape scored as caught.
+    s3 = boto3.client("s3")
+    versions = {v.name: v for v in _registry_versions(scenario)}
+    production = s3.get_object(Bucket=_card_of(versions[first])[0], Key=_card_of(versions[first])[1])[
+        "Body"
+    ].read()
+    good, worse = (_new_version(scenario, "softpatch", tmp_path, t + width) for t in (21, 22))
+    versions = {v.name: v for v in _registry_versions(scenario)}
+    doc = json.loads(production)
+    s3.put_object(Bucket=_card_of(versions[good])[0], Key=_card_of(versions[good])[1], Body=production)
+    for card in doc["classes"].values():
+        card["metrics"]["recall_at_threshold"] = (card["metrics"].get("recall_at_threshold") or 1.0) - 0.2
+    s3.put_object(
+        Bucket=_card_of(versions[worse])[0], Key=_card_of(versions[worse])[1], Body=json.dumps(doc).encode()
+    )
+    from ivadas_functions.promotion import escapes_key
+
+    for class_name in doc["classes"]:
+        for candidate in (good, worse):
+            scored = {"class_name": class_name, "escapes": 10_000, "versions": {candidate: {"forgotten": []}}}
+            key = escapes_key("local", class_name, first, candidate)
+            s3.put_object(Bucket=_card_of(versions[first])[0], Key=key, Body=json.dumps(scored).encode())
+    page.click("#tab-models")  # the view again, with the new versions
+    page.wait_for_selector(f"tr[data-version='{worse}'] button.promote", timeout=30_000).click()
+    dialog = page.wait_for_selector("dialog#promote-dialog[open]")
+    page.wait_for_selector("#promote-verdict .gate-verdict[data-verdict='refused']", timeout=30_000)
+    assert "recall_at_threshold" in page.inner_text("#promote-verdict ul.refusals")
+    assert f"Promote {worse} to {endpoint}?" == page.inner_text("#promote-title")
+    assert not page.is_visible("#promote-confirm")  # a refusing gate offers no Confirm
+    page.click("#promote-cancel")
+    page.click(f"tr[data-version='{good}'] button.promote")
+    page.wait_for_selector("#promote-verdict .gate-verdict[data-verdict='passed']", timeout=30_000)
+    assert "model cards: no metric worse" in page.inner_text("#promote-verdict ul.checked")
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+    box = dialog.bounding_box()
+    assert box["x"] >= 0 and box["x"] + box["width"] <= width, box
+    if not phone:
+        page.screenshot(path=str(SHOTS / "models-promote.png"), full_page=False)
+    page.click("#promote-confirm")
+    _in_service(page, "patchcore", good)
+    assert "(promoted)" in page.inner_text("table.models[data-model='patchcore'] caption")
+    assert rollout_record(scenario)["deployed_by"] == f"cognito:{ENGINEER}"
+
+
+def rollout_record(scenario: dict) -> dict:  # noqa: ARG001 - the scenario's stack is the one boto3 points at
+    from ivadas_functions.registry import deployment
+
+    return deployment(boto3.client("ssm"), "local", "patchcore")

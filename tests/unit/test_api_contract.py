@@ -35,7 +35,7 @@ def _documented(doc: dict) -> set[tuple[str, str]]:
 
 @pytest.fixture
 def handlers(monkeypatch: pytest.MonkeyPatch) -> dict:
-    """The three API modules, imported with the settings template.yaml gives them (no AWS call is made)."""
+    """The four API modules, imported with the settings template.yaml gives them (no AWS call is made)."""
     for name in ("RESULTS_TABLE", "STATS_TABLE", "REVIEWS_TABLE", "RESULTS_BUCKET", "INBOX_BUCKET",
                  "IDEMPOTENCY_TABLE", "PATCHCORE_ENDPOINT", "SOFTPATCH_ENDPOINT"):  # fmt: skip
         monkeypatch.setenv(name, name.lower())
@@ -43,7 +43,8 @@ def handlers(monkeypatch: pytest.MonkeyPatch) -> dict:
     monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "true")
     for name in [m for m in sys.modules if m.split(".")[0] == "ivadas_functions"]:
         sys.modules.pop(name)
-    return {n: importlib.import_module(f"ivadas_functions.{n}") for n in ("predict", "results", "models_api")}
+    names = ("predict", "results", "models_api", "deployments_api")
+    return {n: importlib.import_module(f"ivadas_functions.{n}") for n in names}
 
 
 def _resolver_routes(module) -> set[tuple[str, str]]:  # noqa: ANN001

@@ -8,9 +8,10 @@ import pytest
 from botocore.stub import Stubber
 from moto import mock_aws
 
-from infra.lifecycle import endpoint_owner, rollout
+from infra.lifecycle import endpoint_owner
 from infra.lifecycle.context import Context
 from ivadas_contract.models import deployed_url_parameter
+from ivadas_functions.deployments import serve
 from model_server.errors import IvadasError
 
 PARAMETERS = [
@@ -85,7 +86,13 @@ def test_a_failed_update_says_why_and_puts_the_parameter_back(aws, monkeypatch: 
         "describe_stacks", _stack("UPDATE_ROLLBACK_COMPLETE", reason), {"StackName": "ivadas-prod"}
     )
     with pytest.raises(IvadasError, match="UPDATE_ROLLBACK_COMPLETE .*ModelError"):
-        rollout._serve(ctx, "patchcore", "s3://b/new/model.tar.gz", timeout_s=60)
+        serve(
+            ctx.ssm,
+            "prod",
+            "patchcore",
+            "s3://b/new/model.tar.gz",
+            lambda: endpoint_owner.apply(ctx, "patchcore", 60),
+        )
     assert ctx.ssm.get_parameter(Name=name)["Parameter"]["Value"] == "s3://b/old/model.tar.gz"
 
 

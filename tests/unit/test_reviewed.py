@@ -3,12 +3,14 @@ promotion refuses it (the versions' scoring is faked here; the end-to-end test s
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 from infra.lifecycle import promote, reviewed
+from ivadas_functions import promotion
 
 
 class FakePredictor:
@@ -38,10 +40,17 @@ def test_escape_check_names_what_each_version_forgets(escapes) -> None:  # noqa:
 
 def test_promotion_refuses_a_candidate_that_forgets_an_escape(escapes, monkeypatch) -> None:  # noqa: ANN001
     production = SimpleNamespace(name="patchcore-1", model_data_url="a+b")
-    ctx = SimpleNamespace(cache_dir=Path("/tmp"))
+    stored: list[dict] = []
+    s3 = SimpleNamespace(put_object=lambda **put: stored.append(put))
+    ctx = SimpleNamespace(cache_dir=Path("/tmp"), stage="test", model_bucket="b", s3=s3)
     worse = SimpleNamespace(name="patchcore-2", model_data_url="b")
-    refusals, checked = promote._escapes(ctx, "bottle", worse, production)
+    refusals, checked = promote.ScoredEscapes(ctx).check("bottle", worse, production)
     assert refusals == ["class bottle: misses 1 reviewed escape(s) patchcore-1 catches: a"]
     assert checked.startswith("bottle: 3 reviewed escapes")
+    # kept for the API's gate, which cannot score: the same verdict from the stored scoring
+    assert stored[-1]["Key"] == "test/comparisons/escapes/bottle/patchcore-1--patchcore-2.json"
+    assert (
+        promotion.escape_refusals(json.loads(stored[-1]["Body"]), "bottle", worse, production)[0] == refusals
+    )
     better = SimpleNamespace(name="patchcore-3", model_data_url="a+b+c")
-    assert promote._escapes(ctx, "bottle", better, production)[0] == []
+    assert promote.ScoredEscapes(ctx).check("bottle", better, production)[0] == []

@@ -73,6 +73,10 @@ def test_outputs_and_local_names() -> None:
         ("POST", "/models/{version}/approve", "ModelsFunction"),
         ("POST", "/models/{version}/reject", "ModelsFunction"),
         ("POST", "/models/{version}/reopen", "ModelsFunction"),
+        ("POST", "/models/{version}/deploy", "DeploymentsFunction"),
+        ("POST", "/deployments/{model}/rollback", "DeploymentsFunction"),
+        ("GET", "/models/{version}/promotion", "DeploymentsFunction"),
+        ("POST", "/models/{version}/promote", "DeploymentsFunction"),
     }
 
 
