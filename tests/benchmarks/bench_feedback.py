@@ -190,6 +190,20 @@ def train(study: Study) -> tuple[ClassModel, FeatureExtractor, list[Sample], Cla
     return model, extractor, held, split
 
 
+def _study_setup(study: Study, held: list[Sample], pool: Pool, reviewed_false_alarms: int) -> dict:
+    """What a study's record says of its model and its drifted pool, updated or not."""
+    return {
+        "configuration": study.label,
+        "n_train": study.n_train,
+        "held_out_sources": len(held),
+        "copies": COPIES,
+        "sources_reviewed_evaluation": list(pool.n_sources),
+        "reviewed_images": len(pool.reviewed),
+        "reviewed_false_alarms": reviewed_false_alarms,
+        "evaluation_images": len(pool.evaluation),
+    }
+
+
 def unfooled(
     study: Study,
     model: ClassModel,
@@ -206,14 +220,7 @@ def unfooled(
     labels = np.array([s.label for s in split.test])
     thr = model.calibration.threshold
     return {
-        "configuration": study.label,
-        "n_train": study.n_train,
-        "held_out_sources": len(held),
-        "copies": COPIES,
-        "sources_reviewed_evaluation": list(pool.n_sources),
-        "reviewed_images": len(pool.reviewed),
-        "reviewed_false_alarms": 0,
-        "evaluation_images": len(pool.evaluation),
+        **_study_setup(study, held, pool, 0),
         "threshold": [round(thr, 4)],
         "false_alarms_before": _rate(int((eval_before > thr).sum()), len(pool.evaluation)),
         "test_before": _quality(test_before, labels, thr),
@@ -254,14 +261,7 @@ def run_study(study: Study, threshold: str) -> dict:
     n_eval = len(pool.evaluation)
     train_seconds = model.card["training"]["wall_seconds"]
     return {
-        "configuration": study.label,
-        "n_train": study.n_train,
-        "held_out_sources": len(held),
-        "copies": COPIES,
-        "sources_reviewed_evaluation": list(pool.n_sources),
-        "reviewed_images": len(pool.reviewed),
-        "reviewed_false_alarms": len(flagged),
-        "evaluation_images": n_eval,
+        **_study_setup(study, held, pool, len(flagged)),
         "threshold_policy": threshold,
         "threshold": [round(thr_before, 4), round(thr_after, 4)],
         "false_alarms_before": _rate(int((eval_before > thr_before).sum()), n_eval),
