@@ -174,12 +174,16 @@ def test_inspect_explains_a_defect_with_its_nearest_good_patch(page, scenario, w
     assert sorted(c for c, _ in widths) == ["crop defect-crop", "crop good-crop"], widths
     assert all(w > 0 for _, w in widths), widths  # both crops decoded
     assert page.evaluate("document.documentElement.scrollWidth") <= width, "sideways scrolling"
+    if width < 700:  # the whole Inspect view on a phone, beside inspect.png
+        page.screenshot(path=str(SHOTS / "inspect-phone.png"), full_page=True)
     name = "explanation.png" if width > 700 else "explanation-phone.png"
     card.query_selector(".explanations").scroll_into_view_if_needed()
     card.screenshot(path=str(SHOTS / name))
 
 
-def test_compare_both_models_side_by_side(page, scenario) -> None:
+@pytest.mark.parametrize("width,height", [(1440, 900), (390, 844)])
+def test_compare_both_models_side_by_side(page, scenario, width, height) -> None:
+    page.set_viewport_size({"width": width, "height": height})
     page.set_input_files("#file", str(scenario["good"]))
     page.select_option("#class", scenario["class"])
     page.check("input[name=model][value=both]")
@@ -188,7 +192,8 @@ def test_compare_both_models_side_by_side(page, scenario) -> None:
     cards = page.query_selector_all("#outcome .card")
     assert [c.get_attribute("data-model") for c in cards] == ["patchcore", "softpatch"]
     assert all(c.query_selector(".verdict").inner_text() == "GOOD" for c in cards)
-    page.screenshot(path=str(SHOTS / "compare.png"), full_page=True)
+    assert page.evaluate("document.documentElement.scrollWidth") <= width, "sideways scrolling"
+    page.screenshot(path=str(SHOTS / ("compare.png" if width > 700 else "compare-phone.png")), full_page=True)
 
 
 def test_results_table_shows_every_image_of_a_batch(page, scenario) -> None:
@@ -598,6 +603,10 @@ def test_sign_in_refuses_a_wrong_password_then_signs_in_and_out(signed_out, scen
     pg.wait_for_selector("#signin-reason:has-text('Wrong user name or password')")
     assert pg.is_hidden("main")
     pg.screenshot(path=str(SHOTS / "sign-in.png"), full_page=True)
+    pg.set_viewport_size({"width": 390, "height": 844})
+    assert pg.evaluate("document.documentElement.scrollWidth") <= 390, "sideways scrolling on a phone"
+    pg.screenshot(path=str(SHOTS / "sign-in-phone.png"), full_page=True)
+    pg.set_viewport_size({"width": 1440, "height": 900})
     sign_in(pg, ENGINEER)
     assert ENGINEER in pg.inner_text("#whoami") and "ml-engineers" in pg.inner_text("#whoami")
     token = pg.evaluate("JSON.parse(sessionStorage.getItem('ivadas.session')).idToken")
