@@ -25,7 +25,7 @@ UI = Path(__file__).resolve().parent.parent / "ui"
 def stack_outputs(stack_name: str) -> dict[str, str]:
     import boto3
 
-    from infra import deployed_stack
+    from ivadas_functions import stack as deployed_stack
 
     stack = deployed_stack.describe(boto3.client("cloudformation"), stack_name)
     if stack is None:

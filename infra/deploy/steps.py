@@ -12,12 +12,12 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from infra import deployed_stack
 from infra.deploy import image, stack
 from infra.deploy.recorder import Recorder, absent
 from infra.lifecycle.context import Context
 from infra.template import stack_name
 from ivadas_contract.models import MODELS, deployed_url_parameter
+from ivadas_functions import stack as deployed_stack
 from model_server.errors import IvadasError
 
 #: API Gateway's CloudWatch role, one per account and region, made only where the account has none.

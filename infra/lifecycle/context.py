@@ -100,7 +100,8 @@ def add_context_arguments(p: argparse.ArgumentParser) -> None:
 
 def deployed_settings(stage: str, cloudformation: Any = None) -> dict[str, str]:
     """The parameters the stage's stack was deployed with; IvadasError when it has no stack."""
-    from infra import deployed_stack  # botocore: not in the training image, whose `train` parser imports this
+    # botocore: not in the training image, whose `train` parser imports this module
+    from ivadas_functions import stack as deployed_stack
 
     name = stack_name(stage)
     stack = deployed_stack.describe(cloudformation or boto3_client("cloudformation"), name)

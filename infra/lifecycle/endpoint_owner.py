@@ -20,9 +20,9 @@ from __future__ import annotations
 
 from botocore.exceptions import WaiterError
 
-from infra import deployed_stack
 from infra.lifecycle.context import Context, as_cli_error
 from ivadas_contract.models import endpoint_name
+from ivadas_functions import stack as deployed_stack
 from ivadas_functions.deployments import CAPABILITIES, start_stack_update
 from model_server.errors import IvadasError
 

@@ -9,8 +9,6 @@ from infra.lifecycle import endpoint_owner
 from infra.lifecycle.context import Context, as_cli_error
 from ivadas_functions import deployments as shared
 
-HISTORY = shared.HISTORY
-
 
 def deployment(ctx: Context, model: str) -> dict | None:
     """The deployment record of `model` in this stage, or None before the first `ivadas deploy`."""
